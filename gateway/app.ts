@@ -1,0 +1,109 @@
+import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import type { ScheduledTask } from 'node-cron';
+import { AuditWriter } from './audit/audit-writer.js';
+import { scheduleCleanup } from './audit/cleanup-schedule.js';
+import { openDatabase, type Db } from './audit/database.js';
+import { KeyRegistry } from './auth/key-registry.js';
+import type { GatewayConfig } from './config/gateway-config.js';
+import type { GatewayContext } from './http/context.js';
+import { createGatewayServer, errorSummary } from './http/server.js';
+import type { ErrorReporter } from './observability/error-reporter.js';
+import type { Logger } from './observability/logger.js';
+import { loadPolicyFile } from './policy/compile-policy.js';
+import { PolicyWatcher } from './policy/policy-watcher.js';
+import { ProviderRouter } from './proxy/provider-router.js';
+import path from 'node:path';
+
+export interface RunningGateway {
+  readonly url: string;
+  readonly port: number;
+  readonly context: GatewayContext;
+  readonly db: Db;
+  /** Stops accepting, waits for in-flight requests up to `drainMs`, flushes the audit log and closes everything. */
+  close(drainMs?: number): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly logger: Logger;
+  readonly reporter: ErrorReporter;
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+const DEFAULT_DRAIN_MS = 30_000;
+
+/** Wires the pipeline stages together and starts listening. */
+export async function startGateway(config: GatewayConfig, options: StartOptions): Promise<RunningGateway> {
+  const { logger, reporter } = options;
+  const policyName = path.relative(process.cwd(), config.policy.path) || config.policy.path;
+  const initialPolicy = loadPolicyFile(config.policy.path, policyName);
+  const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous });
+
+  const keys = new KeyRegistry(db);
+  const audit = new AuditWriter(db, {
+    onFailure(err, lostOutcomes) {
+      logger.error({ err: errorSummary(err), lost_outcomes: lostOutcomes }, 'audit write failed');
+      reporter.exception(err, { stage: 'audit' });
+    },
+  });
+  const policy = new PolicyWatcher(config.policy.path, policyName, initialPolicy, {
+    onReload(p) {
+      logger.info({ policy_hash: p.hash, rules: p.rules.length, mode: p.mode }, 'policy reloaded');
+    },
+    onRejected(error) {
+      logger.error({ file: error.file, line: error.line, col: error.col, key: error.key }, `policy edit rejected, keeping the last good policy: ${error.message}`);
+      reporter.message('policy edit rejected', { file: error.file, line: String(error.line), col: String(error.col) });
+    },
+  });
+  const providers = new ProviderRouter(config.providers, options.env ?? process.env);
+  const context: GatewayContext = { config, keys, policy, audit, providers, logger, reporter, counters: { unaudited: 0 } };
+
+  const { server, closeUpgrades } = createGatewayServer(context);
+  server.listen(config.server.port, config.server.host);
+  await once(server, 'listening');
+
+  keys.start((err) => {
+    logger.error({ err: errorSummary(err) }, 'key refresh failed');
+    reporter.exception(err, { stage: 'auth' });
+  });
+  policy.start();
+  const cleanup: ScheduledTask = scheduleCleanup(db, config.audit.cleanupSchedule, config.audit.retentionDays, {
+    onDone(result) {
+      logger.info({ deleted_decisions: result.decisions, deleted_outcomes: result.outcomes, retention_days: config.audit.retentionDays }, 'audit retention ran');
+    },
+    onError(err) {
+      logger.error({ err: errorSummary(err) }, 'audit retention failed');
+      reporter.exception(err, { stage: 'retention' });
+    },
+  });
+
+  const { port } = server.address() as AddressInfo;
+  const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
+  let closing: Promise<void> | null = null;
+
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    context,
+    db,
+    close(drainMs = DEFAULT_DRAIN_MS) {
+      closing ??= (async () => {
+        await cleanup.destroy();
+        policy.stop();
+        keys.stop();
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const deadline = setTimeout(() => {
+          server.closeAllConnections();
+          closeUpgrades();
+        }, drainMs);
+        await closed;
+        clearTimeout(deadline);
+        audit.flush();
+        await providers.close();
+        db.close();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,31 @@
+import type { Decision } from '../policy/policy-types.js';
+import type { RequestFacts } from '../policy/request-facts.js';
+import type { DecisionRow } from './audit-writer.js';
+import { sqliteTime } from './database.js';
+
+export type DecisionKind = 'proxy' | 'check' | 'websocket';
+
+/**
+ * The audit row of a decision. `meta` holds the governance metadata and the
+ * derived, content-free facts; nothing here comes from message text.
+ */
+export function decisionRow(logId: string, requestId: string, kind: DecisionKind, facts: RequestFacts, decision: Pick<Decision, 'allowed' | 'riskScore' | 'reason'>): DecisionRow {
+  return {
+    id: logId,
+    customer_id: facts.customer,
+    api_key_id: facts.key,
+    model: facts.model,
+    operation: facts.operation,
+    meta: JSON.stringify({
+      metadata: facts.metadata,
+      ...facts.request,
+      provider: facts.provider,
+      request_id: requestId,
+      kind,
+    }),
+    risk_score: decision.riskScore,
+    allowed: decision.allowed ? 1 : 0,
+    reason: decision.reason,
+    created_at: sqliteTime(),
+  };
+}

@@ -1,0 +1,84 @@
+import { loadGatewayConfig, resolveConfigFile, type GatewayConfig } from '../config/gateway-config.js';
+import { ConfigError } from '../config/yaml-source.js';
+import { cleanupCommand } from './cleanup-command.js';
+import { CliError } from './cli-error.js';
+import { keysCommand } from './keys-command.js';
+import { policyCommand } from './policy-command.js';
+import { serveCommand } from './serve-command.js';
+
+const USAGE = `usage: govgate <command> [--config FILE]
+
+  serve                                   run the gateway in the foreground
+  keys create --customer ID [--name LABEL] [--json]
+  keys list [--customer ID] [--json]
+  keys revoke KEY_ID
+  policy check [FILE]
+  policy test --customer ID --model M --operation OP [--meta k=v]... [--json]
+  cleanup-logs [DAYS]
+
+--config defaults to $GOVGATE_CONFIG, then config/gateway.yaml`;
+
+/** Runs one command; returns the exit code. Errors become one line on stderr. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const { configFile, rest } = extractConfigFlag(argv);
+    const loadConfig = (): GatewayConfig => loadGatewayConfig(resolveConfigFile(configFile));
+    const [command, ...args] = rest;
+    switch (command) {
+      case 'serve':
+        await serveCommand(loadConfig(), args, process.stderr);
+        return 0;
+      case 'keys':
+        keysCommand(loadConfig(), args, process.stdout);
+        return 0;
+      case 'policy':
+        await policyCommand(loadConfig, args, process.stdout);
+        return 0;
+      case 'cleanup-logs':
+        await cleanupCommand(loadConfig(), args, process.stdout);
+        return 0;
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(`${USAGE}\n`);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new CliError(`unknown command "${command}"; run "govgate help" for the list`, 2);
+    }
+  } catch (err) {
+    process.stderr.write(`govgate: ${oneLine(err)}\n`);
+    return err instanceof CliError ? err.exitCode : 1;
+  }
+}
+
+/** `--config` may stand anywhere, so it is taken out before each command parses its own flags. */
+function extractConfigFlag(argv: string[]): { configFile: string | undefined; rest: string[] } {
+  const rest: string[] = [];
+  let configFile: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--config') {
+      configFile = argv[++i];
+      if (configFile === undefined) throw new CliError('--config needs a FILE', 2);
+    } else if (arg.startsWith('--config=')) {
+      configFile = arg.slice('--config='.length);
+    } else {
+      rest.push(arg);
+    }
+  }
+  return { configFile, rest };
+}
+
+function oneLine(err: unknown): string {
+  if (err instanceof ConfigError || err instanceof CliError) return err.message;
+  const code = (err as { code?: string }).code;
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    return (err as Error).message.split('\n')[0]!;
+  }
+  if (code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY' || code?.startsWith('SQLITE_')) return `audit database error (${code}): ${(err as Error).message}`;
+  return err instanceof Error ? err.message.split('\n')[0]! : String(err);
+}
+
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,91 @@
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { GatewayConfig } from '../config/gateway-config.js';
+import { evaluate } from '../policy/evaluate.js';
+import { loadPolicyFile } from '../policy/compile-policy.js';
+import type { MetadataValue } from '../policy/request-facts.js';
+import { ProviderRouter } from '../proxy/provider-router.js';
+import { CliError } from './cli-error.js';
+
+export async function policyCommand(loadConfig: () => GatewayConfig, args: string[], out: NodeJS.WritableStream): Promise<void> {
+  const [action, ...rest] = args;
+  if (action === 'check') return check(loadConfig, rest, out);
+  if (action === 'test') return test(loadConfig(), rest, out);
+  throw new CliError(`unknown policy command "${action ?? ''}" (expected check or test)`, 2);
+}
+
+/** `policy check [FILE]`: with no FILE, the policy the configuration points at. */
+function check(loadConfig: () => GatewayConfig, args: string[], out: NodeJS.WritableStream): void {
+  const { positionals } = parseArgs({ args, options: {}, allowPositionals: true, strict: true });
+  if (positionals.length > 1) throw new CliError('policy check takes at most one FILE', 2);
+  const file = positionals[0] ?? path.relative(process.cwd(), loadConfig().policy.path);
+  const policy = loadPolicyFile(path.resolve(file), file);
+  out.write(`${file}: valid (${policy.mode} mode, ${policy.customers.size} customers, ${policy.rules.length} rules, sha256 ${policy.hash.slice(0, 12)})\n`);
+}
+
+async function test(config: GatewayConfig, args: string[], out: NodeJS.WritableStream): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      customer: { type: 'string' },
+      model: { type: 'string' },
+      operation: { type: 'string' },
+      meta: { type: 'string', multiple: true },
+      'max-tokens': { type: 'string' },
+      stream: { type: 'boolean' },
+      key: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  for (const required of ['customer', 'model', 'operation'] as const) {
+    if (!values[required]) throw new CliError(`policy test needs --${required}`, 2);
+  }
+  const maxTokens = values['max-tokens'] === undefined ? null : Number(values['max-tokens']);
+  if (maxTokens !== null && !Number.isFinite(maxTokens)) throw new CliError('--max-tokens must be a number', 2);
+
+  const file = path.relative(process.cwd(), config.policy.path) || config.policy.path;
+  const policy = loadPolicyFile(config.policy.path, file);
+  const router = new ProviderRouter(config.providers, {});
+  const provider = router.forModel(values.model!);
+  await router.close();
+  const facts = {
+    customer: values.customer!,
+    key: values.key ?? '',
+    model: values.model!,
+    operation: values.operation!,
+    provider: provider?.name ?? null,
+    metadata: parseMeta(values.meta ?? []),
+    request: { stream: values.stream ?? false, max_tokens: maxTokens, messages: null, tools: null, body_bytes: 0 },
+  };
+  const decision = provider
+    ? evaluate(policy, facts)
+    : { allowed: false, violates: true, riskScore: 0, reason: `no provider serves model ${values.model}`, rules: [] as string[] };
+
+  if (values.json) {
+    out.write(`${JSON.stringify({
+      allowed: decision.allowed, would_block: decision.violates, risk_score: decision.riskScore, reason: decision.reason,
+      rules: decision.rules, provider: facts.provider, mode: policy.mode, policy: file, policy_hash: policy.hash,
+    })}\n`);
+    return;
+  }
+  out.write(`decision:   ${decision.allowed ? 'allow' : 'block'}${decision.allowed && decision.violates ? ' (monitor mode: enforce would block)' : ''}\n`);
+  out.write(`risk_score: ${decision.riskScore}\n`);
+  out.write(`reason:     ${decision.reason}\n`);
+  out.write(`rules:      ${decision.rules.length > 0 ? decision.rules.join(', ') : '(none matched)'}\n`);
+  out.write(`provider:   ${facts.provider ?? '(none)'}\n`);
+  out.write(`policy:     ${file} (${policy.mode}, sha256 ${policy.hash.slice(0, 12)})\n`);
+}
+
+/** `--meta k=v`: true/false become booleans and numerals numbers, as they would in the JSON header. */
+function parseMeta(pairs: string[]): Record<string, MetadataValue> {
+  const meta: Record<string, MetadataValue> = Object.create(null);
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new CliError(`--meta takes key=value, got "${pair}"`, 2);
+    const raw = pair.slice(eq + 1);
+    meta[pair.slice(0, eq)] = raw === 'true' ? true : raw === 'false' ? false : raw !== '' && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+  }
+  return meta;
+}
+

@@ -1,0 +1,64 @@
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { startGateway } from '../app.js';
+import type { GatewayConfig } from '../config/gateway-config.js';
+import { createErrorReporter } from '../observability/error-reporter.js';
+import { createLogger } from '../observability/logger.js';
+import { errorSummary } from '../http/server.js';
+import { CliError } from './cli-error.js';
+import { VERSION } from './version.js';
+
+/** Runs the gateway in the foreground until SIGTERM or SIGINT, then drains and exits 0. */
+export async function serveCommand(config: GatewayConfig, args: string[], err: NodeJS.WritableStream): Promise<void> {
+  parseArgs({ args, options: {}, strict: true });
+  const logger = createLogger(config.log.level);
+  const reporter = createErrorReporter(process.env[config.sentry.dsnEnv], `govgate@${VERSION}`);
+
+  const die = (error: unknown) => {
+    logger.fatal({ err: errorSummary(error) }, 'govgate crashed');
+    logger.flush();
+    void reporter.flush(2000).finally(() => process.exit(1));
+  };
+  process.on('uncaughtException', die);
+  process.on('unhandledRejection', die);
+
+  let gateway;
+  try {
+    gateway = await startGateway(config, { logger, reporter });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new CliError(`${config.file}: server.port: ${config.server.host}:${config.server.port} is already in use`);
+    }
+    throw error;
+  }
+
+  const rel = (p: string) => path.relative(process.cwd(), p) || p;
+  logger.info({ url: gateway.url, policy: rel(config.policy.path), audit: rel(config.audit.path), sentry: reporter.enabled }, 'govgate listening');
+  err.write(`govgate ${VERSION} listening on ${gateway.url} (policy ${rel(config.policy.path)}, audit ${rel(config.audit.path)})\n`);
+  for (const missing of gateway.context.providers.missingCredentials()) {
+    logger.warn({ provider: missing }, 'provider credential not set: requests to it are forwarded without a provider key');
+    err.write(`warning: provider ${missing} has no credential in the environment\n`);
+  }
+  if (gateway.context.keys.size === 0) {
+    const configFlag = config.file === 'config/gateway.yaml' ? '' : ` --config ${config.file}`;
+    err.write(`No API keys yet. Create one with:\n  npx govgate keys create --customer my-team --name first-key${configFlag}\n`);
+  }
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'draining');
+      void gateway.close().then(resolve, (error: unknown) => {
+        logger.error({ err: errorSummary(error) }, 'shutdown failed');
+        resolve();
+      });
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  logger.info('stopped');
+  logger.flush();
+  await reporter.flush(2000);
+}

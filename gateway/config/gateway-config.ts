@@ -1,0 +1,137 @@
+import path from 'node:path';
+import cron from 'node-cron';
+import { YamlSource, type KeyPath } from './yaml-source.js';
+import { readEnum, readInteger, readMap, readOptionalMap, readString, readStringList } from './validate.js';
+
+export type OnWriteFailure = 'block' | 'allow';
+export type SyncMode = 'FULL' | 'NORMAL';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface ProviderConfig {
+  readonly name: string;
+  readonly baseUrl: URL;
+  readonly apiKeyEnv: string | null;
+  readonly models: readonly string[];
+  readonly connectTimeoutMs: number;
+  /** Reasoning models can think for minutes before the first byte, hence the long default. */
+  readonly firstByteTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly maxConnections: number;
+}
+
+export interface GatewayConfig {
+  readonly file: string;
+  readonly server: { readonly host: string; readonly port: number; readonly maxBodyBytes: number };
+  readonly providers: readonly ProviderConfig[];
+  readonly policy: { readonly path: string };
+  readonly audit: {
+    readonly path: string;
+    readonly retentionDays: number;
+    readonly cleanupSchedule: string;
+    readonly onWriteFailure: OnWriteFailure;
+    readonly synchronous: SyncMode;
+  };
+  readonly sentry: { readonly dsnEnv: string };
+  readonly log: { readonly level: LogLevel };
+}
+
+export const DEFAULT_CONFIG_FILE = 'config/gateway.yaml';
+
+/** `--config`, then `$GOVGATE_CONFIG`, then the default. */
+export function resolveConfigFile(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env.GOVGATE_CONFIG ?? DEFAULT_CONFIG_FILE;
+}
+
+const MAX_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * Reads and validates the gateway configuration once, into a frozen object.
+ * Relative paths resolve against `cwd`, the directory the gateway was started in.
+ */
+export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): GatewayConfig {
+  const src: YamlSource = YamlSource.readFile(path.resolve(cwd, file), file);
+  const root = readMap(src, [], src.value(), ['server', 'providers', 'policy', 'audit', 'sentry', 'log']);
+
+  const server = readOptionalMap(src, ['server'], root.server, ['host', 'port', 'max_body_bytes']);
+  const envPort = env.PORT;
+  if (envPort !== undefined && envPort !== '' && !/^\d{1,5}$/.test(envPort)) {
+    src.fail(['server', 'port'], `$PORT must be a port number, got "${envPort}"`);
+  }
+  const port = envPort ? Number(envPort) : readInteger(src, ['server', 'port'], server.port, { min: 0, max: 65535 }, 8080);
+  if (port > 65535) src.fail(['server', 'port'], `$PORT must be at most 65535, got ${port}`);
+
+  const providerList: unknown = root.providers;
+  if (!Array.isArray(providerList) || providerList.length === 0) {
+    src.fail(['providers'], 'must be a non-empty list of providers');
+  }
+  const providers = providerList.map((raw: unknown, i: number) => readProvider(src, ['providers', i], raw));
+  const names = new Set<string>();
+  providers.forEach((p, i) => {
+    if (names.has(p.name)) src.fail(['providers', i, 'name'], `duplicate provider name "${p.name}"`);
+    names.add(p.name);
+  });
+
+  const policy = readMap(src, ['policy'], root.policy ?? { path: 'config/policy.yaml' }, ['path']);
+  const audit = readOptionalMap(src, ['audit'], root.audit, ['path', 'retention_days', 'cleanup_schedule', 'on_write_failure', 'synchronous']);
+  const cleanupSchedule = readString(src, ['audit', 'cleanup_schedule'], audit.cleanup_schedule, '0 2 * * 0');
+  if (!cron.validate(cleanupSchedule)) src.fail(['audit', 'cleanup_schedule'], `"${cleanupSchedule}" is not a valid cron expression`);
+  const sentry = readOptionalMap(src, ['sentry'], root.sentry, ['dsn_env']);
+  const log = readOptionalMap(src, ['log'], root.log, ['level']);
+
+  return deepFreeze({
+    file,
+    server: {
+      host: readString(src, ['server', 'host'], server.host, '127.0.0.1'),
+      port,
+      maxBodyBytes: readInteger(src, ['server', 'max_body_bytes'], server.max_body_bytes, { min: 1, max: 1024 ** 3 }, 10 * 1024 * 1024),
+    },
+    providers,
+    policy: { path: path.resolve(cwd, readString(src, ['policy', 'path'], policy.path, 'config/policy.yaml')) },
+    audit: {
+      path: path.resolve(cwd, readString(src, ['audit', 'path'], audit.path, 'data/audit.db')),
+      retentionDays: readInteger(src, ['audit', 'retention_days'], audit.retention_days, { min: 1, max: 36500 }, 90),
+      cleanupSchedule,
+      onWriteFailure: readEnum(src, ['audit', 'on_write_failure'], audit.on_write_failure, ['block', 'allow'] as const, 'block'),
+      synchronous: readEnum(src, ['audit', 'synchronous'], audit.synchronous, ['FULL', 'NORMAL'] as const, 'NORMAL'),
+    },
+    sentry: { dsnEnv: readString(src, ['sentry', 'dsn_env'], sentry.dsn_env, 'SENTRY_DSN') },
+    log: { level: readEnum(src, ['log', 'level'], log.level, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info') },
+  });
+}
+
+function readProvider(src: YamlSource, at: KeyPath, raw: unknown): ProviderConfig {
+  const p = readMap(src, at, raw, [
+    'name', 'base_url', 'api_key_env', 'models', 'connect_timeout_ms', 'first_byte_timeout_ms', 'idle_timeout_ms', 'max_connections',
+  ]);
+  const baseUrlText = readString(src, [...at, 'base_url'], p.base_url);
+  let baseUrl: URL;
+  try {
+    baseUrl = new URL(baseUrlText);
+  } catch {
+    src.fail([...at, 'base_url'], `"${baseUrlText}" is not a URL`);
+  }
+  if (baseUrl.protocol !== 'http:' && baseUrl.protocol !== 'https:') src.fail([...at, 'base_url'], 'must be an http:// or https:// URL');
+  if (baseUrl.search || baseUrl.hash) src.fail([...at, 'base_url'], 'must not carry a query or fragment');
+  const apiKeyEnv = p.api_key_env === undefined ? null : readString(src, [...at, 'api_key_env'], p.api_key_env);
+  if (apiKeyEnv !== null && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(apiKeyEnv)) {
+    src.fail([...at, 'api_key_env'], 'must name an environment variable (the key itself never goes in YAML)');
+  }
+  return {
+    name: readString(src, [...at, 'name'], p.name),
+    baseUrl,
+    apiKeyEnv,
+    models: readStringList(src, [...at, 'models'], p.models, ['*']),
+    connectTimeoutMs: readInteger(src, [...at, 'connect_timeout_ms'], p.connect_timeout_ms, { min: 1, max: MAX_MS }, 10_000),
+    firstByteTimeoutMs: readInteger(src, [...at, 'first_byte_timeout_ms'], p.first_byte_timeout_ms, { min: 1, max: MAX_MS }, 600_000),
+    idleTimeoutMs: readInteger(src, [...at, 'idle_timeout_ms'], p.idle_timeout_ms, { min: 1, max: MAX_MS }, 300_000),
+    maxConnections: readInteger(src, [...at, 'max_connections'], p.max_connections, { min: 1, max: 100_000 }, 256),
+  };
+}
+
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value) && !(value instanceof URL)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
+}

@@ -1,0 +1,96 @@
+import { randomUUID } from 'node:crypto';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { decisionRow, type DecisionKind } from '../audit/decision-row.js';
+import type { DecisionRow } from '../audit/audit-writer.js';
+import type { ApiKeyRecord } from '../auth/key-store.js';
+import { GatewayError } from '../errors/catalogue.js';
+import { evaluate } from '../policy/evaluate.js';
+import type { Decision } from '../policy/policy-types.js';
+import type { MetadataValue, RequestFacts } from '../policy/request-facts.js';
+import type { Provider } from '../proxy/provider-router.js';
+import type { GatewayContext } from './context.js';
+
+export interface GovernInput {
+  readonly requestId: string;
+  readonly kind: DecisionKind;
+  readonly key: ApiKeyRecord;
+  readonly operation: string;
+  readonly model: string | null;
+  readonly metadata: Readonly<Record<string, MetadataValue>>;
+  readonly request: RequestFacts['request'];
+}
+
+export interface Governed {
+  readonly logId: string;
+  readonly decision: Decision;
+  /** Undefined when no provider serves the model; the decision then refuses. */
+  readonly provider: Provider | undefined;
+  /** The governance headers every governed response carries. */
+  readonly headers: OutgoingHttpHeaders;
+}
+
+export const NO_REQUEST_FACTS: RequestFacts['request'] = Object.freeze({ stream: false, max_tokens: null, messages: null, tools: null, body_bytes: 0 });
+
+/**
+ * Decide and record: route the model to a provider, evaluate the policy in
+ * force, and commit the audit row. Resolves only once the row is committed,
+ * or (with `on_write_failure: allow`) once its failure has been counted;
+ * with `block` an unwritable audit log refuses the request (fail closed).
+ */
+export async function govern(ctx: GatewayContext, input: GovernInput): Promise<Governed> {
+  const provider = ctx.providers.forModel(input.model);
+  const facts = factsOf(input, provider?.name ?? null);
+  const decision: Decision = provider
+    ? evaluate(ctx.policy.policy, facts)
+    : { allowed: false, violates: true, riskScore: 0, reason: `no provider serves model ${input.model}`, rules: [] };
+  const logId = randomUUID();
+  const recorded = await commit(ctx, decisionRow(logId, input.requestId, input.kind, facts, decision));
+  const headers: OutgoingHttpHeaders = {
+    'x-governance-decision': decision.allowed ? 'allow' : 'block',
+    'x-governance-risk-score': String(decision.riskScore),
+    'x-governance-log-id': logId,
+  };
+  if (!recorded) headers['x-governance-audit'] = 'unrecorded';
+  return { logId, decision, provider, headers };
+}
+
+/**
+ * Records a request refused before the policy could run (malformed input, body
+ * too large), so every authenticated request leaves exactly one row. Never
+ * throws: the request is refused whatever happens to its row.
+ */
+export async function recordRefusal(ctx: GatewayContext, input: GovernInput, error: GatewayError): Promise<string | null> {
+  const logId = randomUUID();
+  const row = decisionRow(logId, input.requestId, input.kind, factsOf(input, null), { allowed: false, riskScore: 0, reason: `${error.code}: ${error.message}` });
+  try {
+    await ctx.audit.record(row);
+    return logId;
+  } catch {
+    return null;
+  }
+}
+
+async function commit(ctx: GatewayContext, row: DecisionRow): Promise<boolean> {
+  try {
+    await ctx.audit.record(row);
+    return true;
+  } catch (err) {
+    if (ctx.config.audit.onWriteFailure === 'block') {
+      throw new GatewayError('audit_unavailable', 'the audit log cannot be written, so the request was not forwarded', { cause: err });
+    }
+    ctx.counters.unaudited++;
+    return false;
+  }
+}
+
+function factsOf(input: GovernInput, provider: string | null): RequestFacts {
+  return {
+    customer: input.key.customer_id,
+    key: input.key.id,
+    model: input.model,
+    operation: input.operation,
+    provider,
+    metadata: input.metadata,
+    request: input.request,
+  };
+}

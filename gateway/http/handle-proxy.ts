@@ -1,0 +1,164 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import { authenticate, AuthenticationError } from '../auth/authenticate.js';
+import type { ApiKeyRecord } from '../auth/key-store.js';
+import { GatewayError } from '../errors/catalogue.js';
+import { METADATA_HEADER, NO_METADATA, parseGovernanceMetadata, type Metadata } from '../facts/governance-metadata.js';
+import { operationFromPath } from '../facts/operation.js';
+import { describeBody, type BodyFacts } from '../facts/request-body.js';
+import { sqliteTime } from '../audit/database.js';
+import { upstreamRequestHeaders } from '../proxy/forwarded-headers.js';
+import { forwardRequest } from '../proxy/forward-request.js';
+import type { GatewayContext } from './context.js';
+import { govern, NO_REQUEST_FACTS, recordRefusal, type GovernInput } from './govern.js';
+import { ClientGoneError, readBody } from './read-body.js';
+import { sendError } from './respond.js';
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The governed request lifecycle for `/v1/*`:
+ * authenticate → read body and derive facts → decide and record → forward → record outcome.
+ */
+export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse, requestId: string, pathname: string, search: string): Promise<void> {
+  const started = performance.now();
+
+  let key: ApiKeyRecord;
+  try {
+    key = authenticate(req.headers, ctx.keys);
+  } catch (err) {
+    refuseUnauthenticated(ctx, res, err, requestId);
+    return;
+  }
+
+  const operation = operationFromPath(pathname);
+  let metadata: Metadata = NO_METADATA;
+  let body: Buffer = EMPTY;
+  let bodyFacts: BodyFacts;
+  try {
+    metadata = parseGovernanceMetadata(req.headers[METADATA_HEADER]);
+    body = await readBody(req, ctx.config.server.maxBodyBytes);
+    bodyFacts = describeBody(req.headers['content-type'], body);
+  } catch (err) {
+    if (err instanceof ClientGoneError) return;
+    if (!(err instanceof GatewayError)) throw err;
+    const input: GovernInput = { requestId, kind: 'proxy', key, operation, model: null, metadata, request: { ...NO_REQUEST_FACTS, body_bytes: body.length } };
+    const logId = await recordRefusal(ctx, input, err);
+    // An oversized body is left unread: closing the connection is the only way to stop it.
+    if (err.code === 'request_too_large') res.setHeader('connection', 'close');
+    sendError(res, err, logId ? { 'x-governance-decision': 'block', 'x-governance-log-id': logId } : {});
+    logRequest(ctx, res, { requestId, key, operation, model: null, started, error: err.code });
+    return;
+  }
+
+  const model = bodyFacts.model ?? new URLSearchParams(search).get('model');
+  let governed;
+  try {
+    governed = await govern(ctx, {
+      requestId,
+      kind: 'proxy',
+      key,
+      operation,
+      model,
+      metadata,
+      request: {
+        stream: bodyFacts.stream,
+        max_tokens: bodyFacts.maxTokens,
+        messages: bodyFacts.messages,
+        tools: bodyFacts.tools,
+        body_bytes: body.length,
+      },
+    });
+  } catch (err) {
+    if (!(err instanceof GatewayError)) throw err;
+    sendError(res, err);
+    ctx.reporter.serverError(err.code, err.status, requestId);
+    logRequest(ctx, res, { requestId, key, operation, model, started, error: err.code });
+    return;
+  }
+
+  const { provider, decision, headers, logId } = governed;
+  if (!provider || !decision.allowed) {
+    const refusal = provider
+      ? new GatewayError('policy_blocked', `Request blocked by governance policy: ${decision.reason}`)
+      : new GatewayError('model_not_found', `The model \`${model}\` is not served by any provider of this gateway`, { param: 'model' });
+    sendError(res, refusal, headers);
+    logRequest(ctx, res, { requestId, key, operation, model, started, decision: 'block', error: refusal.code });
+    return;
+  }
+
+  const overheadMs = performance.now() - started;
+  const outcome = await forwardRequest(
+    {
+      provider,
+      method: req.method as Dispatcher.HttpMethod,
+      path: provider.basePath + pathname.slice(3) + search,
+      headers: upstreamRequestHeaders(req.headers, provider.authorization),
+      body: body.length > 0 ? body : null,
+      ownHeaders: { ...headers, 'x-governance-overhead-ms': overheadMs.toFixed(3) },
+    },
+    res,
+  );
+  if (outcome.answeredWith) {
+    sendError(res, outcome.answeredWith, headers);
+    ctx.reporter.serverError(outcome.answeredWith.code, outcome.answeredWith.status, requestId);
+  }
+  const durationMs = performance.now() - started;
+  ctx.audit.recordOutcome({
+    log_id: logId,
+    status: outcome.answeredWith?.status ?? outcome.status,
+    duration_ms: round(durationMs),
+    upstream_ms: round(outcome.upstreamMs),
+    prompt_tokens: outcome.usage?.prompt_tokens ?? null,
+    completion_tokens: outcome.usage?.completion_tokens ?? null,
+    total_tokens: outcome.usage?.total_tokens ?? null,
+    error: outcome.error,
+    created_at: sqliteTime(),
+  });
+  logRequest(ctx, res, {
+    requestId, key, operation, model, started, decision: 'allow', provider: provider.name,
+    overheadMs, upstreamMs: outcome.upstreamMs, error: outcome.error,
+  });
+}
+
+export function refuseUnauthenticated(ctx: GatewayContext, res: ServerResponse, err: unknown, requestId: string): void {
+  if (!(err instanceof AuthenticationError)) throw err;
+  ctx.reporter.authFailure(err.failure);
+  ctx.logger.info({ req_id: requestId, status: 401, error: err.code, failure: err.failure }, 'request refused');
+  sendError(res, err);
+}
+
+interface RequestLogFields {
+  requestId: string;
+  key: ApiKeyRecord;
+  operation: string;
+  model: string | null;
+  started: number;
+  decision?: 'allow' | 'block';
+  provider?: string;
+  overheadMs?: number;
+  upstreamMs?: number;
+  error?: string | null;
+}
+
+/** One line per request: ids, names and timings, never content or secrets. */
+export function logRequest(ctx: GatewayContext, res: ServerResponse, f: RequestLogFields): void {
+  ctx.logger.info({
+    req_id: f.requestId,
+    customer: f.key.customer_id,
+    key_id: f.key.id,
+    model: f.model,
+    operation: f.operation,
+    decision: f.decision ?? 'block',
+    provider: f.provider,
+    status: res.statusCode,
+    duration_ms: round(performance.now() - f.started),
+    overhead_ms: f.overheadMs === undefined ? undefined : round(f.overheadMs),
+    upstream_ms: f.upstreamMs === undefined ? undefined : round(f.upstreamMs),
+    error: f.error ?? undefined,
+  }, 'request');
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}

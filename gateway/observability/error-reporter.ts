@@ -1,0 +1,92 @@
+import * as Sentry from '@sentry/node';
+import type { ErrorEvent } from '@sentry/node';
+import type { AuthFailure } from '../auth/authenticate.js';
+
+/**
+ * Where the gateway reports failures. With no DSN it is a no-op, so the rest
+ * of the code reports unconditionally.
+ */
+export interface ErrorReporter {
+  readonly enabled: boolean;
+  exception(err: unknown, tags?: Record<string, string>): void;
+  /** A 5xx the gateway answered; only the code and ids go out. */
+  serverError(code: string, status: number, requestId: string): void;
+  authFailure(failure: AuthFailure): void;
+  message(text: string, tags?: Record<string, string>): void;
+  flush(timeoutMs: number): Promise<void>;
+}
+
+/** Failed authentication is reported once per kind per window, so a scan cannot flood the project. */
+const AUTH_REPORT_WINDOW_MS = 60_000;
+
+export function createErrorReporter(dsn: string | undefined, release: string): ErrorReporter {
+  if (!dsn) return NO_REPORTER;
+  Sentry.init({
+    dsn,
+    release,
+    tracesSampleRate: 0,
+    sendDefaultPii: false,
+    includeLocalVariables: false,
+    skipOpenTelemetrySetup: true,
+    // Only integrations that cannot pick up request data: no HTTP/fetch breadcrumbs, no console capture, no local variables.
+    defaultIntegrations: false,
+    integrations: [
+      Sentry.onUncaughtExceptionIntegration(),
+      Sentry.onUnhandledRejectionIntegration({ mode: 'strict' }),
+      Sentry.linkedErrorsIntegration(),
+      Sentry.dedupeIntegration(),
+      Sentry.functionToStringIntegration(),
+      Sentry.nodeContextIntegration(),
+    ],
+    beforeSend: scrub,
+    beforeBreadcrumb: () => null,
+  });
+
+  const lastAuthReport = new Map<AuthFailure, number>();
+  return {
+    enabled: true,
+    exception(err, tags) {
+      Sentry.captureException(err, { tags });
+    },
+    serverError(code, status, requestId) {
+      Sentry.captureMessage(`govgate answered ${status} ${code}`, {
+        level: 'error',
+        tags: { code, status: String(status), request_id: requestId },
+        fingerprint: ['server-error', code],
+      });
+    },
+    authFailure(failure) {
+      const now = Date.now();
+      if (now - (lastAuthReport.get(failure) ?? 0) < AUTH_REPORT_WINDOW_MS) return;
+      lastAuthReport.set(failure, now);
+      Sentry.captureMessage(`authentication failed: ${failure} API key`, {
+        level: 'warning',
+        tags: { code: 'invalid_api_key', failure },
+        fingerprint: ['auth-failure', failure],
+      });
+    },
+    message(text, tags) {
+      Sentry.captureMessage(text, { level: 'error', tags });
+    },
+    async flush(timeoutMs) {
+      await Sentry.flush(timeoutMs);
+    },
+  };
+}
+
+/** Defence in depth: whatever an event picked up, request data and user data never leave. */
+function scrub(event: ErrorEvent): ErrorEvent {
+  delete event.request;
+  delete event.user;
+  delete event.breadcrumbs;
+  return event;
+}
+
+const NO_REPORTER: ErrorReporter = {
+  enabled: false,
+  exception() {},
+  serverError() {},
+  authFailure() {},
+  message() {},
+  async flush() {},
+};

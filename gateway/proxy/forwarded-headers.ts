@@ -1,0 +1,47 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are never relayed. */
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization',
+  'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings',
+]);
+
+/**
+ * Never sent upstream: the client's own credentials and cookies, the gateway's
+ * governance headers, the host (undici sets the provider's), the length (the
+ * same bytes go on, undici recomputes it) and accept-encoding, so that the
+ * response arrives uncompressed and its `usage` can be read from it.
+ */
+const DROPPED_REQUEST = new Set(['host', 'authorization', 'api-key', 'cookie', 'content-length', 'accept-encoding', 'expect']);
+
+export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, authorization: string | null): Record<string, string | string[]> {
+  const named = connectionListed(incoming.connection);
+  const out: Record<string, string | string[]> = {};
+  for (const name in incoming) {
+    const value = incoming[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || DROPPED_REQUEST.has(name) || name.startsWith('x-governance-')) continue;
+    if (named && named.has(name)) continue;
+    out[name] = value;
+  }
+  if (authorization) out.authorization = authorization;
+  return out;
+}
+
+/** The provider's response headers minus hop-by-hop ones, plus the gateway's own. */
+export function downstreamResponseHeaders(upstream: IncomingHttpHeaders, own: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  const named = connectionListed(upstream.connection);
+  const out: OutgoingHttpHeaders = {};
+  for (const name in upstream) {
+    const value = upstream[name];
+    if (value === undefined || HOP_BY_HOP.has(name)) continue;
+    if (named && named.has(name)) continue;
+    out[name] = value;
+  }
+  return Object.assign(out, own);
+}
+
+function connectionListed(connection: string | string[] | undefined): Set<string> | null {
+  if (connection === undefined) return null;
+  const names = (Array.isArray(connection) ? connection.join(',') : connection).split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+  return names.length > 0 ? new Set(names) : null;
+}

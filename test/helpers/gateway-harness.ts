@@ -1,0 +1,129 @@
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { startGateway, type RunningGateway } from '../../gateway/app.js';
+import { openDatabase } from '../../gateway/audit/database.js';
+import { createKey, revokeKey } from '../../gateway/auth/key-store.js';
+import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
+import { createErrorReporter, type ErrorReporter } from '../../gateway/observability/error-reporter.js';
+import { createLogger } from '../../gateway/observability/logger.js';
+
+export const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
+export const SHIPPED_POLICY = readFileSync(path.join(REPO_ROOT, 'config/policy.yaml'), 'utf8');
+export const UPSTREAM_SECRET = 'sk-upstream-test-secret';
+
+export interface ProviderSpec {
+  name: string;
+  base_url: string;
+  models?: string[];
+  api_key_env?: string;
+  connect_timeout_ms?: number;
+  first_byte_timeout_ms?: number;
+  idle_timeout_ms?: number;
+}
+
+export interface HarnessOptions {
+  /** Policy YAML; the shipped config/policy.yaml by default. */
+  policy?: string;
+  /** Providers; by default one `openai` provider pointing at `upstreamUrl`. */
+  providers?: ProviderSpec[];
+  audit?: Partial<{ retention_days: number; cleanup_schedule: string; on_write_failure: 'block' | 'allow'; synchronous: 'FULL' | 'NORMAL' }>;
+  maxBodyBytes?: number;
+  env?: NodeJS.ProcessEnv;
+  reporter?: ErrorReporter;
+}
+
+export interface Harness {
+  readonly dir: string;
+  readonly configFile: string;
+  readonly policyFile: string;
+  readonly dbPath: string;
+  /** http://127.0.0.1:PORT */
+  readonly url: string;
+  /** url + '/v1', what OPENAI_BASE_URL is set to. */
+  readonly baseURL: string;
+  readonly gateway: RunningGateway;
+  /** Every JSON log line the gateway wrote. */
+  readonly logs: string[];
+  /** Creates a key with the real key store and returns its secret and id. */
+  createKey(customer?: string, name?: string): { key: string; id: string };
+  revoke(keyId: string): void;
+  /** The official SDK configured only through OPENAI_BASE_URL and OPENAI_API_KEY, without retries. */
+  sdk(key: string): OpenAI;
+  close(): Promise<void>;
+}
+
+/** Writes a gateway.yaml for the options into `dir` and returns its path. */
+export function writeGatewayYaml(dir: string, upstreamUrl: string, opts: HarnessOptions = {}): string {
+  const providers = opts.providers ?? [{ name: 'openai', base_url: upstreamUrl, models: ['*'], api_key_env: 'OPENAI_API_KEY' }];
+  const audit = { path: 'data/audit.db', retention_days: 90, cleanup_schedule: '0 2 * * 0', on_write_failure: 'block', synchronous: 'NORMAL', ...opts.audit };
+  const config = {
+    server: { host: '127.0.0.1', port: 0, max_body_bytes: opts.maxBodyBytes ?? 10 * 1024 * 1024 },
+    providers,
+    policy: { path: 'config/policy.yaml' },
+    audit,
+    sentry: { dsn_env: 'SENTRY_DSN' },
+    log: { level: 'info' },
+  };
+  const file = path.join(dir, 'config/gateway.yaml');
+  writeFileSync(file, JSON.stringify(config, null, 2));
+  return file;
+}
+
+/** A temporary directory laid out like a checkout: config/ and data/. */
+export function makeGatewayDir(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'govgate-test-'));
+  mkdirSync(path.join(dir, 'config'));
+  return dir;
+}
+
+/** Starts a real gateway in this process on port 0, in a fresh directory, against `upstreamUrl`. */
+export async function startHarness(upstreamUrl: string, opts: HarnessOptions = {}): Promise<Harness> {
+  const dir = makeGatewayDir();
+  const configFile = writeGatewayYaml(dir, upstreamUrl, opts);
+  const policyFile = path.join(dir, 'config/policy.yaml');
+  writeFileSync(policyFile, opts.policy ?? SHIPPED_POLICY);
+
+  const env = opts.env ?? { OPENAI_API_KEY: UPSTREAM_SECRET };
+  const config = loadGatewayConfig('config/gateway.yaml', env, dir);
+  const logs: string[] = [];
+  const logger = createLogger('info', { write: (line: string) => void logs.push(line) });
+  const reporter = opts.reporter ?? createErrorReporter(undefined, 'test');
+  const gateway = await startGateway(config, { logger, reporter, env });
+  const dbPath = config.audit.path;
+  const keysDb = openDatabase(dbPath, { synchronous: 'NORMAL' });
+
+  return {
+    dir,
+    configFile,
+    policyFile,
+    dbPath,
+    url: gateway.url,
+    baseURL: `${gateway.url}/v1`,
+    gateway,
+    logs,
+    createKey(customer = 'acme', name) {
+      const created = createKey(keysDb, customer, name ?? null);
+      // The registry polls for changes; refreshing here keeps tests from waiting on the poll.
+      gateway.context.keys.refreshIfChanged();
+      return { key: created.key, id: created.id };
+    },
+    revoke(keyId) {
+      revokeKey(keysDb, keyId);
+    },
+    sdk(key) {
+      process.env.OPENAI_BASE_URL = `${gateway.url}/v1`;
+      process.env.OPENAI_API_KEY = key;
+      return new OpenAI({ maxRetries: 0 });
+    },
+    async close() {
+      try {
+        await gateway.close(2000);
+      } finally {
+        keysDb.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
