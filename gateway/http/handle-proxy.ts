@@ -93,7 +93,7 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
       provider,
       method: req.method as Dispatcher.HttpMethod,
       path: provider.basePath + pathname.slice(3) + search,
-      headers: upstreamRequestHeaders(req.headers, provider.authorization),
+      headers: upstreamRequestHeaders(req.headers, provider.authorization, requestId),
       body: body.length > 0 ? body : null,
       ownHeaders: { ...headers, 'x-governance-overhead-ms': overheadMs.toFixed(3) },
     },

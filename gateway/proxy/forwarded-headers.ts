@@ -14,7 +14,7 @@ const HOP_BY_HOP = new Set([
  */
 const DROPPED_REQUEST = new Set(['host', 'authorization', 'api-key', 'cookie', 'content-length', 'accept-encoding', 'expect']);
 
-export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, authorization: string | null): Record<string, string | string[]> {
+export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, authorization: string | null, requestId: string): Record<string, string | string[]> {
   const named = connectionListed(incoming.connection);
   const out: Record<string, string | string[]> = {};
   for (const name in incoming) {
@@ -24,10 +24,16 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, authorizat
     out[name] = value;
   }
   if (authorization) out.authorization = authorization;
+  // The provider's logs then share the id of the gateway's log line and audit row.
+  out['x-request-id'] = requestId;
   return out;
 }
 
-/** The provider's response headers minus hop-by-hop ones, plus the gateway's own. */
+/**
+ * The provider's response headers minus hop-by-hop ones, plus the gateway's own.
+ * The provider's request id moves to `x-upstream-request-id`: `x-request-id`
+ * stays the gateway's, the one its logs and audit rows carry.
+ */
 export function downstreamResponseHeaders(upstream: IncomingHttpHeaders, own: OutgoingHttpHeaders): OutgoingHttpHeaders {
   const named = connectionListed(upstream.connection);
   const out: OutgoingHttpHeaders = {};
@@ -35,7 +41,7 @@ export function downstreamResponseHeaders(upstream: IncomingHttpHeaders, own: Ou
     const value = upstream[name];
     if (value === undefined || HOP_BY_HOP.has(name)) continue;
     if (named && named.has(name)) continue;
-    out[name] = value;
+    out[name === 'x-request-id' ? 'x-upstream-request-id' : name] = value;
   }
   return Object.assign(out, own);
 }
