@@ -52,11 +52,24 @@ export class KeyRegistry {
     this.memo = new Map();
   }
 
-  /** The record of an active key, or undefined. The caller has already checked the key's shape and checksum. */
+  /**
+   * The record of an active key, or undefined. The caller has already checked
+   * the key's shape and checksum. A miss re-reads the keys if the database
+   * changed since the last poll, so a key works the moment it is created.
+   */
   lookup(key: string): ApiKeyRecord | undefined {
     const memoised = this.memo.get(key);
     if (memoised) return memoised;
-    const record = this.byDigest.get(keyDigest(key));
+    const digest = keyDigest(key);
+    let record = this.byDigest.get(digest);
+    if (!record) {
+      try {
+        this.refreshIfChanged();
+      } catch {
+        // The periodic refresh reports database errors; here the key simply stays unknown.
+      }
+      record = this.byDigest.get(digest);
+    }
     if (record && this.memo.size < MEMO_LIMIT) this.memo.set(key, record);
     return record;
   }

@@ -47,7 +47,8 @@ export async function main(argv: string[]): Promise<number> {
         throw new CliError(`unknown command "${command}"; run "govgate help" for the list`, 2);
     }
   } catch (err) {
-    process.stderr.write(`govgate: ${oneLine(err)}\n`);
+    // Located errors keep the bare `FILE:LINE:COL: message` shape that editors and CI annotators read.
+    process.stderr.write(err instanceof ConfigError ? `${err.message}\n` : `govgate: ${oneLine(err)}\n`);
     return err instanceof CliError ? err.exitCode : 1;
   }
 }
@@ -71,7 +72,7 @@ function extractConfigFlag(argv: string[]): { configFile: string | undefined; re
 }
 
 function oneLine(err: unknown): string {
-  if (err instanceof ConfigError || err instanceof CliError) return err.message;
+  if (err instanceof CliError) return err.message;
   const code = (err as { code?: string }).code;
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
     return (err as Error).message.split('\n')[0]!;

@@ -124,7 +124,7 @@ function readProvider(src: YamlSource, at: KeyPath, raw: unknown): ProviderConfi
     connectTimeoutMs: readInteger(src, [...at, 'connect_timeout_ms'], p.connect_timeout_ms, { min: 1, max: MAX_MS }, 10_000),
     firstByteTimeoutMs: readInteger(src, [...at, 'first_byte_timeout_ms'], p.first_byte_timeout_ms, { min: 1, max: MAX_MS }, 600_000),
     idleTimeoutMs: readInteger(src, [...at, 'idle_timeout_ms'], p.idle_timeout_ms, { min: 1, max: MAX_MS }, 300_000),
-    maxConnections: readInteger(src, [...at, 'max_connections'], p.max_connections, { min: 1, max: 100_000 }, 256),
+    maxConnections: readInteger(src, [...at, 'max_connections'], p.max_connections, { min: 1, max: 100_000 }, 1024),
   };
 }
 

@@ -102,6 +102,8 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
   if (outcome.answeredWith) {
     sendError(res, outcome.answeredWith, headers);
     ctx.reporter.serverError(outcome.answeredWith.code, outcome.answeredWith.status, requestId);
+  } else if (outcome.status !== null && outcome.status >= 500) {
+    ctx.reporter.upstreamError(provider.name, outcome.status, requestId);
   }
   const durationMs = performance.now() - started;
   ctx.audit.recordOutcome({

@@ -11,13 +11,15 @@ export interface ErrorReporter {
   exception(err: unknown, tags?: Record<string, string>): void;
   /** A 5xx the gateway answered; only the code and ids go out. */
   serverError(code: string, status: number, requestId: string): void;
+  /** A 5xx the provider answered and the gateway passed on. */
+  upstreamError(provider: string, status: number, requestId: string): void;
   authFailure(failure: AuthFailure): void;
   message(text: string, tags?: Record<string, string>): void;
   flush(timeoutMs: number): Promise<void>;
 }
 
-/** Failed authentication is reported once per kind per window, so a scan cannot flood the project. */
-const AUTH_REPORT_WINDOW_MS = 60_000;
+/** Failed authentication and provider errors are reported once per kind per window, so a scan or an outage cannot flood the project. */
+const REPORT_WINDOW_MS = 60_000;
 
 export function createErrorReporter(dsn: string | undefined, release: string): ErrorReporter {
   if (!dsn) return NO_REPORTER;
@@ -42,7 +44,13 @@ export function createErrorReporter(dsn: string | undefined, release: string): E
     beforeBreadcrumb: () => null,
   });
 
-  const lastAuthReport = new Map<AuthFailure, number>();
+  const lastReport = new Map<string, number>();
+  const due = (kind: string) => {
+    const now = Date.now();
+    if (now - (lastReport.get(kind) ?? 0) < REPORT_WINDOW_MS) return false;
+    lastReport.set(kind, now);
+    return true;
+  };
   return {
     enabled: true,
     exception(err, tags) {
@@ -55,10 +63,16 @@ export function createErrorReporter(dsn: string | undefined, release: string): E
         fingerprint: ['server-error', code],
       });
     },
+    upstreamError(provider, status, requestId) {
+      if (!due(`upstream:${provider}:${status}`)) return;
+      Sentry.captureMessage(`provider ${provider} answered ${status}`, {
+        level: 'error',
+        tags: { code: 'upstream_status', provider, status: String(status), request_id: requestId },
+        fingerprint: ['upstream-status', provider, String(status)],
+      });
+    },
     authFailure(failure) {
-      const now = Date.now();
-      if (now - (lastAuthReport.get(failure) ?? 0) < AUTH_REPORT_WINDOW_MS) return;
-      lastAuthReport.set(failure, now);
+      if (!due(`auth:${failure}`)) return;
       Sentry.captureMessage(`authentication failed: ${failure} API key`, {
         level: 'warning',
         tags: { code: 'invalid_api_key', failure },
@@ -86,6 +100,7 @@ const NO_REPORTER: ErrorReporter = {
   enabled: false,
   exception() {},
   serverError() {},
+  upstreamError() {},
   authFailure() {},
   message() {},
   async flush() {},

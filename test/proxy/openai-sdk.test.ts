@@ -3,6 +3,7 @@ import OpenAI from 'openai';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
+import { decisionRow, errorBody, logIdOf, outcomeRow, waitFor } from './support.js';
 
 let upstream: MockUpstream;
 let gw: Harness;
@@ -51,4 +52,149 @@ test.serial('blocked request raises PermissionDeniedError with the reason and is
   t.is(err?.code, 'policy_blocked');
   t.regex(err?.message ?? '', /rule restricted-data: Restricted data may not be sent to any model/);
   t.is(upstream.received.length, before, 'nothing was forwarded');
+});
+
+test.serial('streamed chat completion reaches the client chunk by chunk, in order', async (t) => {
+  const { key } = gw.createKey('acme');
+  const client = gw.sdk(key);
+  upstream.reset();
+  // Five content chunks 150 ms apart: a buffering gateway would hand them over all at once.
+  upstream.setStream(5, 150);
+  try {
+    const { data: stream, response } = await client.chat.completions
+      .create({
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content: 'count' }],
+        stream: true,
+        stream_options: { include_usage: true },
+      })
+      .withResponse();
+    t.is(response.headers.get('x-governance-decision'), 'allow');
+    const logId = logIdOf(response.headers);
+
+    const contents: string[] = [];
+    const arrivals: number[] = [];
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      if (choice?.delta.content) {
+        contents.push(choice.delta.content);
+        arrivals.push(Date.now());
+      }
+      if (choice?.finish_reason) finish = choice.finish_reason;
+    }
+    t.deepEqual(contents, ['tok0 ', 'tok1 ', 'tok2 ', 'tok3 ', 'tok4 ']);
+    t.is(finish, 'stop');
+    // The provider spends 600 ms between the first and last content chunk; unbuffered relaying keeps them apart.
+    const spread = arrivals.at(-1)! - arrivals[0]!;
+    t.true(spread >= 300, `first and last chunk arrived only ${spread} ms apart: the stream was buffered`);
+
+    // The usage in the stream's last chunk is what the outcome row records.
+    const outcome = await waitFor(() => outcomeRow(gw.dbPath, logId), 3000);
+    t.like(outcome, { status: 200, error: null, completion_tokens: 5 });
+  } finally {
+    upstream.reset();
+  }
+});
+
+test.serial('embeddings are forwarded and answered', async (t) => {
+  // The mock answers floats, so the SDK must not ask for (and then try to decode) base64.
+  const { key } = gw.createKey('acme');
+  const client = gw.sdk(key);
+  const { data: result, response } = await client.embeddings
+    .create({ model: 'text-embedding-3-small', input: ['one', 'two'], encoding_format: 'float' })
+    .withResponse();
+  t.is(result.data.length, 2);
+  t.deepEqual(result.data[0]?.embedding, [0.1, 0.2, 0.3]);
+  const seen = upstream.received.at(-1)!;
+  t.is(seen.method, 'POST');
+  t.is(seen.path, '/v1/embeddings');
+  t.is(seen.headers.authorization, `Bearer ${UPSTREAM_SECRET}`);
+  const row = decisionRow(gw.dbPath, logIdOf(response.headers));
+  t.like(row, { model: 'text-embedding-3-small', operation: 'embeddings', allowed: 1 });
+});
+
+test.serial('the models list, which names no model, is forwarded to the provider', async (t) => {
+  const { key } = gw.createKey('acme');
+  const client = gw.sdk(key);
+  const before = upstream.received.length;
+  const page = await client.models.list();
+  t.deepEqual(page.data.map((m) => m.id), ['gpt-4o-mini']);
+  t.is(upstream.received.length, before + 1);
+  const seen = upstream.received.at(-1)!;
+  t.is(seen.method, 'GET');
+  t.is(seen.path, '/v1/models');
+  t.is(seen.headers.authorization, `Bearer ${UPSTREAM_SECRET}`);
+});
+
+test.serial('a revoked key is refused with 401 invalid_api_key within a second', async (t) => {
+  const { key, id } = gw.createKey('acme');
+  const client = gw.sdk(key);
+  await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'before' }] });
+
+  gw.revoke(id);
+  let err: unknown;
+  const deadline = Date.now() + 1500;
+  while (Date.now() < deadline) {
+    try {
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'after' }] });
+    } catch (e) {
+      err = e;
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  t.true(err instanceof OpenAI.AuthenticationError, `revoked key still accepted after 1.5 s (${String(err)})`);
+  const authErr = err as InstanceType<typeof OpenAI.AuthenticationError>;
+  t.is(authErr.status, 401);
+  t.is(authErr.code, 'invalid_api_key');
+
+  // Once refused, always refused: nothing more reaches the provider for this key.
+  const before = upstream.received.length;
+  await t.throwsAsync(
+    client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'again' }] }),
+    { instanceOf: OpenAI.AuthenticationError },
+  );
+  t.is(upstream.received.length, before);
+});
+
+test.serial('a request without a key is refused with 401 invalid_api_key', async (t) => {
+  const before = upstream.received.length;
+  const res = await fetch(`${gw.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }),
+  });
+  t.is(res.status, 401);
+  const body = await errorBody(res);
+  t.is(body.error.code, 'invalid_api_key');
+  t.truthy(res.headers.get('x-request-id'));
+  t.is(upstream.received.length, before);
+});
+
+test.serial('a made-up key is refused with 401 invalid_api_key through the SDK', async (t) => {
+  const before = upstream.received.length;
+  const client = gw.sdk('gg_not-a-real-key');
+  const err = await t.throwsAsync(
+    client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }),
+    { instanceOf: OpenAI.AuthenticationError },
+  );
+  t.is(err?.code, 'invalid_api_key');
+  t.is(upstream.received.length, before);
+});
+
+test.serial('the key is accepted in an api-key header and is not forwarded', async (t) => {
+  const { key } = gw.createKey('acme');
+  const res = await fetch(`${gw.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'api-key': key },
+    body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }),
+  });
+  t.is(res.status, 200);
+  const completion = (await res.json()) as { choices: { message: { content: string } }[] };
+  t.is(completion.choices[0]?.message.content, 'mock reply');
+  const seen = upstream.received.at(-1)!;
+  t.is(seen.headers['api-key'], undefined);
+  t.is(seen.headers.authorization, `Bearer ${UPSTREAM_SECRET}`);
+  t.false(JSON.stringify(seen.headers).includes(key), 'the client key reached the provider');
 });

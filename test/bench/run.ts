@@ -1,0 +1,420 @@
+/**
+ * `npm run bench`: three arms side by side in one run, on loopback —
+ * D (client → mock upstream), B (client → bare undici pass-through → mock) and
+ * G (client → govgate → mock) — measured in interleaved rounds so that a noisy
+ * neighbour hurts every arm alike. Writes test/bench/RESULTS.md and prints it.
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import path from 'node:path';
+import { Pool } from 'undici';
+import { AuditWriter, type DecisionRow } from '../../gateway/audit/audit-writer.js';
+import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
+import { createKey } from '../../gateway/auth/key-store.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const WARMUP_ROUNDS = 1;
+const LOAD_SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const STREAMS_PER_ROUND = 8;
+const IN_FLIGHT = 500;
+const IN_FLIGHT_ROUNDS = 3;
+const AUDIT_ROWS = 200_000;
+
+type Arm = 'D' | 'B' | 'G';
+const ARMS: readonly Arm[] = ['D', 'B', 'G'];
+
+// ---------------------------------------------------------------- machine and pinning
+
+const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+const cores = cpus().length;
+/** Upstream and load generator share one core, the proxy under test gets the other. */
+const PIN = { upstream: cores > 1 ? '1' : '0', proxy: '0', load: cores > 1 ? '1' : '0' };
+
+function pinned(command: string, args: string[], core: string): [string, string[]] {
+  return hasTaskset ? ['taskset', ['-c', core, command, ...args]] : [command, args];
+}
+
+function ensureWrk(): boolean {
+  if (spawnSync('wrk', ['--version']).error === undefined) return true;
+  if (process.getuid?.() === 0 && spawnSync('apt-get', ['--version']).status === 0) {
+    console.error('bench: installing wrk from Debian …');
+    spawnSync('apt-get', ['update', '-qq'], { stdio: 'ignore' });
+    spawnSync('apt-get', ['install', '-y', '-qq', 'wrk'], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  }
+  return spawnSync('wrk', ['--version']).error === undefined;
+}
+
+// ---------------------------------------------------------------- processes
+
+const children: ChildProcess[] = [];
+process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
+
+function startProcess(args: string[], core: string, opts: { cwd?: string; readyFrom: 'stdout' | 'stderr'; ready: RegExp; env?: NodeJS.ProcessEnv }): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+  const [cmd, argv] = pinned(process.execPath, args, core);
+  const child = spawn(cmd, argv, { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, stdio: ['ignore', opts.readyFrom === 'stdout' ? 'pipe' : 'ignore', 'pipe'] });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const stream = opts.readyFrom === 'stdout' ? child.stdout! : child.stderr!;
+    stream.setEncoding('utf8');
+    const onData = (d: string) => {
+      text += d;
+      const m = opts.ready.exec(text);
+      if (m) {
+        stream.off('data', onData);
+        stream.resume();
+        resolve({ child, match: m });
+      }
+    };
+    stream.on('data', onData);
+    if (opts.readyFrom === 'stdout') child.stderr!.resume();
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${text}`)));
+  });
+}
+
+function peakRssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return kb / 1024;
+}
+
+// ---------------------------------------------------------------- the gateway under test
+
+/** Ten rules that every benchmark request must evaluate; none blocks it. */
+const BENCH_RULES = `
+  - id: bench-department-finance
+    when: { metadata.department: finance, model: "gpt-4*" }
+    risk: 20
+  - id: bench-region-outside-eu
+    when: { metadata.region: { not: [eu-west-1, eu-central-1] } }
+    risk: 10
+  - id: bench-big-bodies
+    when: { request.body_bytes: { gt: 65536 } }
+    risk: 20
+  - id: bench-many-messages
+    when: { request.messages: { gte: 50 } }
+    risk: 10
+  - id: bench-tools
+    when: { request.tools: { exists: true }, operation: chat.completions }
+    risk: 5
+  - id: bench-streaming-secret
+    when: { request.stream: true, metadata.data_classification: confidential }
+    risk: 40
+  - id: bench-ticket-required
+    when: { metadata.ticket: { exists: false }, customer: "contractor-*" }
+    action: block
+    reason: Contractors need a ticket
+  - id: bench-embeddings
+    when: { operation: "embeddings", metadata.contains_pii: true }
+    risk: 50
+  - id: bench-preview-models
+    when: { model: ["*-preview", "o1-*"] }
+    risk: 15
+  - id: bench-night-batch
+    when: { metadata.batch: true, request.max_tokens: { gt: 4000 } }
+    risk: 25
+`;
+
+async function startGovgate(upstream: string): Promise<{ url: string; key: string; child: ChildProcess; dir: string }> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'govgate-bench-'));
+  mkdirSync(path.join(dir, 'config'));
+  const shipped = readFileSync(path.join(ROOT, 'config/gateway.yaml'), 'utf8');
+  writeFileSync(path.join(dir, 'config/gateway.yaml'), shipped
+    .replace('https://api.openai.com/v1', upstream)
+    .replace(/port: 8080\s/, 'port: 0 ')
+    .replace('level: info', 'level: info'));
+  writeFileSync(path.join(dir, 'config/policy.yaml'), readFileSync(path.join(ROOT, 'config/policy.yaml'), 'utf8') + BENCH_RULES);
+  const db = openDatabase(path.join(dir, 'data/audit.db'), { synchronous: 'NORMAL' });
+  const { key } = createKey(db, 'bench', 'bench');
+  db.close();
+  const { child, match } = await startProcess([path.join(ROOT, 'dist/gateway/cli/main.js'), 'serve'], PIN.proxy, {
+    cwd: dir, readyFrom: 'stderr', ready: /listening on (http:\/\/\S+)/, env: { OPENAI_API_KEY: 'sk-bench', SENTRY_DSN: '' },
+  });
+  return { url: match[1]!, key, child, dir };
+}
+
+// ---------------------------------------------------------------- load
+
+/** A chat completion request of about 1 KB, with governance metadata the rules read. */
+const BODY = JSON.stringify({
+  model: 'gpt-4o-mini',
+  messages: [
+    { role: 'system', content: 'You are a helpful assistant. '.repeat(12) },
+    { role: 'user', content: 'Summarise the quarterly report in three bullet points. '.repeat(10) },
+  ],
+  max_tokens: 256,
+  temperature: 0.2,
+});
+const METADATA = JSON.stringify({ data_classification: 'internal', department: 'engineering', region: 'eu-west-1', contains_pii: false });
+
+interface LoadResult { rps: number; p50us: number; p99us: number; errors: number }
+
+function wrkScript(file: string, key: string): void {
+  writeFileSync(file, `
+wrk.method = "POST"
+wrk.body = ${JSON.stringify(BODY)}
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer ${key}"
+wrk.headers["X-Governance-Metadata"] = ${JSON.stringify(METADATA)}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH requests=%d duration_us=%d errors=%d p50_us=%d p99_us=%d\\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout + e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+`);
+}
+
+let loadGenerator: 'wrk' | 'autocannon' = 'wrk';
+let scriptFile = '';
+
+async function load(url: string, connections: number, key: string): Promise<LoadResult> {
+  const target = `${url}/v1/chat/completions`;
+  if (loadGenerator === 'wrk') {
+    const threads = String(Math.min(2, connections));
+    const [cmd, argv] = pinned('wrk', ['-t', threads, '-c', String(connections), '-d', `${LOAD_SECONDS}s`, '-s', scriptFile, target], PIN.load);
+    const out = execFileSync(cmd, argv, { encoding: 'utf8' });
+    const m = /BENCH requests=(\d+) duration_us=(\d+) errors=(\d+) p50_us=(\d+) p99_us=(\d+)/.exec(out);
+    if (!m) throw new Error(`unexpected wrk output: ${out}`);
+    return { rps: Number(m[1]) / (Number(m[2]) / 1e6), errors: Number(m[3]), p50us: Number(m[4]), p99us: Number(m[5]) };
+  }
+  const { default: autocannon } = await import('autocannon');
+  const result = await autocannon({
+    url: target, method: 'POST', body: BODY, connections, duration: LOAD_SECONDS,
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-governance-metadata': METADATA },
+  });
+  return { rps: result.requests.average, errors: result.errors + result.non2xx, p50us: result.latency.p50 * 1000, p99us: result.latency.p99 * 1000 };
+}
+
+// ---------------------------------------------------------------- streaming
+
+interface StreamSample { ttfcMs: number; gapsMs: number[]; deliveryUs: number[]; events: number; reads: number }
+
+async function streamOnce(pool: Pool, key: string): Promise<StreamSample> {
+  const started = performance.now();
+  const { body, statusCode } = await pool.request({
+    path: '/v1/chat/completions', method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-governance-metadata': METADATA },
+    body: JSON.stringify({ ...JSON.parse(BODY), stream: true }),
+  });
+  if (statusCode !== 200) throw new Error(`stream answered ${statusCode}`);
+  let ttfcMs = -1;
+  let last = 0;
+  let events = 0;
+  let reads = 0;
+  const gapsMs: number[] = [];
+  const deliveryUs: number[] = [];
+  for await (const chunk of body) {
+    const now = performance.now();
+    const arrivedNs = process.hrtime.bigint();
+    reads++;
+    const text = (chunk as Buffer).toString('utf8');
+    for (const m of text.matchAll(/"sent_ns":(\d+)/g)) {
+      events++;
+      deliveryUs.push(Number(arrivedNs - BigInt(m[1]!)) / 1000);
+      if (ttfcMs < 0) ttfcMs = now - started;
+      else gapsMs.push(now - last);
+      last = now;
+    }
+  }
+  return { ttfcMs, gapsMs, deliveryUs, events, reads };
+}
+
+async function streams(url: string, key: string): Promise<StreamSample[]> {
+  const pool = new Pool(url, { connections: STREAMS_PER_ROUND });
+  try {
+    return await Promise.all(Array.from({ length: STREAMS_PER_ROUND }, () => streamOnce(pool, key)));
+  } finally {
+    await pool.close();
+  }
+}
+
+// ---------------------------------------------------------------- many in flight
+
+async function inFlight(url: string, key: string): Promise<{ ok: number; latenciesMs: number[] }> {
+  const pool = new Pool(url, { connections: IN_FLIGHT + 10 });
+  try {
+    const results = await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
+      const started = performance.now();
+      const { statusCode, body } = await pool.request({
+        path: '/v1/chat/completions', method: 'POST', body: BODY,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-governance-metadata': METADATA, 'x-bench-delay-ms': '1000' },
+      });
+      await body.dump();
+      return { ok: statusCode === 200, ms: performance.now() - started };
+    }));
+    return { ok: results.filter((r) => r.ok).length, latenciesMs: results.map((r) => r.ms) };
+  } finally {
+    await pool.close();
+  }
+}
+
+// ---------------------------------------------------------------- audit writer alone
+
+async function auditWriterRowsPerSecond(perTurn: number): Promise<number> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'govgate-bench-audit-'));
+  const db = openDatabase(path.join(dir, 'audit.db'), { synchronous: 'NORMAL' });
+  const writer = new AuditWriter(db, { onFailure: (err) => { throw err; } });
+  const row = (i: number): DecisionRow => ({
+    id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, customer_id: 'bench', api_key_id: 'key_bench', model: 'gpt-4o-mini',
+    operation: 'chat.completions', meta: JSON.stringify({ metadata: { department: 'engineering' }, stream: false, max_tokens: 256, messages: 2, tools: null, body_bytes: 1024 }),
+    risk_score: 0, allowed: 1, reason: 'allowed', created_at: sqliteTime(),
+  });
+  const started = performance.now();
+  for (let i = 0; i < AUDIT_ROWS; i += perTurn) {
+    const turn: Promise<void>[] = [];
+    for (let j = i; j < Math.min(i + perTurn, AUDIT_ROWS); j++) turn.push(writer.record(row(j)));
+    await Promise.all(turn);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
+  return AUDIT_ROWS / seconds;
+}
+
+// ---------------------------------------------------------------- statistics
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+const median = (values: number[]) => percentile(values, 50);
+const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  console.error('bench: building …');
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' });
+  loadGenerator = ensureWrk() ? 'wrk' : 'autocannon';
+
+  const upstream = await startProcess(['--import', 'tsx', 'test/bench/bench-upstream.ts'], PIN.upstream, { readyFrom: 'stdout', ready: /^(\d+)\n/ });
+  const upstreamUrl = `http://127.0.0.1:${upstream.match[1]}`;
+  const bare = await startProcess(['--import', 'tsx', 'test/bench/bare-proxy.ts', `${upstreamUrl}/v1`], PIN.proxy, { readyFrom: 'stdout', ready: /^(\d+)\n/ });
+  const gov = await startGovgate(`${upstreamUrl}/v1`);
+  const urls: Record<Arm, string> = { D: upstreamUrl, B: `http://127.0.0.1:${bare.match[1]}`, G: gov.url };
+  const workDir = mkdtempSync(path.join(tmpdir(), 'govgate-bench-wrk-'));
+  scriptFile = path.join(workDir, 'post.lua');
+  wrkScript(scriptFile, gov.key);
+  console.error(`bench: load generator ${loadGenerator}; pinning ${hasTaskset ? `upstream+load on core ${PIN.upstream}, proxy (B, G) on core ${PIN.proxy}` : 'none (no taskset)'}`);
+
+  const tput: Record<Arm, number[]> = { D: [], B: [], G: [] };
+  const p50: Record<Arm, number[]> = { D: [], B: [], G: [] };
+  const p99: Record<Arm, number[]> = { D: [], B: [], G: [] };
+  let errors = 0;
+  for (let round = 0; round < WARMUP_ROUNDS + ROUNDS; round++) {
+    const warm = round < WARMUP_ROUNDS;
+    for (const arm of ARMS) {
+      const r = await load(urls[arm], 32, gov.key);
+      if (!warm) { tput[arm].push(r.rps); errors += r.errors; }
+    }
+    for (const arm of ARMS) {
+      const r = await load(urls[arm], 1, gov.key);
+      if (!warm) { p50[arm].push(r.p50us); p99[arm].push(r.p99us); errors += r.errors; }
+    }
+    console.error(`bench: round ${round + 1}/${WARMUP_ROUNDS + ROUNDS}${warm ? ' (warm-up)' : ''}: ` +
+      ARMS.map((a) => `${a} ${fmt(tput[a].at(-1) ?? NaN)} req/s p50 ${fmt(p50[a].at(-1) ?? NaN)} µs`).join(', '));
+  }
+  const rssG = peakRssMb(gov.child.pid!);
+  const rssB = peakRssMb(bare.child.pid!);
+
+  const stream: Record<'D' | 'G', StreamSample[]> = { D: [], G: [] };
+  for (let round = 0; round < WARMUP_ROUNDS + ROUNDS; round++) {
+    for (const arm of ['D', 'G'] as const) {
+      const samples = await streams(urls[arm], gov.key);
+      if (round >= WARMUP_ROUNDS) stream[arm].push(...samples);
+    }
+  }
+  console.error('bench: streaming done');
+
+  const flight: Record<'D' | 'G', number[]> = { D: [], G: [] };
+  let flightOk = 0;
+  let flightTotal = 0;
+  for (let round = 0; round < IN_FLIGHT_ROUNDS; round++) {
+    for (const arm of ['D', 'G'] as const) {
+      const r = await inFlight(urls[arm], gov.key);
+      flight[arm].push(...r.latenciesMs);
+      if (arm === 'G') { flightOk += r.ok; flightTotal += IN_FLIGHT; }
+    }
+  }
+  console.error('bench: in-flight done');
+
+  const auditBig = await auditWriterRowsPerSecond(1000);
+  const audit32 = await auditWriterRowsPerSecond(32);
+  const auditOne = await auditWriterRowsPerSecond(1);
+
+  // ------------------------------------------------------------ figures
+  const T = { D: median(tput.D), B: median(tput.B), G: median(tput.G) };
+  const L50 = { D: median(p50.D), B: median(p50.B), G: median(p50.G) };
+  const L99 = { D: median(p99.D), B: median(p99.B), G: median(p99.G) };
+  const ttfc = (arm: 'D' | 'G', p: number) => percentile(stream[arm].map((s) => s.ttfcMs * 1000), p);
+  const gaps = (arm: 'D' | 'G', p: number) => percentile(stream[arm].flatMap((s) => s.gapsMs.map((g) => g * 1000)), p);
+  const delivery = (arm: 'D' | 'G', p: number) => percentile(stream[arm].flatMap((s) => s.deliveryUs), p);
+  const eventsD = stream.D.reduce((n, s) => n + s.events, 0);
+  const eventsG = stream.G.reduce((n, s) => n + s.events, 0);
+  const readsD = stream.D.reduce((n, s) => n + s.reads, 0);
+  const readsG = stream.G.reduce((n, s) => n + s.reads, 0);
+  const perStreamEqual = stream.G.every((s) => s.events === stream.D[0]?.events);
+  const flightAdded = median(flight.G) - median(flight.D);
+
+  const rows: [string, string, string, boolean | null][] = [
+    ['Throughput, 32 connections (req/s): D / B / G', `${fmt(T.D)} / ${fmt(T.B)} / ${fmt(T.G)}`, '', null],
+    ['Throughput ratio G/B', fmt(T.G / T.B, 3), '≥ 0.85', T.G / T.B >= 0.85],
+    ['Latency p50, 1 connection (µs): D / B / G', `${fmt(L50.D)} / ${fmt(L50.B)} / ${fmt(L50.G)}`, '', null],
+    ['Latency p99, 1 connection (µs): D / B / G', `${fmt(L99.D)} / ${fmt(L99.B)} / ${fmt(L99.G)}`, '', null],
+    ['G−B p50 (µs)', fmt(L50.G - L50.B), '≤ 100', L50.G - L50.B <= 100],
+    ['G−D p50 (µs)', fmt(L50.G - L50.D), '≤ 250', L50.G - L50.D <= 250],
+    ['G−D p99 (µs)', fmt(L99.G - L99.D), '≤ 1000', L99.G - L99.D <= 1000],
+    ['Streaming: time to first chunk p50 / p99 (µs): D', `${fmt(ttfc('D', 50))} / ${fmt(ttfc('D', 99))}`, '', null],
+    ['Streaming: time to first chunk p50 / p99 (µs): G', `${fmt(ttfc('G', 50))} / ${fmt(ttfc('G', 99))}`, '', null],
+    ['Streaming: added time to first chunk p50, G−D (µs)', fmt(ttfc('G', 50) - ttfc('D', 50)), '', null],
+    ['Streaming: added time to first chunk p99, G−D (µs)', fmt(ttfc('G', 99) - ttfc('D', 99)), '≤ 1000', ttfc('G', 99) - ttfc('D', 99) <= 1000],
+    ['Streaming: inter-chunk gap p50 / p99 (µs): D', `${fmt(gaps('D', 50))} / ${fmt(gaps('D', 99))}`, '', null],
+    ['Streaming: inter-chunk gap p50 / p99 (µs): G', `${fmt(gaps('G', 50))} / ${fmt(gaps('G', 99))}`, '', null],
+    ['Streaming: added inter-chunk gap p99, G−D (µs)', fmt(gaps('G', 99) - gaps('D', 99)), '≤ 100', gaps('G', 99) - gaps('D', 99) <= 100],
+    ['Streaming: per-event delivery latency p50 / p99 (µs): D', `${fmt(delivery('D', 50))} / ${fmt(delivery('D', 99))}`, '', null],
+    ['Streaming: per-event delivery latency p50 / p99 (µs): G', `${fmt(delivery('G', 50))} / ${fmt(delivery('G', 99))}`, '', null],
+    ['Streaming: events received D / G (reads D / G)', `${eventsD} / ${eventsG} (${readsD} / ${readsG})`, 'identical', eventsD === eventsG && perStreamEqual],
+    [`${IN_FLIGHT} in flight, upstream delays 1 s: G success`, `${flightOk}/${flightTotal}`, '100 %', flightOk === flightTotal],
+    [`${IN_FLIGHT} in flight: p50 D / G (ms)`, `${fmt(median(flight.D), 2)} / ${fmt(median(flight.G), 2)}`, '', null],
+    [`${IN_FLIGHT} in flight: G added p50 (µs)`, fmt(flightAdded * 1000), '≤ 1000', flightAdded * 1000 <= 1000],
+    ['Audit writer alone, group commit of 1000 rows per turn (rows/s)', fmt(auditBig), '≥ 50000', auditBig >= 50_000],
+    ['Audit writer alone, 32 rows per turn (rows/s)', fmt(audit32), '', null],
+    ['Audit writer alone, 1 row per turn (rows/s)', fmt(auditOne), '', null],
+    ['Peak RSS during the throughput rounds (MB): B / G', `${fmt(rssB, 1)} / ${fmt(rssG, 1)}`, '', null],
+    ['Load-generator errors (all arms)', String(errors), '0', errors === 0],
+  ];
+
+  const cpu = cpus()[0]?.model ?? 'unknown cpu';
+  const md = [
+    '# govgate benchmark',
+    '',
+    `- Date: ${new Date().toISOString()}`,
+    `- Command: \`npm run bench\` (BENCH_ROUNDS=${ROUNDS}, BENCH_SECONDS=${LOAD_SECONDS})`,
+    `- Machine: ${cpu}, ${cores} cores, ${fmt(totalmem() / 1024 ** 3, 1)} GiB, Node ${process.version}, ${process.platform}`,
+    `- Load generator: ${loadGenerator}; pinning: ${hasTaskset ? `mock upstream and load generator on core ${PIN.upstream}, proxy under test (B or G) on core ${PIN.proxy}, via taskset` : 'none (taskset not available)'}`,
+    `- Arms: D = client → mock upstream; B = client → bare undici pass-through (the gateway's forwarding code, no auth/policy/audit) → mock; G = client → govgate (real key, shipped policy + 10 rules, audit on, synchronous NORMAL as shipped) → mock`,
+    `- Method: ${WARMUP_ROUNDS} warm-up round discarded, then ${ROUNDS} interleaved rounds (D, B, G, D, B, G …); figures are medians of rounds; ${LOAD_SECONDS} s per load run; ${STREAMS_PER_ROUND} concurrent streams of 64 events 20 ms apart per arm per round; ${IN_FLIGHT} concurrent requests with a 1 s upstream delay, ${IN_FLIGHT_ROUNDS} rounds`,
+    '',
+    '| figure | value | target | met |',
+    '| --- | --- | --- | --- |',
+    ...rows.map(([name, value, target, ok]) => `| ${name} | ${value} | ${target} | ${ok === null ? '' : ok ? 'yes' : '**no**'} |`),
+    '',
+  ].join('\n');
+  writeFileSync(path.join(ROOT, 'test/bench/RESULTS.md'), md);
+  process.stdout.write(`${md}\n`);
+
+  rmSync(workDir, { recursive: true, force: true });
+  rmSync(gov.dir, { recursive: true, force: true });
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,200 @@
+import test from 'ava';
+import OpenAI, { toFile } from 'openai';
+import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
+import { decisionRow, errorBody, logIdOf } from './support.js';
+
+// acme is limited to two models so that the model the policy reads can be observed through a block.
+const POLICY = `
+version: 1
+mode: enforce
+block_threshold: 70
+customers:
+  "*":
+    models: ["*"]
+    operations: ["*"]
+  acme:
+    models: ["gpt-4o-mini", "whisper-1"]
+rules:
+  - id: flagged-team
+    when:
+      metadata.team: risky
+    risk: 30
+`;
+
+let upstream: MockUpstream;
+let gw: Harness;
+let acmeKey: string;
+
+test.before(async () => {
+  upstream = await startMockUpstream();
+  gw = await startHarness(upstream.url, { policy: POLICY });
+  acmeKey = gw.createKey('acme').key;
+});
+
+test.after.always(async () => {
+  await gw?.close();
+  await upstream?.close();
+});
+
+function post(path: string, body: Buffer | string, headers: Record<string, string>): Promise<Response> {
+  return fetch(`${gw.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${acmeKey}`, ...headers }, body });
+}
+
+test.serial('the body reaches the provider byte for byte', async (t) => {
+  // Whitespace, key order, a number written as 1.0, escapes and raw non-ASCII: any re-serialisation changes these bytes.
+  const text =
+    '{ "messages" :[ {"content":"h\\u00e9llo ☃ 😀 \\"quoted\\"\\n","role":"user"} ],\n\t"temperature": 1.0,' +
+    '   "model":"gpt-4o-mini" ,"top_p":1e0 }  \n';
+  const bytes = Buffer.from(text, 'utf8');
+  const res = await post('/v1/chat/completions', bytes, { 'content-type': 'application/json' });
+  t.is(res.status, 200);
+  await res.arrayBuffer();
+  const seen = upstream.received.at(-1)!;
+  t.true(seen.body.equals(bytes), `provider received ${JSON.stringify(seen.body.toString('utf8'))}`);
+});
+
+test.serial("the client's credentials, cookies and governance headers are dropped; the provider key is set", async (t) => {
+  const res = await post('/v1/chat/completions?api-version=2024-10-21&tag=a%20b&tag=c', JSON.stringify({ model: 'gpt-4o-mini', messages: [] }), {
+    'content-type': 'application/json',
+    'api-key': acmeKey,
+    cookie: 'session=s3cr3t; other=1',
+    'x-governance-metadata': JSON.stringify({ team: 'core' }),
+    'x-governance-trace': 'internal-only',
+    'openai-organization': 'org-test123',
+    'openai-project': 'proj_abc',
+    'x-custom': 'kept',
+  });
+  t.is(res.status, 200);
+  await res.arrayBuffer();
+  const seen = upstream.received.at(-1)!;
+  t.is(seen.headers.authorization, `Bearer ${UPSTREAM_SECRET}`);
+  t.is(seen.headers['api-key'], undefined);
+  t.is(seen.headers.cookie, undefined);
+  t.deepEqual(Object.keys(seen.headers).filter((h) => h.startsWith('x-governance-')), []);
+  t.false(JSON.stringify(seen.headers).includes(acmeKey), 'the client key reached the provider');
+  t.is(seen.headers['openai-organization'], 'org-test123');
+  t.is(seen.headers['openai-project'], 'proj_abc');
+  t.is(seen.headers['x-custom'], 'kept');
+  t.is(seen.path, '/v1/chat/completions?api-version=2024-10-21&tag=a%20b&tag=c');
+});
+
+test.serial('every response carries x-request-id, including health and unknown routes', async (t) => {
+  const health = await fetch(`${gw.url}/healthz`);
+  t.is(health.status, 200);
+  t.truthy(health.headers.get('x-request-id'));
+
+  const unknown = await fetch(`${gw.url}/no-such-route`);
+  t.is(unknown.status, 404);
+  t.truthy(unknown.headers.get('x-request-id'));
+
+  const unauthenticated = await fetch(`${gw.baseURL}/models`);
+  t.is(unauthenticated.status, 401);
+  t.truthy(unauthenticated.headers.get('x-request-id'));
+
+  // Two requests never share an id the gateway made up.
+  t.not(health.headers.get('x-request-id'), unknown.headers.get('x-request-id'));
+});
+
+test.serial('a proxied response carries the governance decision, risk score and log id', async (t) => {
+  const res = await post('/v1/chat/completions', JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }), {
+    'content-type': 'application/json',
+    'x-governance-metadata': JSON.stringify({ team: 'risky' }),
+  });
+  t.is(res.status, 200);
+  await res.arrayBuffer();
+  t.truthy(res.headers.get('x-request-id'));
+  t.is(res.headers.get('x-governance-decision'), 'allow');
+  t.is(Number(res.headers.get('x-governance-risk-score')), 30);
+  const row = decisionRow(gw.dbPath, logIdOf(res.headers));
+  t.like(row, { customer_id: 'acme', allowed: 1, risk_score: 30 });
+});
+
+test.serial('a blocked response carries the governance headers too', async (t) => {
+  const res = await post('/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', messages: [] }), { 'content-type': 'application/json' });
+  t.is(res.status, 403);
+  t.is(res.headers.get('x-governance-decision'), 'block');
+  t.truthy(res.headers.get('x-governance-risk-score'));
+  t.like(decisionRow(gw.dbPath, logIdOf(res.headers)), { allowed: 0, model: 'gpt-4o' });
+});
+
+test.serial("a client's sane x-request-id is kept", async (t) => {
+  const res = await post('/v1/chat/completions', JSON.stringify({ model: 'gpt-4o-mini', messages: [] }), {
+    'content-type': 'application/json',
+    'x-request-id': 'trace-2024.abc:42',
+  });
+  t.is(res.status, 200);
+  await res.arrayBuffer();
+  t.is(res.headers.get('x-request-id'), 'trace-2024.abc:42');
+
+  const health = await fetch(`${gw.url}/healthz`, { headers: { 'x-request-id': 'health-probe-7' } });
+  t.is(health.headers.get('x-request-id'), 'health-probe-7');
+});
+
+test.serial('a JSON body labelled text/plain is still checked by the policy', async (t) => {
+  const before = upstream.received.length;
+  const blocked = await post('/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', messages: [] }), { 'content-type': 'text/plain' });
+  t.is(blocked.status, 403);
+  t.is((await errorBody(blocked)).error.code, 'policy_blocked');
+  t.is(upstream.received.length, before, 'the mislabelled request reached the provider');
+  t.like(decisionRow(gw.dbPath, logIdOf(blocked.headers)), { model: 'gpt-4o', allowed: 0 });
+
+  // The same label with an allowed model goes through, so the block above is about the model, not the label.
+  const allowed = await post('/v1/chat/completions', JSON.stringify({ model: 'gpt-4o-mini', messages: [] }), { 'content-type': 'text/plain' });
+  t.is(allowed.status, 200);
+  await allowed.arrayBuffer();
+  t.is(upstream.received.length, before + 1);
+});
+
+function multipartBody(boundary: string, model: string): Buffer {
+  // Audio bytes that are not valid UTF-8, so a text round-trip anywhere would corrupt them.
+  const audio = Buffer.from([0x52, 0x49, 0x46, 0x46, 0xff, 0xfe, 0x00, 0x80, 0xc3, 0x28, 0x0d, 0x0a, 0x2d, 0x2d, 0x01]);
+  return Buffer.concat([
+    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="clip.wav"\r\nContent-Type: audio/wav\r\n\r\n`),
+    audio,
+    Buffer.from(`\r\n--${boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n${model}`),
+    Buffer.from(`\r\n--${boundary}\r\nContent-Disposition: form-data; name="language"\r\n\r\nen\r\n--${boundary}--\r\n`),
+  ]);
+}
+
+test.serial('a multipart upload with an allowed model is forwarded byte for byte', async (t) => {
+  const boundary = '----govgateBoundary7MA4YWxk';
+  const body = multipartBody(boundary, 'whisper-1');
+  const contentType = `multipart/form-data; boundary=${boundary}`;
+  const res = await post('/v1/audio/transcriptions', body, { 'content-type': contentType });
+  t.is(res.status, 200);
+  await res.arrayBuffer();
+  const seen = upstream.received.at(-1)!;
+  t.is(seen.path, '/v1/audio/transcriptions');
+  t.is(seen.headers['content-type'], contentType);
+  t.true(seen.body.equals(body), 'the multipart body was altered on the way');
+  t.like(decisionRow(gw.dbPath, logIdOf(res.headers)), { model: 'whisper-1', operation: 'audio.transcriptions', allowed: 1 });
+});
+
+test.serial('a multipart upload is checked against the model in its form field', async (t) => {
+  const before = upstream.received.length;
+  const boundary = 'xYzZY';
+  const res = await post('/v1/audio/transcriptions', multipartBody(boundary, 'gpt-4o-transcribe'), {
+    'content-type': `multipart/form-data; boundary=${boundary}`,
+  });
+  t.is(res.status, 403);
+  t.is((await errorBody(res)).error.code, 'policy_blocked');
+  t.is(upstream.received.length, before);
+  t.like(decisionRow(gw.dbPath, logIdOf(res.headers)), { model: 'gpt-4o-transcribe', allowed: 0 });
+});
+
+test.serial("the SDK's own multipart upload is checked the same way", async (t) => {
+  const client = gw.sdk(acmeKey);
+  const before = upstream.received.length;
+  const file = await toFile(Buffer.from('RIFF....WAVEfmt '), 'clip.wav', { type: 'audio/wav' });
+  const err = await t.throwsAsync(client.audio.transcriptions.create({ file, model: 'gpt-4o-transcribe' }), {
+    instanceOf: OpenAI.PermissionDeniedError,
+  });
+  t.is(err?.code, 'policy_blocked');
+  t.is(upstream.received.length, before);
+
+  const ok = await client.audio.transcriptions.create({ file: await toFile(Buffer.from('RIFF'), 'a.wav'), model: 'whisper-1' });
+  t.truthy(ok);
+  t.is(upstream.received.length, before + 1);
+  t.regex(String(upstream.received.at(-1)!.headers['content-type']), /^multipart\/form-data; boundary=/);
+});
