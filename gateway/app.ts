@@ -4,6 +4,7 @@ import type { ScheduledTask } from 'node-cron';
 import { AuditWriter } from './audit/audit-writer.js';
 import { scheduleCleanup } from './audit/cleanup-schedule.js';
 import { openDatabase, type Db } from './audit/database.js';
+import { WalCheckpointer } from './audit/wal-checkpointer.js';
 import { KeyRegistry } from './auth/key-registry.js';
 import type { GatewayConfig } from './config/gateway-config.js';
 import type { GatewayContext } from './http/context.js';
@@ -37,7 +38,13 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const { logger, reporter } = options;
   const policyName = path.relative(process.cwd(), config.policy.path) || config.policy.path;
   const initialPolicy = loadPolicyFile(config.policy.path, policyName);
-  const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous });
+  const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, checkpointsElsewhere: true });
+  const checkpointer = new WalCheckpointer(config.audit.path, {
+    onError(code) {
+      logger.error({ code }, 'audit checkpoint failed');
+      reporter.message('audit checkpoint failed', { stage: 'audit', code });
+    },
+  });
 
   const keys = new KeyRegistry(db);
   const audit = new AuditWriter(db, {
@@ -100,7 +107,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
         await closed;
         clearTimeout(deadline);
         audit.flush();
-        await providers.close();
+        await Promise.all([providers.close(), checkpointer.stop()]);
         db.close();
       })();
       return closing;

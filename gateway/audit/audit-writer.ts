@@ -1,5 +1,5 @@
-import type { Db } from './database.js';
 import type Database from 'better-sqlite3';
+import type { Db } from './database.js';
 
 /** One policy decision: exactly the columns of `usagelog`. */
 export interface DecisionRow {
@@ -34,34 +34,36 @@ export interface AuditWriterHooks {
   onFailure(err: unknown, lostOutcomes: number): void;
 }
 
-const OUTCOME_DELAY_MS = 50;
-/** Past this many queued outcomes they are committed at the next turn rather than after the delay. */
-const OUTCOME_BATCH = 512;
-
 interface Pending {
   readonly row: DecisionRow;
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
 }
 
+/** Outcomes wait at most this long; nothing waits on them, so they are batched for cost, not latency. */
+const OUTCOME_DELAY_MS = 50;
+/** Past this many queued outcomes they are committed at the next turn rather than after the delay. */
+const OUTCOME_BATCH = 512;
+
 /**
- * Group commit: every decision recorded during one turn of the event loop goes
- * into one transaction, flushed on `setImmediate`. A decision's promise
+ * Group commit. Every decision recorded during one turn of the event loop goes
+ * into one transaction, flushed on `setImmediate`; a decision's promise
  * settles only after its transaction committed, so a request is forwarded only
- * once its row is durable, at the cost of one transaction per turn, not per
- * request. Outcome rows wait nothing on them: they ride along with the next
- * decision commit, or go on their own after OUTCOME_DELAY_MS, which halves the
- * commits per request when traffic is light.
+ * once its row is in the WAL, at the cost of one transaction per turn, not per
+ * request. Outcome rows are on no request's path: they are committed in their
+ * own batches every OUTCOME_DELAY_MS, which keeps the decision commit (the one
+ * requests wait for) as small as it can be.
  */
 export class AuditWriter {
   private decisions: Pending[] = [];
   private outcomes: OutcomeRow[] = [];
-  private scheduled = false;
+  private decisionFlushScheduled = false;
   private outcomeTimer: NodeJS.Timeout | null = null;
   private readonly insertDecision: Database.Statement;
   private readonly insertOutcome: Database.Statement;
   private readonly commit: (decisions: readonly Pending[], outcomes: readonly OutcomeRow[]) => void;
-  private readonly flushSoon = () => this.flush();
+  private readonly flushDecisions = () => this.commitQueued(true, false);
+  private readonly flushOutcomes = () => this.commitQueued(false, true);
 
   constructor(db: Db, private readonly hooks: AuditWriterHooks) {
     this.insertDecision = db.prepare(
@@ -82,35 +84,47 @@ export class AuditWriter {
   record(row: DecisionRow): Promise<void> {
     return new Promise((resolve, reject) => {
       this.decisions.push({ row, resolve, reject });
-      this.schedule();
+      if (!this.decisionFlushScheduled) {
+        this.decisionFlushScheduled = true;
+        setImmediate(this.flushDecisions);
+      }
     });
   }
 
   recordOutcome(row: OutcomeRow): void {
     this.outcomes.push(row);
-    if (this.outcomes.length >= OUTCOME_BATCH) this.schedule();
-    else if (!this.scheduled && !this.outcomeTimer) {
-      this.outcomeTimer = setTimeout(this.flushSoon, OUTCOME_DELAY_MS);
-      this.outcomeTimer.unref();
+    if (this.outcomes.length >= OUTCOME_BATCH) {
+      if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
+      this.outcomeTimer = setTimeout(this.flushOutcomes, 0);
+    } else if (!this.outcomeTimer) {
+      this.outcomeTimer = setTimeout(this.flushOutcomes, OUTCOME_DELAY_MS);
     }
+    // Queued outcomes are flushed at shutdown; they must not keep an idle process alive.
+    this.outcomeTimer.unref();
   }
 
   get queued(): number {
     return this.decisions.length + this.outcomes.length;
   }
 
-  /** Commits everything queued now; used by the scheduler and at shutdown. */
+  /** Commits everything queued now; used at shutdown. */
   flush(): void {
-    this.scheduled = false;
-    if (this.outcomeTimer) {
-      clearTimeout(this.outcomeTimer);
+    this.commitQueued(true, true);
+  }
+
+  private commitQueued(takeDecisions: boolean, takeOutcomes: boolean): void {
+    const decisions = takeDecisions ? this.decisions : [];
+    const outcomes = takeOutcomes ? this.outcomes : [];
+    if (takeDecisions) {
+      this.decisions = [];
+      this.decisionFlushScheduled = false;
+    }
+    if (takeOutcomes) {
+      this.outcomes = [];
+      if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
       this.outcomeTimer = null;
     }
-    const decisions = this.decisions;
-    const outcomes = this.outcomes;
     if (decisions.length === 0 && outcomes.length === 0) return;
-    this.decisions = [];
-    this.outcomes = [];
     const started = performance.now();
     try {
       this.commit(decisions, outcomes);
@@ -121,11 +135,5 @@ export class AuditWriter {
     }
     this.hooks.onCommit?.(decisions.length + outcomes.length, performance.now() - started);
     for (const d of decisions) d.resolve();
-  }
-
-  private schedule(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(this.flushSoon);
   }
 }

@@ -58,6 +58,8 @@ const MIGRATIONS: readonly string[] = [
 export interface OpenOptions {
   readonly synchronous: SyncMode;
   readonly readonly?: boolean;
+  /** Set on the gateway's writer connection, whose WAL is checkpointed by `WalCheckpointer`. */
+  readonly checkpointsElsewhere?: boolean;
 }
 
 export function openDatabase(file: string, options: OpenOptions): Db {
@@ -69,6 +71,13 @@ export function openDatabase(file: string, options: OpenOptions): Db {
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${options.synchronous}`);
     migrate(db);
+  }
+  if (options.checkpointsElsewhere) {
+    // A checkpoint copies the WAL into the database and fsyncs it: milliseconds that must not
+    // block the event loop, so the gateway's connection leaves them to the background checkpointer.
+    db.pragma('wal_autocheckpoint = 0');
+    // After a checkpoint the WAL is reused from its start; this trims the file back when that happens.
+    db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
   }
   return db;
 }
