@@ -5,7 +5,7 @@ import { sqliteTime } from './database.js';
  * Small batches keep each delete transaction short, and yielding to the event
  * loop between them lets requests' audit rows commit in between.
  */
-const BATCH_ROWS = 2000;
+const BATCH_ROWS = 500;
 
 export function retentionCutoff(days: number, now: Date = new Date()): string {
   return sqliteTime(new Date(now.getTime() - days * 86_400_000));
