@@ -6,15 +6,15 @@ import { scheduleCleanup } from './audit/cleanup-schedule.js';
 import { openDatabase, type Db } from './audit/database.js';
 import { WalCheckpointer } from './audit/wal-checkpointer.js';
 import { KeyRegistry } from './auth/key-registry.js';
-import type { GatewayConfig } from './config/gateway-config.js';
+import { displayPath, type GatewayConfig } from './config/gateway-config.js';
 import type { GatewayContext } from './http/context.js';
-import { createGatewayServer, errorSummary } from './http/server.js';
+import { createGatewayServer } from './http/server.js';
+import { errorSummary } from './observability/error-summary.js';
 import type { ErrorReporter } from './observability/error-reporter.js';
 import type { Logger } from './observability/logger.js';
 import { loadPolicyFile } from './policy/compile-policy.js';
 import { PolicyWatcher } from './policy/policy-watcher.js';
 import { ProviderRouter } from './proxy/provider-router.js';
-import path from 'node:path';
 
 export interface RunningGateway {
   readonly url: string;
@@ -36,13 +36,19 @@ const DEFAULT_DRAIN_MS = 30_000;
 /** Wires the pipeline stages together and starts listening. */
 export async function startGateway(config: GatewayConfig, options: StartOptions): Promise<RunningGateway> {
   const { logger, reporter } = options;
-  const policyName = path.relative(process.cwd(), config.policy.path) || config.policy.path;
+  const policyName = displayPath(config.policy.path);
   const initialPolicy = loadPolicyFile(config.policy.path, policyName);
   const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, checkpointsElsewhere: true });
   const checkpointer = new WalCheckpointer(config.audit.path, {
     onError(code) {
       logger.error({ code }, 'audit checkpoint failed');
       reporter.message('audit checkpoint failed', { stage: 'audit', code });
+    },
+    onDied() {
+      // Without its checkpointer the WAL would grow for ever; checkpointing inline is slower but bounded.
+      db.pragma('wal_autocheckpoint = 1000');
+      logger.error('audit checkpoint thread died; the writer checkpoints inline from now on');
+      reporter.message('audit checkpoint thread died', { stage: 'audit' });
     },
   });
 
@@ -66,8 +72,15 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const context: GatewayContext = { config, keys, policy, audit, providers, logger, reporter, counters: { unaudited: 0 } };
 
   const { server, closeUpgrades } = createGatewayServer(context);
-  server.listen(config.server.port, config.server.host);
-  await once(server, 'listening');
+  try {
+    server.listen(config.server.port, config.server.host);
+    await once(server, 'listening');
+  } catch (err) {
+    // Nothing may outlive a start that failed (a port in use): the thread, the pools, the database.
+    await Promise.all([providers.close(), checkpointer.stop()]);
+    db.close();
+    throw err;
+  }
 
   keys.start((err) => {
     logger.error({ err: errorSummary(err) }, 'key refresh failed');

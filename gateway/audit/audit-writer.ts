@@ -30,7 +30,6 @@ export interface OutcomeRow {
 }
 
 export interface AuditWriterHooks {
-  onCommit?(rows: number, ms: number): void;
   onFailure(err: unknown, lostOutcomes: number): void;
 }
 
@@ -103,10 +102,6 @@ export class AuditWriter {
     this.outcomeTimer.unref();
   }
 
-  get queued(): number {
-    return this.decisions.length + this.outcomes.length;
-  }
-
   /** Commits everything queued now; used at shutdown. */
   flush(): void {
     this.commitQueued(true, true);
@@ -125,7 +120,6 @@ export class AuditWriter {
       this.outcomeTimer = null;
     }
     if (decisions.length === 0 && outcomes.length === 0) return;
-    const started = performance.now();
     try {
       this.commit(decisions, outcomes);
     } catch (err) {
@@ -133,7 +127,6 @@ export class AuditWriter {
       for (const d of decisions) d.reject(err);
       return;
     }
-    this.hooks.onCommit?.(decisions.length + outcomes.length, performance.now() - started);
     for (const d of decisions) d.resolve();
   }
 }

@@ -84,6 +84,7 @@ export function openDatabase(file: string, options: OpenOptions): Db {
 
 function migrate(db: Db): void {
   const current = db.pragma('user_version', { simple: true }) as number;
+  if (current === MIGRATIONS.length) return;
   if (current > MIGRATIONS.length) {
     throw new Error(`the audit database has schema version ${current}, newer than this govgate understands (${MIGRATIONS.length})`);
   }

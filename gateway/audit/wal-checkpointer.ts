@@ -1,42 +1,72 @@
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import type { CheckpointWorkerData } from './checkpoint-worker.js';
 
 /** Often enough that the WAL stays a few megabytes under load; rare enough to cost nothing at idle. */
 const CHECKPOINT_INTERVAL_MS = 1000;
 const STOP_TIMEOUT_MS = 2000;
 
+/**
+ * The worker's whole program. It is evaluated from a string, not loaded from a
+ * file, so that it runs the same from the TypeScript sources (tsx, tests) and
+ * from the build: a worker does not inherit the parent's TypeScript loader.
+ * PASSIVE never waits for readers or the writer.
+ */
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.file, { fileMustExist: true });
+db.pragma('busy_timeout = 0');
+const checkpoint = () => {
+  try {
+    db.pragma('wal_checkpoint(PASSIVE)');
+  } catch (err) {
+    parentPort.postMessage({ code: err && err.code ? String(err.code) : 'unknown' });
+  }
+};
+const timer = setInterval(checkpoint, workerData.intervalMs);
+parentPort.on('message', () => {
+  clearInterval(timer);
+  checkpoint();
+  db.close();
+  parentPort.close();
+});
+`;
+
 export interface CheckpointEvents {
-  onCheckpoint?(walPages: number, checkpointedPages: number): void;
   onError(code: string): void;
+  /** The thread is gone before stop(): the writer must checkpoint for itself again. */
+  onDied(): void;
 }
 
 /**
- * Owns the background thread that checkpoints the audit WAL. The writer
- * connection has auto-checkpoints off, so without this the WAL would grow.
+ * Owns the background thread that checkpoints the audit WAL on its own
+ * connection, so the fsyncs a checkpoint needs never block the event loop that
+ * serves requests. The writer connection has auto-checkpoints off while this
+ * thread lives.
  */
 export class WalCheckpointer {
   private readonly worker: Worker;
   private readonly exited: Promise<void>;
+  private stopping = false;
 
   constructor(file: string, events: CheckpointEvents) {
-    // Under tsx in development the sources are .ts; in the build they are .js.
-    const ext = path.extname(fileURLToPath(import.meta.url));
-    const data: CheckpointWorkerData = { file, intervalMs: CHECKPOINT_INTERVAL_MS };
-    this.worker = new Worker(new URL(`./checkpoint-worker${ext}`, import.meta.url), { workerData: data });
-    this.worker.on('message', (message: { type: string; log?: number; checkpointed?: number; code?: string }) => {
-      if (message.type === 'checkpoint') events.onCheckpoint?.(message.log ?? 0, message.checkpointed ?? 0);
-      else events.onError(message.code ?? 'unknown');
-    });
+    const driver = createRequire(import.meta.url).resolve('better-sqlite3');
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file, driver, intervalMs: CHECKPOINT_INTERVAL_MS } });
+    this.worker.on('message', (message: { code: string }) => events.onError(message.code));
     this.worker.on('error', (err) => events.onError((err as { code?: string }).code ?? err.name));
-    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
+    this.exited = new Promise((resolve) => {
+      this.worker.once('exit', () => {
+        if (!this.stopping) events.onDied();
+        resolve();
+      });
+    });
     // Background work must never keep the process alive or delay its exit.
     this.worker.unref();
   }
 
   /** A last checkpoint, then the thread ends; never waits more than STOP_TIMEOUT_MS. */
   async stop(): Promise<void> {
+    this.stopping = true;
     this.worker.postMessage('stop');
     const timeout = setTimeout(() => void this.worker.terminate(), STOP_TIMEOUT_MS);
     await this.exited;

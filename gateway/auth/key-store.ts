@@ -60,7 +60,3 @@ export function loadActiveKeys(db: Db): Map<string, ApiKeyRecord> {
   for (const { digest, ...record } of rows) byDigest.set(digest, Object.freeze(record));
   return byDigest;
 }
-
-export function countKeys(db: Db): number {
-  return (db.prepare('SELECT COUNT(*) AS n FROM api_keys').get() as { n: number }).n;
-}

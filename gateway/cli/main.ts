@@ -77,7 +77,7 @@ function oneLine(err: unknown): string {
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
     return (err as Error).message.split('\n')[0]!;
   }
-  if (code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY' || code?.startsWith('SQLITE_')) return `audit database error (${code}): ${(err as Error).message}`;
+  if (code?.startsWith('SQLITE_')) return `audit database error (${code}): ${(err as Error).message}`;
   return err instanceof Error ? err.message.split('\n')[0]! : String(err);
 }
 

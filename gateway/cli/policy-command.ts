@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import type { GatewayConfig } from '../config/gateway-config.js';
-import { evaluate } from '../policy/evaluate.js';
+import { displayPath, type GatewayConfig } from '../config/gateway-config.js';
+import { evaluate, unroutable } from '../policy/evaluate.js';
 import { loadPolicyFile } from '../policy/compile-policy.js';
 import type { MetadataValue } from '../policy/request-facts.js';
 import { ProviderRouter } from '../proxy/provider-router.js';
@@ -18,7 +18,7 @@ export async function policyCommand(loadConfig: () => GatewayConfig, args: strin
 function check(loadConfig: () => GatewayConfig, args: string[], out: NodeJS.WritableStream): void {
   const { positionals } = parseArgs({ args, options: {}, allowPositionals: true, strict: true });
   if (positionals.length > 1) throw new CliError('policy check takes at most one FILE', 2);
-  const file = positionals[0] ?? path.relative(process.cwd(), loadConfig().policy.path);
+  const file = positionals[0] ?? displayPath(loadConfig().policy.path);
   const policy = loadPolicyFile(path.resolve(file), file);
   out.write(`${file}: valid (${policy.mode} mode, ${policy.customers.size} customers, ${policy.rules.length} rules, sha256 ${policy.hash.slice(0, 12)})\n`);
 }
@@ -44,7 +44,7 @@ async function test(config: GatewayConfig, args: string[], out: NodeJS.WritableS
   const maxTokens = values['max-tokens'] === undefined ? null : Number(values['max-tokens']);
   if (maxTokens !== null && !Number.isFinite(maxTokens)) throw new CliError('--max-tokens must be a number', 2);
 
-  const file = path.relative(process.cwd(), config.policy.path) || config.policy.path;
+  const file = displayPath(config.policy.path);
   const policy = loadPolicyFile(config.policy.path, file);
   const router = new ProviderRouter(config.providers, {});
   const provider = router.forModel(values.model!);
@@ -58,9 +58,7 @@ async function test(config: GatewayConfig, args: string[], out: NodeJS.WritableS
     metadata: parseMeta(values.meta ?? []),
     request: { stream: values.stream ?? false, max_tokens: maxTokens, messages: null, tools: null, body_bytes: 0 },
   };
-  const decision = provider
-    ? evaluate(policy, facts)
-    : { allowed: false, violates: true, riskScore: 0, reason: `no provider serves model ${values.model}`, rules: [] as string[] };
+  const decision = provider ? evaluate(policy, facts) : unroutable(facts.model);
 
   if (values.json) {
     out.write(`${JSON.stringify({

@@ -1,10 +1,9 @@
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
-import type { GatewayConfig } from '../config/gateway-config.js';
+import { displayPath, type GatewayConfig } from '../config/gateway-config.js';
 import { createErrorReporter } from '../observability/error-reporter.js';
 import { createLogger } from '../observability/logger.js';
-import { errorSummary } from '../http/server.js';
+import { errorSummary } from '../observability/error-summary.js';
 import { CliError } from './cli-error.js';
 import { VERSION } from './version.js';
 
@@ -32,9 +31,8 @@ export async function serveCommand(config: GatewayConfig, args: string[], err: N
     throw error;
   }
 
-  const rel = (p: string) => path.relative(process.cwd(), p) || p;
-  logger.info({ url: gateway.url, policy: rel(config.policy.path), audit: rel(config.audit.path), sentry: reporter.enabled }, 'govgate listening');
-  err.write(`govgate ${VERSION} listening on ${gateway.url} (policy ${rel(config.policy.path)}, audit ${rel(config.audit.path)})\n`);
+  logger.info({ url: gateway.url, policy: displayPath(config.policy.path), audit: displayPath(config.audit.path), sentry: reporter.enabled }, 'govgate listening');
+  err.write(`govgate ${VERSION} listening on ${gateway.url} (policy ${displayPath(config.policy.path)}, audit ${displayPath(config.audit.path)})\n`);
   for (const missing of gateway.context.providers.missingCredentials()) {
     logger.warn({ provider: missing }, 'provider credential not set: requests to it are forwarded without a provider key');
     err.write(`warning: provider ${missing} has no credential in the environment\n`);

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import cron from 'node-cron';
+import { deepFreeze } from './deep-freeze.js';
 import { YamlSource, type KeyPath } from './yaml-source.js';
 import { readEnum, readInteger, readMap, readOptionalMap, readString, readStringList } from './validate.js';
 
@@ -36,6 +37,11 @@ export interface GatewayConfig {
 }
 
 export const DEFAULT_CONFIG_FILE = 'config/gateway.yaml';
+
+/** A path as users name it: relative to the directory the gateway runs in. */
+export function displayPath(file: string): string {
+  return path.relative(process.cwd(), file) || file;
+}
 
 /** `--config`, then `$GOVGATE_CONFIG`, then the default. */
 export function resolveConfigFile(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
@@ -126,12 +132,4 @@ function readProvider(src: YamlSource, at: KeyPath, raw: unknown): ProviderConfi
     idleTimeoutMs: readInteger(src, [...at, 'idle_timeout_ms'], p.idle_timeout_ms, { min: 1, max: MAX_MS }, 300_000),
     maxConnections: readInteger(src, [...at, 'max_connections'], p.max_connections, { min: 1, max: 100_000 }, 1024),
   };
-}
-
-export function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value) && !(value instanceof URL)) {
-    Object.freeze(value);
-    for (const inner of Object.values(value)) deepFreeze(inner);
-  }
-  return value;
 }

@@ -66,7 +66,12 @@ export class YamlSource {
 
   /** The document as plain JavaScript values. */
   value(): unknown {
-    return this.doc.toJS({ maxAliasCount: 100 });
+    try {
+      return this.doc.toJS({ maxAliasCount: 100 });
+    } catch {
+      // The yaml library refuses alias bombs (a billion laughs) with a plain error; it is still a mistake in the file.
+      throw new ConfigError(this.file, 1, 1, '', 'too many YAML aliases (at most 100 are expanded)');
+    }
   }
 
   /** Throws a ConfigError located at the deepest existing node on `path`. */

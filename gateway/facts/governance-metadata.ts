@@ -14,7 +14,8 @@ export const NO_METADATA: Metadata = Object.freeze(Object.create(null));
  */
 export function parseGovernanceMetadata(header: string | string[] | undefined): Metadata {
   if (header === undefined) return NO_METADATA;
-  if (Array.isArray(header)) throw invalid('X-Governance-Metadata', 'must be sent once');
+  // Node joins repeated custom headers into one string; the array form is only what its types allow.
+  if (typeof header !== 'string') throw invalid('X-Governance-Metadata', 'must be sent once');
   if (Buffer.byteLength(header) > MAX_METADATA_BYTES) throw invalid('X-Governance-Metadata', `is over ${MAX_METADATA_BYTES} bytes`);
   let parsed: unknown;
   try {

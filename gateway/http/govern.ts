@@ -4,7 +4,7 @@ import { decisionRow, type DecisionKind } from '../audit/decision-row.js';
 import type { DecisionRow } from '../audit/audit-writer.js';
 import type { ApiKeyRecord } from '../auth/key-store.js';
 import { GatewayError } from '../errors/catalogue.js';
-import { evaluate } from '../policy/evaluate.js';
+import { evaluate, unroutable } from '../policy/evaluate.js';
 import type { Decision } from '../policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../policy/request-facts.js';
 import type { Provider } from '../proxy/provider-router.js';
@@ -40,9 +40,7 @@ export const NO_REQUEST_FACTS: RequestFacts['request'] = Object.freeze({ stream:
 export async function govern(ctx: GatewayContext, input: GovernInput): Promise<Governed> {
   const provider = ctx.providers.forModel(input.model);
   const facts = factsOf(input, provider?.name ?? null);
-  const decision: Decision = provider
-    ? evaluate(ctx.policy.policy, facts)
-    : { allowed: false, violates: true, riskScore: 0, reason: `no provider serves model ${input.model}`, rules: [] };
+  const decision: Decision = provider ? evaluate(ctx.policy.policy, facts) : unroutable(input.model);
   const logId = randomUUID();
   const recorded = await commit(ctx, decisionRow(logId, input.requestId, input.kind, facts, decision));
   const headers: OutgoingHttpHeaders = {
@@ -52,6 +50,29 @@ export async function govern(ctx: GatewayContext, input: GovernInput): Promise<G
   };
   if (!recorded) headers['x-governance-audit'] = 'unrecorded';
   return { logId, decision, provider, headers };
+}
+
+/** The governance headers of a request refused before the policy ran: a block, with its row when one was written. */
+export function refusalHeaders(logId: string | null): OutgoingHttpHeaders {
+  return logId
+    ? { 'x-governance-decision': 'block', 'x-governance-risk-score': '0', 'x-governance-log-id': logId }
+    : { 'x-governance-decision': 'block', 'x-governance-risk-score': '0' };
+}
+
+/** A request refused because its row could not be written has no log id to show. */
+export const AUDIT_FAILURE_HEADERS: OutgoingHttpHeaders = Object.freeze({ 'x-governance-decision': 'block' });
+
+/** Where a governed request goes: to its provider, or back to the client with the error that refuses it. */
+export type Verdict = { readonly refusal: null; readonly provider: Provider } | { readonly refusal: GatewayError };
+
+export function verdictOf(governed: Governed, model: string | null): Verdict {
+  if (!governed.provider) {
+    return { refusal: new GatewayError('model_not_found', `The model \`${model}\` is not served by any provider of this gateway`, { param: 'model' }) };
+  }
+  if (!governed.decision.allowed) {
+    return { refusal: new GatewayError('policy_blocked', `Request blocked by governance policy: ${governed.decision.reason}`) };
+  }
+  return { refusal: null, provider: governed.provider };
 }
 
 /**
@@ -78,6 +99,7 @@ async function commit(ctx: GatewayContext, row: DecisionRow): Promise<boolean> {
     if (ctx.config.audit.onWriteFailure === 'block') {
       throw new GatewayError('audit_unavailable', 'the audit log cannot be written, so the request was not forwarded', { cause: err });
     }
+    ctx.reporter.message('request forwarded without an audit row', { code: 'audit_unavailable' });
     ctx.counters.unaudited++;
     return false;
   }

@@ -2,12 +2,15 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { authenticate } from '../auth/authenticate.js';
 import type { ApiKeyRecord } from '../auth/key-store.js';
 import { GatewayError } from '../errors/catalogue.js';
-import { NO_METADATA, toMetadata } from '../facts/governance-metadata.js';
+import { NO_METADATA, toMetadata, type Metadata } from '../facts/governance-metadata.js';
 import type { GatewayContext } from './context.js';
-import { govern, NO_REQUEST_FACTS } from './govern.js';
-import { logRequest, refuseUnauthenticated } from './handle-proxy.js';
+import { govern, NO_REQUEST_FACTS, recordRefusal, refusalHeaders, AUDIT_FAILURE_HEADERS } from './govern.js';
 import { ClientGoneError, readBody } from './read-body.js';
-import { sendError, sendJson } from './respond.js';
+import { logRequest } from './request-log.js';
+import { refuseUnauthenticated, sendError, sendJson } from './respond.js';
+
+/** The operation recorded for a check whose question could not be read. */
+const UNREADABLE_CHECK = 'check';
 
 /** Asks the policy about a request the client has not sent: decides and records, forwards nothing. */
 export async function handleCheck(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
@@ -21,13 +24,19 @@ export async function handleCheck(ctx: GatewayContext, req: IncomingMessage, res
   }
 
   let question: CheckQuestion;
+  let bodyBytes = 0;
   try {
-    question = parseQuestion(await readBody(req, ctx.config.server.maxBodyBytes));
+    const body = await readBody(req, ctx.config.server.maxBodyBytes);
+    bodyBytes = body.length;
+    question = parseQuestion(body);
   } catch (err) {
     if (err instanceof ClientGoneError) return;
     if (!(err instanceof GatewayError)) throw err;
-    sendError(res, err);
-    logRequest(ctx, res, { requestId, key, operation: 'check', model: null, started, error: err.code });
+    const input = { requestId, kind: 'check' as const, key, operation: UNREADABLE_CHECK, model: null, metadata: NO_METADATA, request: { ...NO_REQUEST_FACTS, body_bytes: bodyBytes } };
+    const logId = await recordRefusal(ctx, input, err);
+    if (err.code === 'request_too_large') res.setHeader('connection', 'close');
+    sendError(res, err, refusalHeaders(logId));
+    logRequest(ctx, res, { requestId, key, operation: UNREADABLE_CHECK, model: null, started, error: err.code });
     return;
   }
 
@@ -45,7 +54,7 @@ export async function handleCheck(ctx: GatewayContext, req: IncomingMessage, res
     logRequest(ctx, res, { requestId, key, operation: question.operation, model: question.model, started, decision: decision.allowed ? 'allow' : 'block' });
   } catch (err) {
     if (!(err instanceof GatewayError)) throw err;
-    sendError(res, err);
+    sendError(res, err, AUDIT_FAILURE_HEADERS);
     ctx.reporter.serverError(err.code, err.status, requestId);
     logRequest(ctx, res, { requestId, key, operation: question.operation, model: question.model, started, error: err.code });
   }
@@ -54,7 +63,7 @@ export async function handleCheck(ctx: GatewayContext, req: IncomingMessage, res
 interface CheckQuestion {
   readonly model: string;
   readonly operation: string;
-  readonly metadata: ReturnType<typeof toMetadata>;
+  readonly metadata: Metadata;
   readonly maxTokens: number | null;
   readonly stream: boolean;
 }
@@ -71,7 +80,7 @@ function parseQuestion(body: Buffer): CheckQuestion {
   const q = parsed as Record<string, unknown>;
   const text = (name: 'model' | 'operation') => {
     const value = q[name];
-    if (typeof value !== 'string' || value === '' || value.length > 256) throw new GatewayError('invalid_request', `${name} must be a non-empty string`, { param: name });
+    if (typeof value !== 'string' || value === '' || value.length > 256) throw new GatewayError('invalid_request', `${name} must be a string of 1 to 256 characters`, { param: name });
     return value;
   };
   if (q.max_tokens !== undefined && (typeof q.max_tokens !== 'number' || !Number.isFinite(q.max_tokens))) {

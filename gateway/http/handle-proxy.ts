@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { authenticate, AuthenticationError } from '../auth/authenticate.js';
+import { authenticate } from '../auth/authenticate.js';
 import type { ApiKeyRecord } from '../auth/key-store.js';
 import { GatewayError } from '../errors/catalogue.js';
 import { METADATA_HEADER, NO_METADATA, parseGovernanceMetadata, type Metadata } from '../facts/governance-metadata.js';
@@ -10,9 +10,10 @@ import { sqliteTime } from '../audit/database.js';
 import { upstreamRequestHeaders } from '../proxy/forwarded-headers.js';
 import { forwardRequest } from '../proxy/forward-request.js';
 import type { GatewayContext } from './context.js';
-import { govern, NO_REQUEST_FACTS, recordRefusal, type GovernInput } from './govern.js';
+import { govern, NO_REQUEST_FACTS, recordRefusal, refusalHeaders, verdictOf, AUDIT_FAILURE_HEADERS, type GovernInput } from './govern.js';
 import { ClientGoneError, readBody } from './read-body.js';
-import { sendError } from './respond.js';
+import { logRequest, round } from './request-log.js';
+import { refuseUnauthenticated, sendError } from './respond.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -46,7 +47,7 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
     const logId = await recordRefusal(ctx, input, err);
     // An oversized body is left unread: closing the connection is the only way to stop it.
     if (err.code === 'request_too_large') res.setHeader('connection', 'close');
-    sendError(res, err, logId ? { 'x-governance-decision': 'block', 'x-governance-log-id': logId } : {});
+    sendError(res, err, refusalHeaders(logId));
     logRequest(ctx, res, { requestId, key, operation, model: null, started, error: err.code });
     return;
   }
@@ -71,21 +72,20 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
     });
   } catch (err) {
     if (!(err instanceof GatewayError)) throw err;
-    sendError(res, err);
+    sendError(res, err, AUDIT_FAILURE_HEADERS);
     ctx.reporter.serverError(err.code, err.status, requestId);
     logRequest(ctx, res, { requestId, key, operation, model, started, error: err.code });
     return;
   }
 
-  const { provider, decision, headers, logId } = governed;
-  if (!provider || !decision.allowed) {
-    const refusal = provider
-      ? new GatewayError('policy_blocked', `Request blocked by governance policy: ${decision.reason}`)
-      : new GatewayError('model_not_found', `The model \`${model}\` is not served by any provider of this gateway`, { param: 'model' });
-    sendError(res, refusal, headers);
-    logRequest(ctx, res, { requestId, key, operation, model, started, decision: 'block', error: refusal.code });
+  const { headers, logId } = governed;
+  const verdict = verdictOf(governed, model);
+  if (verdict.refusal) {
+    sendError(res, verdict.refusal, headers);
+    logRequest(ctx, res, { requestId, key, operation, model, started, decision: 'block', error: verdict.refusal.code });
     return;
   }
+  const { provider } = verdict;
 
   const overheadMs = performance.now() - started;
   const outcome = await forwardRequest(
@@ -121,46 +121,4 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
     requestId, key, operation, model, started, decision: 'allow', provider: provider.name,
     overheadMs, upstreamMs: outcome.upstreamMs, error: outcome.error,
   });
-}
-
-export function refuseUnauthenticated(ctx: GatewayContext, res: ServerResponse, err: unknown, requestId: string): void {
-  if (!(err instanceof AuthenticationError)) throw err;
-  ctx.reporter.authFailure(err.failure);
-  ctx.logger.info({ req_id: requestId, status: 401, error: err.code, failure: err.failure }, 'request refused');
-  sendError(res, err);
-}
-
-interface RequestLogFields {
-  requestId: string;
-  key: ApiKeyRecord;
-  operation: string;
-  model: string | null;
-  started: number;
-  decision?: 'allow' | 'block';
-  provider?: string;
-  overheadMs?: number;
-  upstreamMs?: number;
-  error?: string | null;
-}
-
-/** One line per request: ids, names and timings, never content or secrets. */
-export function logRequest(ctx: GatewayContext, res: ServerResponse, f: RequestLogFields): void {
-  ctx.logger.info({
-    req_id: f.requestId,
-    customer: f.key.customer_id,
-    key_id: f.key.id,
-    model: f.model,
-    operation: f.operation,
-    decision: f.decision ?? 'block',
-    provider: f.provider,
-    status: res.statusCode,
-    duration_ms: round(performance.now() - f.started),
-    overhead_ms: f.overheadMs === undefined ? undefined : round(f.overheadMs),
-    upstream_ms: f.upstreamMs === undefined ? undefined : round(f.upstreamMs),
-    error: f.error ?? undefined,
-  }, 'request');
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
 }

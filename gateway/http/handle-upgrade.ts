@@ -1,31 +1,39 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { authenticate, AuthenticationError } from '../auth/authenticate.js';
+import type { ApiKeyRecord } from '../auth/key-store.js';
 import { sqliteTime } from '../audit/database.js';
 import { GatewayError } from '../errors/catalogue.js';
-import { METADATA_HEADER, parseGovernanceMetadata } from '../facts/governance-metadata.js';
+import { METADATA_HEADER, NO_METADATA, parseGovernanceMetadata, type Metadata } from '../facts/governance-metadata.js';
 import { operationFromPath } from '../facts/operation.js';
+import { upstreamRequestHeaders } from '../proxy/forwarded-headers.js';
+import type { ForwardErrorKind } from '../proxy/forward-request.js';
 import type { GatewayContext } from './context.js';
-import { govern, NO_REQUEST_FACTS } from './govern.js';
+import { govern, NO_REQUEST_FACTS, recordRefusal, verdictOf } from './govern.js';
 
-/** Headers of the client that never reach the provider on an upgraded connection either. */
-function stripClientCredentials(req: IncomingMessage): void {
-  for (const name of Object.keys(req.headers)) {
-    if (name === 'authorization' || name === 'api-key' || name === 'cookie' || name.startsWith('x-governance-')) delete req.headers[name];
-  }
+/** What became of one proxied handshake, for its outcome row. */
+interface Handshake {
+  status: number | null;
+  error: ForwardErrorKind | null;
 }
 
 /**
  * WebSocket upgrades (`/v1/realtime?model=…`): authenticated, decided and
  * recorded like any request, then handed to http-proxy, which relays frames
- * both ways. The outcome row is written when the connection closes.
+ * both ways. The outcome row, written when the client's socket closes, says
+ * whether the provider switched protocols (101), answered otherwise, or could
+ * not be reached.
  */
 export function createUpgradeHandler(ctx: GatewayContext) {
   const proxy = httpProxy.createProxyServer({ ws: true, changeOrigin: true, xfwd: false });
-  proxy.on('error', (_err, _req, target) => {
-    if ('destroy' in target) (target as Duplex).destroy();
+  const handshakes = new WeakMap<IncomingMessage, Handshake>();
+  proxy.on('proxyReqWs', (proxyReq, req) => {
+    const handshake = handshakes.get(req);
+    if (!handshake) return;
+    proxyReq.on('upgrade', () => (handshake.status = 101));
+    proxyReq.on('response', (res) => (handshake.status = res.statusCode ?? null));
   });
   // Upgraded sockets leave the HTTP server's bookkeeping, so shutdown must find them here.
   const open = new Set<Duplex>();
@@ -33,35 +41,68 @@ export function createUpgradeHandler(ctx: GatewayContext) {
   const handler = async (req: IncomingMessage, socket: Duplex, head: Buffer, requestId: string, pathname: string, search: string): Promise<void> => {
     const started = performance.now();
     socket.on('error', () => socket.destroy());
+    const operation = operationFromPath(pathname);
+    const model = new URLSearchParams(search).get('model');
+    let key: ApiKeyRecord;
+    let metadata: Metadata = NO_METADATA;
     try {
-      const key = authenticate(req.headers, ctx.keys);
-      const metadata = parseGovernanceMetadata(req.headers[METADATA_HEADER]);
-      const model = new URLSearchParams(search).get('model');
-      const { provider, decision, logId } = await govern(ctx, {
-        requestId, kind: 'websocket', key, operation: operationFromPath(pathname), model, metadata, request: NO_REQUEST_FACTS,
-      });
-      if (!provider) throw new GatewayError('model_not_found', `The model \`${model}\` is not served by any provider of this gateway`, { param: 'model' });
-      if (!decision.allowed) throw new GatewayError('policy_blocked', `Request blocked by governance policy: ${decision.reason}`);
-
-      stripClientCredentials(req);
-      if (provider.authorization) req.headers.authorization = provider.authorization;
-      req.url = provider.basePath + pathname.slice(3) + search;
-      open.add(socket);
-      socket.once('close', () => {
-        open.delete(socket);
-        ctx.audit.recordOutcome({
-          log_id: logId, status: 101, duration_ms: performance.now() - started, upstream_ms: null,
-          prompt_tokens: null, completion_tokens: null, total_tokens: null, error: null, created_at: sqliteTime(),
-        });
-      });
-      proxy.ws(req, socket, head, { target: provider.origin });
+      key = authenticate(req.headers, ctx.keys);
+    } catch (err) {
+      if (!(err instanceof AuthenticationError)) throw err;
+      ctx.reporter.authFailure(err.failure);
+      refuseUpgrade(socket, err, requestId);
+      return;
+    }
+    try {
+      metadata = parseGovernanceMetadata(req.headers[METADATA_HEADER]);
     } catch (err) {
       if (!(err instanceof GatewayError)) throw err;
-      if (err instanceof AuthenticationError) ctx.reporter.authFailure(err.failure);
-      else if (err.status >= 500) ctx.reporter.serverError(err.code, err.status, requestId);
+      await recordRefusal(ctx, { requestId, kind: 'websocket', key, operation, model, metadata, request: NO_REQUEST_FACTS }, err);
       refuseUpgrade(socket, err, requestId);
+      return;
     }
+
+    let governed;
+    try {
+      governed = await govern(ctx, { requestId, kind: 'websocket', key, operation, model, metadata, request: NO_REQUEST_FACTS });
+    } catch (err) {
+      if (!(err instanceof GatewayError)) throw err;
+      ctx.reporter.serverError(err.code, err.status, requestId);
+      refuseUpgrade(socket, err, requestId);
+      return;
+    }
+    const verdict = verdictOf(governed, model);
+    if (verdict.refusal) {
+      refuseUpgrade(socket, verdict.refusal, requestId, governed.headers);
+      return;
+    }
+
+    const { provider } = verdict;
+    const handshake: Handshake = { status: null, error: null };
+    handshakes.set(req, handshake);
+    req.headers = upstreamRequestHeaders(req.headers, provider.authorization, requestId, { upgrade: true });
+    req.url = provider.basePath + pathname.slice(3) + search;
+    open.add(socket);
+    socket.once('close', () => {
+      open.delete(socket);
+      ctx.audit.recordOutcome({
+        log_id: governed.logId, status: handshake.status, duration_ms: performance.now() - started, upstream_ms: null,
+        prompt_tokens: null, completion_tokens: null, total_tokens: null, error: handshake.error, created_at: sqliteTime(),
+      });
+    });
+    proxy.ws(req, socket, head, { target: provider.origin }, () => {
+      if (handshake.status === null) {
+        handshake.error = 'upstream_unavailable';
+        const err = new GatewayError('upstream_unavailable', `provider ${provider.name} is unreachable`);
+        ctx.reporter.serverError(err.code, err.status, requestId);
+        refuseUpgrade(socket, err, requestId);
+      } else {
+        handshake.error = 'upstream_reset';
+        socket.destroy();
+      }
+    });
   };
+
   const close = () => {
     for (const socket of open) socket.destroy();
     proxy.close();
@@ -69,11 +110,17 @@ export function createUpgradeHandler(ctx: GatewayContext) {
   return { handler, close };
 }
 
-function refuseUpgrade(socket: Duplex, err: GatewayError, requestId: string): void {
+/** Answers a handshake that will not be upgraded, in the OpenAI error shape, and closes the socket. */
+export function refuseUpgrade(socket: Duplex, err: GatewayError, requestId: string, headers: OutgoingHttpHeaders = {}): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
   const body = JSON.stringify(err.toBody());
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${String(value)}\r\n`).join('');
   socket.end(
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n` +
       `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `x-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
+      `x-request-id: ${requestId}\r\n${extra}connection: close\r\n\r\n${body}`,
   );
 }

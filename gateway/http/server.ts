@@ -5,13 +5,24 @@ import { GatewayError } from '../errors/catalogue.js';
 import type { GatewayContext } from './context.js';
 import { handleCheck } from './handle-check.js';
 import { handleProxy } from './handle-proxy.js';
-import { createUpgradeHandler } from './handle-upgrade.js';
+import { createUpgradeHandler, refuseUpgrade } from './handle-upgrade.js';
+import { errorSummary } from '../observability/error-summary.js';
 import { sendError, sendJson } from './respond.js';
 
 /** A client's own request id is kept when it is a sane token, so traces line up across services. */
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-/** Dot segments and encoded slashes or dots could walk out of the provider's base path. */
-const UNSAFE_PATH = /(?:^|\/)\.{1,2}(?:\/|$)|%2e|%2f|%5c|\\/i;
+/**
+ * The only paths the gateway forwards: `/v1/` and segments of unreserved
+ * characters (`:` for fine-tuned model ids). Percent-encoding, dot segments and
+ * `;` parameters are refused because the provider may decode or normalise them
+ * into a route other than the one the policy judged.
+ */
+const FORWARDABLE_PATH = /^\/v1(?:\/[A-Za-z0-9._~:-]+)+\/?$/;
+const DOT_SEGMENT = /\/\.{1,2}(?:\/|$)/;
+
+function isForwardable(pathname: string): boolean {
+  return FORWARDABLE_PATH.test(pathname) && !DOT_SEGMENT.test(pathname);
+}
 
 function requestIdOf(req: IncomingMessage): string {
   const given = req.headers['x-request-id'];
@@ -46,19 +57,29 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
       sendJson(res, 200, { status: 'ok' });
       return undefined;
     }
-    if (!pathname.startsWith('/v1/') || UNSAFE_PATH.test(pathname)) {
+    if (!isForwardable(pathname)) {
       sendError(res, new GatewayError('route_not_found', `No route for ${req.method} ${pathname.slice(0, 200)}`));
       return undefined;
     }
-    if (pathname === '/v1/check' && req.method === 'POST') return handleCheck(ctx, req, res, requestId);
+    if (pathname === '/v1/check') {
+      if (req.method === 'POST') return handleCheck(ctx, req, res, requestId);
+      res.setHeader('allow', 'POST');
+      sendError(res, new GatewayError('method_not_allowed', '/v1/check only answers POST'));
+      return undefined;
+    }
     return handleProxy(ctx, req, res, requestId, pathname, search);
   };
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const requestId = requestIdOf(req);
     const { pathname, search } = splitUrl(req.url ?? '/');
-    if (!pathname.startsWith('/v1/') || UNSAFE_PATH.test(pathname)) {
-      socket.destroy();
+    // Only WebSocket handshakes are upgraded; anything else (h2c, a POST with Upgrade) is refused, never half-served.
+    const isWebSocket = req.method === 'GET' && String(req.headers.upgrade).toLowerCase() === 'websocket';
+    if (!isWebSocket || !isForwardable(pathname)) {
+      const err = isWebSocket
+        ? new GatewayError('route_not_found', `No route for ${pathname.slice(0, 200)}`)
+        : new GatewayError('invalid_request', 'only WebSocket upgrades (GET with Upgrade: websocket) are supported');
+      refuseUpgrade(socket, err, requestId);
       return;
     }
     upgrades.handler(req, socket, head, requestId, pathname, search).catch((err: unknown) => {
@@ -75,10 +96,4 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
     else socket.destroy();
   });
   return { server, closeUpgrades: upgrades.close };
-}
-
-/** Errors are logged by type and code only: messages of foreign errors may quote input. */
-export function errorSummary(err: unknown): { type: string; code?: string } {
-  if (err instanceof Error) return { type: err.name, code: (err as { code?: string }).code };
-  return { type: typeof err };
 }

@@ -18,7 +18,7 @@ export interface ErrorReporter {
   flush(timeoutMs: number): Promise<void>;
 }
 
-/** Failed authentication and provider errors are reported once per kind per window, so a scan or an outage cannot flood the project. */
+/** Failed authentication, provider errors and the gateway's own 5xx answers are reported once per kind per window, so a scan or an outage cannot flood the project. */
 const REPORT_WINDOW_MS = 60_000;
 
 export function createErrorReporter(dsn: string | undefined, release: string): ErrorReporter {
@@ -34,7 +34,8 @@ export function createErrorReporter(dsn: string | undefined, release: string): E
     defaultIntegrations: false,
     integrations: [
       Sentry.onUncaughtExceptionIntegration(),
-      Sentry.onUnhandledRejectionIntegration({ mode: 'strict' }),
+      // 'none': the serve command's own handler logs the crash (without its message) and exits.
+      Sentry.onUnhandledRejectionIntegration({ mode: 'none' }),
       Sentry.linkedErrorsIntegration(),
       Sentry.dedupeIntegration(),
       Sentry.functionToStringIntegration(),
@@ -57,6 +58,7 @@ export function createErrorReporter(dsn: string | undefined, release: string): E
       Sentry.captureException(err, { tags });
     },
     serverError(code, status, requestId) {
+      if (!due(`server:${code}`)) return;
       Sentry.captureMessage(`govgate answered ${status} ${code}`, {
         level: 'error',
         tags: { code, status: String(status), request_id: requestId },
@@ -88,11 +90,18 @@ export function createErrorReporter(dsn: string | undefined, release: string): E
   };
 }
 
-/** Defence in depth: whatever an event picked up, request data and user data never leave. */
+/**
+ * Defence in depth: whatever an event picked up, request data, user data and
+ * exception messages (a foreign error's message may quote its input) never
+ * leave; the exception's type and stack frames do.
+ */
 function scrub(event: ErrorEvent): ErrorEvent {
   delete event.request;
   delete event.user;
   delete event.breadcrumbs;
+  for (const exception of event.exception?.values ?? []) {
+    exception.value = exception.type ?? 'Error';
+  }
   return event;
 }
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { YamlSource } from '../config/yaml-source.js';
-import { deepFreeze } from '../config/gateway-config.js';
+import { deepFreeze } from '../config/deep-freeze.js';
 import { isPlainObject, readEnum, readInteger, readMap, readNumber, readString, readStringList } from '../config/validate.js';
 import { compileGlobList } from './glob.js';
 import { compileField, compileMatcher } from './matchers.js';
@@ -28,11 +28,9 @@ function compilePolicy(src: YamlSource): CompiledPolicy {
   for (const [id, raw] of Object.entries(customersRaw)) {
     const at = ['customers', id];
     const c = readMap(src, at, raw ?? {}, CUSTOMER_KEYS);
-    const modelPatterns = readStringList(src, [...at, 'models'], c.models, ['*']);
     customers.set(id, {
       id,
-      modelPatterns,
-      allowsModel: compileGlobList(modelPatterns),
+      allowsModel: compileGlobList(readStringList(src, [...at, 'models'], c.models, ['*'])),
       allowsOperation: compileGlobList(readStringList(src, [...at, 'operations'], c.operations, ['*'])),
       maxTokens: c.max_tokens === undefined ? null : readInteger(src, [...at, 'max_tokens'], c.max_tokens, { min: 1, max: 100_000_000 }),
     });

@@ -1,6 +1,11 @@
 import type { CompiledPolicy, Decision } from './policy-types.js';
 import type { RequestFacts } from './request-facts.js';
 
+/** The decision for a model no provider serves: refused, whatever the policy says. */
+export function unroutable(model: string | null): Decision {
+  return { allowed: false, violates: true, riskScore: 0, reason: `no provider serves model ${model}`, rules: [] };
+}
+
 /**
  * The policy decision: a pure function of the compiled policy and the request
  * facts. Every limit and rule that refuses the request is named in `reason`.

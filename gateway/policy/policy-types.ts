@@ -5,7 +5,6 @@ export type PolicyMode = 'enforce' | 'monitor';
 
 export interface CustomerPolicy {
   readonly id: string;
-  readonly modelPatterns: readonly string[];
   readonly allowsModel: StringTest;
   readonly allowsOperation: StringTest;
   readonly maxTokens: number | null;

@@ -1,6 +1,5 @@
-import { watchFile, unwatchFile, type Stats } from 'node:fs';
-import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import { ConfigError } from '../config/yaml-source.js';
 import { compilePolicySource } from './compile-policy.js';
 import type { CompiledPolicy } from './policy-types.js';
@@ -19,8 +18,6 @@ const POLL_MS = 200;
  */
 export class PolicyWatcher {
   private current: CompiledPolicy;
-  private lastRejected: { error: ConfigError; at: Date } | null = null;
-  private loadedAt = new Date();
   private readonly listener = (curr: Stats, prev: Stats) => {
     if (curr.mtimeMs !== prev.mtimeMs || curr.size !== prev.size || curr.ino !== prev.ino) this.reload();
   };
@@ -38,16 +35,10 @@ export class PolicyWatcher {
     return this.current;
   }
 
-  status(): { hash: string; loadedAt: Date; lastRejected: { message: string; at: Date } | null } {
-    return {
-      hash: this.current.hash,
-      loadedAt: this.loadedAt,
-      lastRejected: this.lastRejected && { message: this.lastRejected.error.message, at: this.lastRejected.at },
-    };
-  }
-
+  /** Starts watching, and picks up an edit saved between the initial load and now. */
   start(): void {
     watchFile(this.file, { interval: POLL_MS, persistent: false }, this.listener);
+    this.reload();
   }
 
   stop(): void {
@@ -61,22 +52,19 @@ export class PolicyWatcher {
       text = readFileSync(this.file, 'utf8');
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'error';
-      this.reject(new ConfigError(this.displayName, 1, 1, '', `cannot read policy file (${code}); keeping the last good policy`));
+      this.events.onRejected(new ConfigError(this.displayName, 1, 1, '', `cannot read policy file (${code}); keeping the last good policy`));
       return;
     }
     if (createHash('sha256').update(text).digest('hex') === this.current.hash) return;
+    let next: CompiledPolicy;
     try {
-      this.current = compilePolicySource(this.displayName, text);
-      this.loadedAt = new Date();
-      this.events.onReload(this.current);
+      next = compilePolicySource(this.displayName, text);
     } catch (err) {
-      if (!(err instanceof ConfigError)) throw err;
-      this.reject(err);
+      // Whatever went wrong, an edit must never take the running gateway down: the last good policy stays.
+      this.events.onRejected(err instanceof ConfigError ? err : new ConfigError(this.displayName, 1, 1, '', 'the policy could not be compiled'));
+      return;
     }
-  }
-
-  private reject(error: ConfigError): void {
-    this.lastRejected = { error, at: new Date() };
-    this.events.onRejected(error);
+    this.current = next;
+    this.events.onReload(next);
   }
 }

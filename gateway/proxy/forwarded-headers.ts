@@ -14,7 +14,16 @@ const HOP_BY_HOP = new Set([
  */
 const DROPPED_REQUEST = new Set(['host', 'authorization', 'api-key', 'cookie', 'content-length', 'accept-encoding', 'expect']);
 
-export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, authorization: string | null, requestId: string): Record<string, string | string[]> {
+/**
+ * The headers sent to the provider. A WebSocket handshake (`upgrade`) keeps
+ * the two hop-by-hop headers that ask the provider to switch protocols.
+ */
+export function upstreamRequestHeaders(
+  incoming: IncomingHttpHeaders,
+  authorization: string | null,
+  requestId: string,
+  options: { upgrade?: boolean } = {},
+): Record<string, string | string[]> {
   const named = connectionListed(incoming.connection);
   const out: Record<string, string | string[]> = {};
   for (const name in incoming) {
@@ -22,6 +31,10 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, authorizat
     if (value === undefined || HOP_BY_HOP.has(name) || DROPPED_REQUEST.has(name) || name.startsWith('x-governance-')) continue;
     if (named && named.has(name)) continue;
     out[name] = value;
+  }
+  if (options.upgrade && incoming.upgrade !== undefined) {
+    out.connection = 'Upgrade';
+    out.upgrade = incoming.upgrade;
   }
   if (authorization) out.authorization = authorization;
   // The provider's logs then share the id of the gateway's log line and audit row.

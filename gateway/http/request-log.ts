@@ -1,0 +1,38 @@
+import type { ServerResponse } from 'node:http';
+import type { ApiKeyRecord } from '../auth/key-store.js';
+import type { GatewayContext } from './context.js';
+
+export interface RequestLogFields {
+  requestId: string;
+  key: ApiKeyRecord;
+  operation: string;
+  model: string | null;
+  started: number;
+  decision?: 'allow' | 'block';
+  provider?: string;
+  overheadMs?: number;
+  upstreamMs?: number;
+  error?: string | null;
+}
+
+/** One line per request: ids, names and timings, never content or secrets. */
+export function logRequest(ctx: GatewayContext, res: ServerResponse, f: RequestLogFields): void {
+  ctx.logger.info({
+    req_id: f.requestId,
+    customer: f.key.customer_id,
+    key_id: f.key.id,
+    model: f.model,
+    operation: f.operation,
+    decision: f.decision ?? 'block',
+    provider: f.provider,
+    status: res.statusCode,
+    duration_ms: round(performance.now() - f.started),
+    overhead_ms: f.overheadMs === undefined ? undefined : round(f.overheadMs),
+    upstream_ms: f.upstreamMs === undefined ? undefined : round(f.upstreamMs),
+    error: f.error ?? undefined,
+  }, 'request');
+}
+
+export function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
