@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { closedPort } from '../helpers/closed-port.js';
 import test from 'ava';
 import OpenAI from 'openai';
 import { generateKey } from '../../gateway/auth/key-format.js';
@@ -35,14 +34,6 @@ test.after.always(async () => {
   await ingest?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 function filesUnder(root: string): string[] {
   return readdirSync(root).flatMap((name) => {

@@ -54,6 +54,24 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+export interface LogLine {
+  level: number;
+  msg?: string;
+}
+
+/** The gateway's log lines at level error (50) or above, parsed. */
+export function errorLogs(gw: Pick<Harness, 'logs'>): LogLine[] {
+  return gw.logs
+    .map((line) => {
+      try {
+        return JSON.parse(line) as LogLine;
+      } catch {
+        return undefined;
+      }
+    })
+    .filter((l): l is LogLine => l !== undefined && l.level >= 50);
+}
+
 /** Writes a gateway.yaml for the options into `dir` and returns its path. */
 export function writeGatewayYaml(dir: string, upstreamUrl: string, opts: HarnessOptions = {}): string {
   const providers = opts.providers ?? [{ name: 'openai', base_url: upstreamUrl, models: ['*'], api_key_env: 'OPENAI_API_KEY' }];

@@ -1,7 +1,6 @@
 import { rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { closedPort } from '../helpers/closed-port.js';
 import test from 'ava';
 import { generateKey } from '../../gateway/auth/key-format.js';
 import { createErrorReporter, type ErrorReporter } from '../../gateway/observability/error-reporter.js';
@@ -21,14 +20,6 @@ let validKey: string;
 let offlinePort: number;
 /** Every key presented to the gateway in this file; none may reach Sentry. */
 const presentedKeys: string[] = [];
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 function providers(): ProviderSpec[] {
   return [

@@ -1,7 +1,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { makeGatewayDir, SHIPPED_POLICY, startHarness, writeGatewayYaml, type Harness } from '../helpers/gateway-harness.js';
+import { errorLogs, makeGatewayDir, SHIPPED_POLICY, startHarness, writeGatewayYaml, type Harness, type LogLine } from '../helpers/gateway-harness.js';
 import { runCli } from '../helpers/cli.js';
 import { askCheck, lines, poll, sleep } from '../cli/support.js';
 
@@ -77,21 +77,8 @@ async function assertLastGoodPolicyHolds(t: ExecutionContext, gw: Harness, key: 
   t.false(await flagAllowed(gw, key));
 }
 
-interface LogLine {
-  level: number;
-  msg?: string;
-}
-
 function rejectionLogs(gw: Harness): LogLine[] {
-  return gw.logs
-    .map((line) => {
-      try {
-        return JSON.parse(line) as LogLine;
-      } catch {
-        return undefined;
-      }
-    })
-    .filter((l): l is LogLine => l !== undefined && l.level >= 50 && /policy\.yaml:\d+:\d+/.test(l.msg ?? ''));
+  return errorLogs(gw).filter((l) => /policy\.yaml:\d+:\d+/.test(l.msg ?? ''));
 }
 
 test('a policy edit with an alias bomb neither crashes the gateway nor replaces the last good policy', async (t) => {

@@ -1,6 +1,6 @@
 import { renameSync, writeFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
+import { errorLogs, startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { askCheck, poll, positionOf, sleep } from '../cli/support.js';
 
 // /v1/check forwards nothing, so the provider never has to answer.
@@ -79,22 +79,6 @@ function saveLikeAnEditor(file: string, text: string): void {
   renameSync(tmp, file);
 }
 
-interface LogLine {
-  level: number;
-  msg?: string;
-}
-
-function errorLogs(gw: Harness): LogLine[] {
-  return gw.logs
-    .map((line) => {
-      try {
-        return JSON.parse(line) as LogLine;
-      } catch {
-        return undefined;
-      }
-    })
-    .filter((l): l is LogLine => l !== undefined && l.level >= 50);
-}
 
 /** Waits for an error log that locates the mistake at one of `candidates` in policy.yaml. */
 async function assertRejectionLogged(t: ExecutionContext, gw: Harness, candidates: { line: number; col: number }[]): Promise<void> {

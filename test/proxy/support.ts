@@ -1,5 +1,5 @@
 import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { closedPort } from '../helpers/closed-port.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 
 /** Polls until `probe` returns a value other than undefined, or gives up after `timeoutMs` and returns undefined. */
@@ -86,13 +86,9 @@ export function rawRequest(
   });
 }
 
-/** A URL on which nothing listens: a port the OS handed out and that was then released. */
+/** A provider base URL on which nothing listens. */
 export async function closedPortUrl(): Promise<string> {
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return `http://127.0.0.1:${port}/v1`;
+  return `http://127.0.0.1:${await closedPort()}/v1`;
 }
 
 export interface OpenAIErrorShape {
