@@ -5,6 +5,8 @@ import { AuditWriter } from './audit/audit-writer.js';
 import { scheduleCleanup } from './audit/cleanup-schedule.js';
 import { openDatabase, type Db } from './audit/database.js';
 import { WalCheckpointer } from './audit/wal-checkpointer.js';
+import { auditWritable } from './audit/audit-health.js';
+import { GatewayMetrics } from './observability/metrics.js';
 import { KeyRegistry } from './auth/key-registry.js';
 import { displayPath, type GatewayConfig } from './config/gateway-config.js';
 import type { GatewayContext } from './http/context.js';
@@ -53,23 +55,33 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   });
 
   const keys = new KeyRegistry(db);
+  const metrics = new GatewayMetrics(() => audit.queued);
+  metrics.policyLoaded(initialPolicy.hash);
   const audit = new AuditWriter(db, {
+    onCommit(ms) {
+      metrics.auditCommitted(ms);
+    },
     onFailure(err, lostOutcomes) {
+      metrics.auditFailed();
       logger.error({ err: errorSummary(err), lost_outcomes: lostOutcomes }, 'audit write failed');
       reporter.exception(err, { stage: 'audit' });
     },
   });
   const policy = new PolicyWatcher(config.policy.path, policyName, initialPolicy, {
     onReload(p) {
+      metrics.policyReloaded('success');
+      metrics.policyLoaded(p.hash);
       logger.info({ policy_hash: p.hash, rules: p.rules.length, mode: p.mode }, 'policy reloaded');
     },
     onRejected(error) {
+      metrics.policyReloaded('failure');
       logger.error({ file: error.file, line: error.line, col: error.col, key: error.key }, `policy edit rejected, keeping the last good policy: ${error.message}`);
       reporter.message('policy edit rejected', { file: error.file, line: String(error.line), col: String(error.col) });
     },
   });
   const providers = new ProviderRouter(config.providers, options.env ?? process.env);
-  const context: GatewayContext = { config, keys, policy, audit, providers, logger, reporter, counters: { unaudited: 0 } };
+  const auditWritableNow = () => auditWritable(db, audit, config.audit.path);
+  const context: GatewayContext = { config, keys, policy, audit, providers, logger, reporter, metrics, auditWritable: auditWritableNow };
 
   const { server, closeUpgrades } = createGatewayServer(context);
   try {

@@ -30,6 +30,7 @@ export interface OutcomeRow {
 }
 
 export interface AuditWriterHooks {
+  onCommit(ms: number): void;
   onFailure(err: unknown, lostOutcomes: number): void;
 }
 
@@ -57,6 +58,7 @@ export class AuditWriter {
   private decisions: Pending[] = [];
   private outcomes: OutcomeRow[] = [];
   private decisionFlushScheduled = false;
+  private lastCommitFailed = false;
   private outcomeTimer: NodeJS.Timeout | null = null;
   private readonly insertDecision: Database.Statement;
   private readonly insertOutcome: Database.Statement;
@@ -102,6 +104,15 @@ export class AuditWriter {
     this.outcomeTimer.unref();
   }
 
+  get queued(): number {
+    return this.decisions.length + this.outcomes.length;
+  }
+
+  /** Whether the last commit failed: the store is unhealthy until one succeeds again. */
+  get failing(): boolean {
+    return this.lastCommitFailed;
+  }
+
   /** Commits everything queued now; used at shutdown. */
   flush(): void {
     this.commitQueued(true, true);
@@ -120,13 +131,17 @@ export class AuditWriter {
       this.outcomeTimer = null;
     }
     if (decisions.length === 0 && outcomes.length === 0) return;
+    const started = performance.now();
     try {
       this.commit(decisions, outcomes);
     } catch (err) {
+      this.lastCommitFailed = true;
       this.hooks.onFailure(err, outcomes.length);
       for (const d of decisions) d.reject(err);
       return;
     }
+    this.lastCommitFailed = false;
+    this.hooks.onCommit(performance.now() - started);
     for (const d of decisions) d.resolve();
   }
 }

@@ -3,14 +3,9 @@ import type { KeyRegistry } from '../auth/key-registry.js';
 import type { GatewayConfig } from '../config/gateway-config.js';
 import type { ErrorReporter } from '../observability/error-reporter.js';
 import type { Logger } from '../observability/logger.js';
+import type { GatewayMetrics } from '../observability/metrics.js';
 import type { PolicyWatcher } from '../policy/policy-watcher.js';
 import type { ProviderRouter } from '../proxy/provider-router.js';
-
-/** Counters the request path bumps; exported as metrics by the observability stage. */
-export interface GatewayCounters {
-  /** Requests forwarded without an audit row under `on_write_failure: allow`. */
-  unaudited: number;
-}
 
 /** The services one request passes through, created once by the app and shared read-only. */
 export interface GatewayContext {
@@ -21,5 +16,7 @@ export interface GatewayContext {
   readonly providers: ProviderRouter;
   readonly logger: Logger;
   readonly reporter: ErrorReporter;
-  readonly counters: GatewayCounters;
+  readonly metrics: GatewayMetrics;
+  /** Whether the audit database takes writes now (for /readyz). */
+  readonly auditWritable: () => boolean;
 }

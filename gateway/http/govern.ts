@@ -100,7 +100,7 @@ async function commit(ctx: GatewayContext, row: DecisionRow): Promise<boolean> {
       throw new GatewayError('audit_unavailable', 'the audit log cannot be written, so the request was not forwarded', { cause: err });
     }
     ctx.reporter.message('request forwarded without an audit row', { code: 'audit_unavailable' });
-    ctx.counters.unaudited++;
+    ctx.metrics.forwardedUnaudited();
     return false;
   }
 }

@@ -6,7 +6,7 @@ import { NO_METADATA, toMetadata, type Metadata } from '../facts/governance-meta
 import type { GatewayContext } from './context.js';
 import { govern, NO_REQUEST_FACTS, recordRefusal, refusalHeaders, AUDIT_FAILURE_HEADERS } from './govern.js';
 import { ClientGoneError, readBody } from './read-body.js';
-import { logRequest } from './request-log.js';
+import { observeRequest } from './observe-request.js';
 import { refuseUnauthenticated, sendError, sendJson } from './respond.js';
 
 /** The operation recorded for a check whose question could not be read. */
@@ -36,7 +36,7 @@ export async function handleCheck(ctx: GatewayContext, req: IncomingMessage, res
     const logId = await recordRefusal(ctx, input, err);
     if (err.code === 'request_too_large') res.setHeader('connection', 'close');
     sendError(res, err, refusalHeaders(logId));
-    logRequest(ctx, res, { requestId, key, operation: UNREADABLE_CHECK, model: null, started, error: err.code });
+    observeRequest(ctx, res, { requestId, key, operation: UNREADABLE_CHECK, model: null, started, error: err.code });
     return;
   }
 
@@ -51,12 +51,12 @@ export async function handleCheck(ctx: GatewayContext, req: IncomingMessage, res
       request: { ...NO_REQUEST_FACTS, max_tokens: question.maxTokens, stream: question.stream },
     });
     sendJson(res, 200, { allowed: decision.allowed, risk_score: decision.riskScore, reason: decision.reason, rules: decision.rules, log_id: logId }, headers);
-    logRequest(ctx, res, { requestId, key, operation: question.operation, model: question.model, started, decision: decision.allowed ? 'allow' : 'block' });
+    observeRequest(ctx, res, { requestId, key, operation: question.operation, model: question.model, started, decision: decision.allowed ? 'allow' : 'block' });
   } catch (err) {
     if (!(err instanceof GatewayError)) throw err;
     sendError(res, err, AUDIT_FAILURE_HEADERS);
     ctx.reporter.serverError(err.code, err.status, requestId);
-    logRequest(ctx, res, { requestId, key, operation: question.operation, model: question.model, started, error: err.code });
+    observeRequest(ctx, res, { requestId, key, operation: question.operation, model: question.model, started, error: err.code });
   }
 }
 

@@ -12,7 +12,7 @@ import { forwardRequest } from '../proxy/forward-request.js';
 import type { GatewayContext } from './context.js';
 import { govern, NO_REQUEST_FACTS, recordRefusal, refusalHeaders, verdictOf, AUDIT_FAILURE_HEADERS, type GovernInput } from './govern.js';
 import { ClientGoneError, readBody } from './read-body.js';
-import { logRequest, round } from './request-log.js';
+import { observeRequest, round } from './observe-request.js';
 import { refuseUnauthenticated, sendError } from './respond.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -48,7 +48,7 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
     // An oversized body is left unread: closing the connection is the only way to stop it.
     if (err.code === 'request_too_large') res.setHeader('connection', 'close');
     sendError(res, err, refusalHeaders(logId));
-    logRequest(ctx, res, { requestId, key, operation, model: null, started, error: err.code });
+    observeRequest(ctx, res, { requestId, key, operation, model: null, started, error: err.code });
     return;
   }
 
@@ -74,7 +74,7 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
     if (!(err instanceof GatewayError)) throw err;
     sendError(res, err, AUDIT_FAILURE_HEADERS);
     ctx.reporter.serverError(err.code, err.status, requestId);
-    logRequest(ctx, res, { requestId, key, operation, model, started, error: err.code });
+    observeRequest(ctx, res, { requestId, key, operation, model, started, error: err.code });
     return;
   }
 
@@ -82,7 +82,7 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
   const verdict = verdictOf(governed, model);
   if (verdict.refusal) {
     sendError(res, verdict.refusal, headers);
-    logRequest(ctx, res, { requestId, key, operation, model, started, decision: 'block', error: verdict.refusal.code });
+    observeRequest(ctx, res, { requestId, key, operation, model, started, decision: 'block', error: verdict.refusal.code });
     return;
   }
   const { provider } = verdict;
@@ -117,7 +117,7 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
     error: outcome.error,
     created_at: sqliteTime(),
   });
-  logRequest(ctx, res, {
+  observeRequest(ctx, res, {
     requestId, key, operation, model, started, decision: 'allow', provider: provider.name,
     overheadMs, upstreamMs: outcome.upstreamMs, error: outcome.error,
   });

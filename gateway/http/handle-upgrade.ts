@@ -50,6 +50,7 @@ export function createUpgradeHandler(ctx: GatewayContext) {
     } catch (err) {
       if (!(err instanceof AuthenticationError)) throw err;
       ctx.reporter.authFailure(err.failure);
+      ctx.metrics.authFailure(err.failure);
       refuseUpgrade(socket, err, requestId);
       return;
     }

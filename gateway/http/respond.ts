@@ -22,6 +22,7 @@ export function sendError(res: ServerResponse, err: GatewayError, headers: Outgo
 export function refuseUnauthenticated(ctx: GatewayContext, res: ServerResponse, err: unknown, requestId: string): void {
   if (!(err instanceof AuthenticationError)) throw err;
   ctx.reporter.authFailure(err.failure);
+  ctx.metrics.authFailure(err.failure);
   ctx.logger.info({ req_id: requestId, status: 401, error: err.code, failure: err.failure }, 'request refused');
   sendError(res, err);
 }

@@ -7,7 +7,8 @@ import { handleCheck } from './handle-check.js';
 import { handleProxy } from './handle-proxy.js';
 import { createUpgradeHandler, refuseUpgrade } from './handle-upgrade.js';
 import { errorSummary } from '../observability/error-summary.js';
-import { sendError, sendJson } from './respond.js';
+import { handleHealth, handleMetrics, handleReady } from './handle-health.js';
+import { sendError } from './respond.js';
 
 /** A client's own request id is kept when it is a sane token, so traces line up across services. */
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -53,9 +54,13 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
   };
 
   const route = (req: IncomingMessage, res: ServerResponse, requestId: string, pathname: string, search: string): Promise<void> | undefined => {
-    if (pathname === '/healthz') {
-      sendJson(res, 200, { status: 'ok' });
-      return undefined;
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      if (pathname === '/metrics') return handleMetrics(ctx, res);
+      if (pathname === '/healthz' || pathname === '/readyz') {
+        if (pathname === '/healthz') handleHealth(res);
+        else handleReady(ctx, res);
+        return undefined;
+      }
     }
     if (!isForwardable(pathname)) {
       sendError(res, new GatewayError('route_not_found', `No route for ${req.method} ${pathname.slice(0, 200)}`));

@@ -270,7 +270,7 @@ async function inFlight(url: string, key: string): Promise<{ ok: number; latenci
 async function auditWriterRowsPerSecond(perTurn: number): Promise<number> {
   const dir = mkdtempSync(path.join(tmpdir(), 'govgate-bench-audit-'));
   const db = openDatabase(path.join(dir, 'audit.db'), { synchronous: 'NORMAL' });
-  const writer = new AuditWriter(db, { onFailure: (err) => { throw err; } });
+  const writer = new AuditWriter(db, { onCommit: () => {}, onFailure: (err) => { throw err; } });
   const row = (i: number): DecisionRow => ({
     id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, customer_id: 'bench', api_key_id: 'key_bench', model: 'gpt-4o-mini',
     operation: 'chat.completions', meta: JSON.stringify({ metadata: { department: 'engineering' }, stream: false, max_tokens: 256, messages: 2, tools: null, body_bytes: 1024 }),

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { ApiKeyRecord } from '../auth/key-store.js';
 import type { GatewayContext } from './context.js';
 
-export interface RequestLogFields {
+export interface RequestFields {
   requestId: string;
   key: ApiKeyRecord;
   operation: string;
@@ -15,8 +15,19 @@ export interface RequestLogFields {
   error?: string | null;
 }
 
-/** One line per request: ids, names and timings, never content or secrets. */
-export function logRequest(ctx: GatewayContext, res: ServerResponse, f: RequestLogFields): void {
+/** One log line and one metrics sample per request: ids, names and timings, never content or secrets. */
+export function observeRequest(ctx: GatewayContext, res: ServerResponse, f: RequestFields): void {
+  ctx.metrics.request({
+    decision: f.decision ?? 'block',
+    operation: f.operation,
+    model: f.model,
+    customer: f.key.customer_id,
+    status: res.statusCode,
+    overheadMs: f.overheadMs,
+    upstreamMs: f.upstreamMs,
+    provider: f.provider,
+    upstreamError: f.provider === undefined ? null : f.error,
+  });
   ctx.logger.info({
     req_id: f.requestId,
     customer: f.key.customer_id,
