@@ -23,7 +23,7 @@ export interface RunningGateway {
   readonly port: number;
   readonly context: GatewayContext;
   readonly db: Db;
-  /** Stops accepting, waits for in-flight requests up to `drainMs`, flushes the audit log and closes everything. */
+  /** Stops accepting, waits for in-flight requests up to `drainMs` (server.drain_timeout_ms), flushes the audit log and closes everything. */
   close(drainMs?: number): Promise<void>;
 }
 
@@ -33,7 +33,6 @@ export interface StartOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
-const DEFAULT_DRAIN_MS = 30_000;
 
 /** Wires the pipeline stages together and starts listening. */
 export async function startGateway(config: GatewayConfig, options: StartOptions): Promise<RunningGateway> {
@@ -118,7 +117,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     port,
     context,
     db,
-    close(drainMs = DEFAULT_DRAIN_MS) {
+    close(drainMs = config.server.drainTimeoutMs) {
       closing ??= (async () => {
         await cleanup.destroy();
         policy.stop();

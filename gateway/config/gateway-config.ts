@@ -22,7 +22,17 @@ export interface ProviderConfig {
 
 export interface GatewayConfig {
   readonly file: string;
-  readonly server: { readonly host: string; readonly port: number; readonly maxBodyBytes: number };
+  readonly server: {
+    readonly host: string;
+    readonly port: number;
+    readonly maxBodyBytes: number;
+    /** Longest a client may take to send its request headers: a slowloris client is cut off after it. */
+    readonly headersTimeoutMs: number;
+    /** Longest a client may take to send its whole request, body included. */
+    readonly requestTimeoutMs: number;
+    /** How long SIGTERM waits for in-flight requests and streams before closing them. */
+    readonly drainTimeoutMs: number;
+  };
   readonly providers: readonly ProviderConfig[];
   readonly policy: { readonly path: string };
   readonly audit: {
@@ -58,7 +68,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
   const src: YamlSource = YamlSource.readFile(path.resolve(cwd, file), file);
   const root = readMap(src, [], src.value(), ['server', 'providers', 'policy', 'audit', 'sentry', 'log']);
 
-  const server = readOptionalMap(src, ['server'], root.server, ['host', 'port', 'max_body_bytes']);
+  const server = readOptionalMap(src, ['server'], root.server, ['host', 'port', 'max_body_bytes', 'headers_timeout_ms', 'request_timeout_ms', 'drain_timeout_ms']);
   const envPort = env.PORT;
   if (envPort !== undefined && envPort !== '' && !/^\d{1,5}$/.test(envPort)) {
     src.fail(['server', 'port'], `$PORT must be a port number, got "${envPort}"`);
@@ -66,6 +76,11 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
   const port = envPort ? Number(envPort) : readInteger(src, ['server', 'port'], server.port, { min: 0, max: 65535 }, 8080);
   if (port > 65535) src.fail(['server', 'port'], `$PORT must be at most 65535, got ${port}`);
 
+  const headersTimeout = server.headers_timeout_ms;
+  const requestTimeout = server.request_timeout_ms;
+  if (typeof headersTimeout === 'number' && typeof requestTimeout === 'number' && headersTimeout > requestTimeout) {
+    src.fail(['server', 'headers_timeout_ms'], 'must not be longer than server.request_timeout_ms');
+  }
   const providerList: unknown = root.providers;
   if (!Array.isArray(providerList) || providerList.length === 0) {
     src.fail(['providers'], 'must be a non-empty list of providers');
@@ -90,6 +105,9 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
       host: readString(src, ['server', 'host'], server.host, '127.0.0.1'),
       port,
       maxBodyBytes: readInteger(src, ['server', 'max_body_bytes'], server.max_body_bytes, { min: 1, max: 1024 ** 3 }, 10 * 1024 * 1024),
+      headersTimeoutMs: readInteger(src, ['server', 'headers_timeout_ms'], server.headers_timeout_ms, { min: 100, max: MAX_MS }, 10_000),
+      requestTimeoutMs: readInteger(src, ['server', 'request_timeout_ms'], server.request_timeout_ms, { min: 100, max: MAX_MS }, 300_000),
+      drainTimeoutMs: readInteger(src, ['server', 'drain_timeout_ms'], server.drain_timeout_ms, { min: 0, max: MAX_MS }, 30_000),
     },
     providers,
     policy: { path: path.resolve(cwd, readString(src, ['policy', 'path'], policy.path, 'config/policy.yaml')) },

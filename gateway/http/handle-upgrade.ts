@@ -1,5 +1,4 @@
-import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
-import { STATUS_CODES } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { authenticate, AuthenticationError } from '../auth/authenticate.js';
@@ -12,6 +11,7 @@ import { upstreamRequestHeaders } from '../proxy/forwarded-headers.js';
 import type { ForwardErrorKind } from '../proxy/forward-request.js';
 import type { GatewayContext } from './context.js';
 import { govern, NO_REQUEST_FACTS, recordRefusal, verdictOf } from './govern.js';
+import { answerSocket } from './respond.js';
 
 /** What became of one proxied handshake, for its outcome row. */
 interface Handshake {
@@ -51,7 +51,7 @@ export function createUpgradeHandler(ctx: GatewayContext) {
       if (!(err instanceof AuthenticationError)) throw err;
       ctx.reporter.authFailure(err.failure);
       ctx.metrics.authFailure(err.failure);
-      refuseUpgrade(socket, err, requestId);
+      answerSocket(socket, err, requestId);
       return;
     }
     try {
@@ -59,7 +59,7 @@ export function createUpgradeHandler(ctx: GatewayContext) {
     } catch (err) {
       if (!(err instanceof GatewayError)) throw err;
       await recordRefusal(ctx, { requestId, kind: 'websocket', key, operation, model, metadata, request: NO_REQUEST_FACTS }, err);
-      refuseUpgrade(socket, err, requestId);
+      answerSocket(socket, err, requestId);
       return;
     }
 
@@ -69,12 +69,12 @@ export function createUpgradeHandler(ctx: GatewayContext) {
     } catch (err) {
       if (!(err instanceof GatewayError)) throw err;
       ctx.reporter.serverError(err.code, err.status, requestId);
-      refuseUpgrade(socket, err, requestId);
+      answerSocket(socket, err, requestId);
       return;
     }
     const verdict = verdictOf(governed, model);
     if (verdict.refusal) {
-      refuseUpgrade(socket, verdict.refusal, requestId, governed.headers);
+      answerSocket(socket, verdict.refusal, requestId, governed.headers);
       return;
     }
 
@@ -96,7 +96,7 @@ export function createUpgradeHandler(ctx: GatewayContext) {
         handshake.error = 'upstream_unavailable';
         const err = new GatewayError('upstream_unavailable', `provider ${provider.name} is unreachable`);
         ctx.reporter.serverError(err.code, err.status, requestId);
-        refuseUpgrade(socket, err, requestId);
+        answerSocket(socket, err, requestId);
       } else {
         handshake.error = 'upstream_reset';
         socket.destroy();
@@ -109,19 +109,4 @@ export function createUpgradeHandler(ctx: GatewayContext) {
     proxy.close();
   };
   return { handler, close };
-}
-
-/** Answers a handshake that will not be upgraded, in the OpenAI error shape, and closes the socket. */
-export function refuseUpgrade(socket: Duplex, err: GatewayError, requestId: string, headers: OutgoingHttpHeaders = {}): void {
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const body = JSON.stringify(err.toBody());
-  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${String(value)}\r\n`).join('');
-  socket.end(
-    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n` +
-      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `x-request-id: ${requestId}\r\n${extra}connection: close\r\n\r\n${body}`,
-  );
 }

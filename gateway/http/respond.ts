@@ -1,4 +1,5 @@
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { STATUS_CODES, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { AuthenticationError } from '../auth/authenticate.js';
 import type { GatewayError } from '../errors/catalogue.js';
 import type { GatewayContext } from './context.js';
@@ -25,4 +26,22 @@ export function refuseUnauthenticated(ctx: GatewayContext, res: ServerResponse, 
   ctx.metrics.authFailure(err.failure);
   ctx.logger.info({ req_id: requestId, status: 401, error: err.code, failure: err.failure }, 'request refused');
   sendError(res, err);
+}
+
+/**
+ * Answers on a bare socket, in the OpenAI error shape, and closes it: for
+ * handshakes that will not be upgraded and requests Node could not parse.
+ */
+export function answerSocket(socket: Duplex, err: GatewayError, requestId: string, headers: OutgoingHttpHeaders = {}): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify(err.toBody());
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${String(value)}\r\n`).join('');
+  socket.end(
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `x-request-id: ${requestId}\r\n${extra}connection: close\r\n\r\n${body}`,
+  );
 }

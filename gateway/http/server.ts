@@ -5,10 +5,10 @@ import { GatewayError } from '../errors/catalogue.js';
 import type { GatewayContext } from './context.js';
 import { handleCheck } from './handle-check.js';
 import { handleProxy } from './handle-proxy.js';
-import { createUpgradeHandler, refuseUpgrade } from './handle-upgrade.js';
+import { createUpgradeHandler } from './handle-upgrade.js';
 import { errorSummary } from '../observability/error-summary.js';
 import { handleHealth, handleMetrics, handleReady } from './handle-health.js';
-import { sendError } from './respond.js';
+import { answerSocket, sendError } from './respond.js';
 
 /** A client's own request id is kept when it is a sane token, so traces line up across services. */
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -28,6 +28,12 @@ function isForwardable(pathname: string): boolean {
 function requestIdOf(req: IncomingMessage): string {
   const given = req.headers['x-request-id'];
   return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+function clientErrorOf(err: NodeJS.ErrnoException): GatewayError {
+  if (err.code === 'HPE_HEADER_OVERFLOW') return new GatewayError('headers_too_large', 'request headers are larger than the gateway accepts');
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return new GatewayError('request_timeout', 'the request was not received in time');
+  return new GatewayError('invalid_request', 'malformed HTTP request');
 }
 
 function splitUrl(url: string): { pathname: string; search: string } {
@@ -84,7 +90,7 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
       const err = isWebSocket
         ? new GatewayError('route_not_found', `No route for ${pathname.slice(0, 200)}`)
         : new GatewayError('invalid_request', 'only WebSocket upgrades (GET with Upgrade: websocket) are supported');
-      refuseUpgrade(socket, err, requestId);
+      answerSocket(socket, err, requestId);
       return;
     }
     upgrades.handler(req, socket, head, requestId, pathname, search).catch((err: unknown) => {
@@ -94,11 +100,17 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
     });
   };
 
-  const server = createServer(onRequest);
+  const { headersTimeoutMs, requestTimeoutMs } = ctx.config.server;
+  const server = createServer({
+    headersTimeout: headersTimeoutMs,
+    requestTimeout: requestTimeoutMs,
+    // Node checks these timeouts on this interval (30 s by default), which would let a slow client outstay a short limit.
+    connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(headersTimeoutMs / 2))),
+  }, onRequest);
   server.on('upgrade', onUpgrade);
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    else socket.destroy();
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // Requests Node could not parse or that took too long never reach a handler; they still get an OpenAI-shaped answer.
+    answerSocket(socket, clientErrorOf(err), randomUUID());
   });
   return { server, closeUpgrades: upgrades.close };
 }

@@ -30,6 +30,8 @@ export interface HarnessOptions {
   providers?: ProviderSpec[];
   audit?: Partial<{ retention_days: number; cleanup_schedule: string; on_write_failure: 'block' | 'allow'; synchronous: 'FULL' | 'NORMAL' }>;
   maxBodyBytes?: number;
+  /** Extra `server:` keys, e.g. timeouts. */
+  server?: Partial<{ headers_timeout_ms: number; request_timeout_ms: number; drain_timeout_ms: number }>;
   env?: NodeJS.ProcessEnv;
   reporter?: ErrorReporter;
 }
@@ -77,7 +79,7 @@ export function writeGatewayYaml(dir: string, upstreamUrl: string, opts: Harness
   const providers = opts.providers ?? [{ name: 'openai', base_url: upstreamUrl, models: ['*'], api_key_env: 'OPENAI_API_KEY' }];
   const audit = { path: 'data/audit.db', retention_days: 90, cleanup_schedule: '0 2 * * 0', on_write_failure: 'block', synchronous: 'NORMAL', ...opts.audit };
   const config = {
-    server: { host: '127.0.0.1', port: 0, max_body_bytes: opts.maxBodyBytes ?? 10 * 1024 * 1024 },
+    server: { host: '127.0.0.1', port: 0, max_body_bytes: opts.maxBodyBytes ?? 10 * 1024 * 1024, ...opts.server },
     providers,
     policy: { path: 'config/policy.yaml' },
     audit,

@@ -1,0 +1,85 @@
+import { connect, type Socket } from 'node:net';
+import test from 'ava';
+import { startHarness, type Harness } from '../helpers/gateway-harness.js';
+import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+
+let upstream: MockUpstream;
+let gw: Harness;
+let key: string;
+
+test.before(async () => {
+  upstream = await startMockUpstream();
+  gw = await startHarness(upstream.url, { server: { headers_timeout_ms: 500, request_timeout_ms: 1500 } });
+  key = gw.createKey('acme').key;
+});
+
+test.after.always(async () => {
+  await gw?.close();
+  await upstream?.close();
+});
+
+/** Writes raw bytes and collects everything the gateway answers until it closes the connection. */
+function raw(write: (socket: Socket) => void, timeoutMs = 5000): Promise<{ text: string; closedAfterMs: number }> {
+  const { port } = new URL(gw.url);
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const socket = connect(Number(port), '127.0.0.1', () => write(socket));
+    let text = '';
+    socket.setEncoding('utf8').on('data', (d: string) => (text += d));
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`the gateway kept the connection open for ${timeoutMs} ms; got: ${text}`));
+    }, timeoutMs);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve({ text, closedAfterMs: Date.now() - started });
+    });
+    socket.on('error', () => {});
+  });
+}
+
+function statusAndCode(text: string): { status: number; code: string | undefined } {
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
+  const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+  return { status, code: (JSON.parse(body) as { error?: { code?: string } }).error?.code };
+}
+
+test('headers larger than the server accepts get 431 in the OpenAI error shape', async (t) => {
+  const before = upstream.received.length;
+  const { text } = await raw((s) => s.write(`GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`));
+  t.deepEqual(statusAndCode(text), { status: 431, code: 'headers_too_large' });
+  t.is(upstream.received.length, before);
+});
+
+test('a client sending its headers one byte at a time is cut off with 408', async (t) => {
+  const head = `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n`;
+  let timer: NodeJS.Timeout | undefined;
+  const { text, closedAfterMs } = await raw((s) => {
+    let i = 0;
+    timer = setInterval(() => {
+      if (s.destroyed || i >= head.length) return clearInterval(timer);
+      s.write(head[i++]!);
+    }, 100);
+  });
+  clearInterval(timer);
+  t.deepEqual(statusAndCode(text), { status: 408, code: 'request_timeout' });
+  t.true(closedAfterMs < 3000, `closed after ${closedAfterMs} ms`);
+});
+
+test('a request line Node cannot parse gets 400 in the OpenAI error shape', async (t) => {
+  const { text } = await raw((s) => s.write('THIS IS NOT HTTP\r\n\r\n'));
+  t.deepEqual(statusAndCode(text), { status: 400, code: 'invalid_request' });
+});
+
+test('conflicting Content-Length and Transfer-Encoding are refused and nothing is forwarded', async (t) => {
+  const before = upstream.received.length;
+  const body = '{"model":"gpt-4o-mini"}';
+  const { text } = await raw((s) =>
+    s.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`,
+    ),
+  );
+  t.is(statusAndCode(text).status, 400);
+  t.is(upstream.received.length, before);
+});
