@@ -106,6 +106,16 @@ test('a port out of range is named', (t) => {
   assertNamesAndPoints(t, edit('port: 8080', 'port: 70000'), 'port', ['port', '70000']);
 });
 
+test('a headers timeout longer than the request timeout is named', (t) => {
+  const text = edit('  max_body_bytes: 1048576\n', '  max_body_bytes: 1048576\n  headers_timeout_ms: 60000\n  request_timeout_ms: 30000\n');
+  assertNamesAndPoints(t, text, 'headers_timeout_ms', ['headers_timeout_ms', '60000']);
+});
+
+test('client timeouts and the drain deadline default to values fit for slow reasoning models', (t) => {
+  const { server } = loadGatewayConfig(FILE, {}, checkout(VALID));
+  t.deepEqual([server.headersTimeoutMs, server.requestTimeoutMs, server.drainTimeoutMs], [10_000, 300_000, 30_000]);
+});
+
 test('an invalid cron expression is named', (t) => {
   assertNamesAndPoints(t, edit('cleanup_schedule: "0 2 * * 0"', 'cleanup_schedule: "every sunday"'), 'cleanup_schedule', ['cleanup_schedule', '"every sunday"']);
 });
