@@ -18,6 +18,10 @@ export interface ProviderConfig {
   readonly firstByteTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly maxConnections: number;
+  /** Requests forwarded to this provider at once; past it the gateway answers 503 with Retry-After. */
+  readonly maxInFlight: number;
+  /** Re-sends after a connection failure, only while nothing has reached the client; off by default. */
+  readonly retries: number;
 }
 
 export interface GatewayConfig {
@@ -32,6 +36,8 @@ export interface GatewayConfig {
     readonly requestTimeoutMs: number;
     /** How long SIGTERM waits for in-flight requests and streams before closing them. */
     readonly drainTimeoutMs: number;
+    /** Open client connections at once; a connection past it is answered 503 with Retry-After and closed. */
+    readonly maxConnections: number;
   };
   readonly providers: readonly ProviderConfig[];
   readonly policy: { readonly path: string };
@@ -68,7 +74,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
   const src: YamlSource = YamlSource.readFile(path.resolve(cwd, file), file);
   const root = readMap(src, [], src.value(), ['server', 'providers', 'policy', 'audit', 'sentry', 'log']);
 
-  const server = readOptionalMap(src, ['server'], root.server, ['host', 'port', 'max_body_bytes', 'headers_timeout_ms', 'request_timeout_ms', 'drain_timeout_ms']);
+  const server = readOptionalMap(src, ['server'], root.server, ['host', 'port', 'max_body_bytes', 'headers_timeout_ms', 'request_timeout_ms', 'drain_timeout_ms', 'max_connections']);
   const envPort = env.PORT;
   if (envPort !== undefined && envPort !== '' && !/^\d{1,5}$/.test(envPort)) {
     src.fail(['server', 'port'], `$PORT must be a port number, got "${envPort}"`);
@@ -108,6 +114,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
       headersTimeoutMs: readInteger(src, ['server', 'headers_timeout_ms'], server.headers_timeout_ms, { min: 100, max: MAX_MS }, 10_000),
       requestTimeoutMs: readInteger(src, ['server', 'request_timeout_ms'], server.request_timeout_ms, { min: 100, max: MAX_MS }, 300_000),
       drainTimeoutMs: readInteger(src, ['server', 'drain_timeout_ms'], server.drain_timeout_ms, { min: 0, max: MAX_MS }, 30_000),
+      maxConnections: readInteger(src, ['server', 'max_connections'], server.max_connections, { min: 1, max: 1_000_000 }, 10_000),
     },
     providers,
     policy: { path: path.resolve(cwd, readString(src, ['policy', 'path'], policy.path, 'config/policy.yaml')) },
@@ -126,6 +133,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
 function readProvider(src: YamlSource, at: KeyPath, raw: unknown): ProviderConfig {
   const p = readMap(src, at, raw, [
     'name', 'base_url', 'api_key_env', 'models', 'connect_timeout_ms', 'first_byte_timeout_ms', 'idle_timeout_ms', 'max_connections',
+    'max_in_flight', 'retries',
   ]);
   const baseUrlText = readString(src, [...at, 'base_url'], p.base_url);
   let baseUrl: URL;
@@ -149,5 +157,7 @@ function readProvider(src: YamlSource, at: KeyPath, raw: unknown): ProviderConfi
     firstByteTimeoutMs: readInteger(src, [...at, 'first_byte_timeout_ms'], p.first_byte_timeout_ms, { min: 1, max: MAX_MS }, 600_000),
     idleTimeoutMs: readInteger(src, [...at, 'idle_timeout_ms'], p.idle_timeout_ms, { min: 1, max: MAX_MS }, 300_000),
     maxConnections: readInteger(src, [...at, 'max_connections'], p.max_connections, { min: 1, max: 100_000 }, 1024),
+    maxInFlight: readInteger(src, [...at, 'max_in_flight'], p.max_in_flight, { min: 1, max: 1_000_000 }, 2048),
+    retries: readInteger(src, [...at, 'retries'], p.retries, { min: 0, max: 5 }, 0),
   };
 }

@@ -14,6 +14,7 @@ export const ERROR_CATALOGUE = {
   request_timeout: { status: 408, type: 'invalid_request_error' },
   headers_too_large: { status: 431, type: 'invalid_request_error' },
   audit_unavailable: { status: 503, type: 'server_error' },
+  overloaded: { status: 503, type: 'server_error' },
   upstream_unavailable: { status: 502, type: 'server_error' },
   upstream_timeout: { status: 504, type: 'server_error' },
   internal_error: { status: 500, type: 'server_error' },

@@ -8,7 +8,9 @@ import { operationFromPath } from '../facts/operation.js';
 import { describeBody, type BodyFacts } from '../facts/request-body.js';
 import { sqliteTime } from '../audit/database.js';
 import { upstreamRequestHeaders } from '../proxy/forwarded-headers.js';
-import { forwardRequest } from '../proxy/forward-request.js';
+import { forwardRequest, type ForwardErrorKind } from '../proxy/forward-request.js';
+import type { TokenUsage } from '../proxy/usage-tap.js';
+import type { OutcomeRow } from '../audit/audit-writer.js';
 import type { GatewayContext } from './context.js';
 import { govern, NO_REQUEST_FACTS, recordRefusal, refusalHeaders, verdictOf, AUDIT_FAILURE_HEADERS, type GovernInput } from './govern.js';
 import { ClientGoneError, readBody } from './read-body.js';
@@ -87,38 +89,62 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
   }
   const { provider } = verdict;
 
+  if (!ctx.providers.tryAcquire(provider)) {
+    const busy = new GatewayError('overloaded', `provider ${provider.name} has too many requests in flight; retry shortly`);
+    sendError(res, busy, { ...headers, 'retry-after': '1' });
+    ctx.audit.recordOutcome(outcomeRow(logId, started, { status: busy.status, upstreamMs: null, usage: null, error: 'overloaded' }));
+    observeRequest(ctx, res, { requestId, key, operation, model, started, decision: 'allow', provider: provider.name, error: 'overloaded' });
+    return;
+  }
   const overheadMs = performance.now() - started;
-  const outcome = await forwardRequest(
-    {
-      provider,
-      method: req.method as Dispatcher.HttpMethod,
-      path: provider.basePath + pathname.slice(3) + search,
-      headers: upstreamRequestHeaders(req.headers, provider.authorization, requestId),
-      body: body.length > 0 ? body : null,
-      ownHeaders: { ...headers, 'x-governance-overhead-ms': overheadMs.toFixed(3) },
-    },
-    res,
-  );
+  let outcome;
+  try {
+    outcome = await forwardRequest(
+      {
+        provider,
+        method: req.method as Dispatcher.HttpMethod,
+        path: provider.basePath + pathname.slice(3) + search,
+        headers: upstreamRequestHeaders(req.headers, provider.authorization, requestId),
+        body: body.length > 0 ? body : null,
+        ownHeaders: { ...headers, 'x-governance-overhead-ms': overheadMs.toFixed(3) },
+      },
+      res,
+    );
+  } finally {
+    ctx.providers.release(provider);
+  }
   if (outcome.answeredWith) {
     sendError(res, outcome.answeredWith, headers);
     ctx.reporter.serverError(outcome.answeredWith.code, outcome.answeredWith.status, requestId);
   } else if (outcome.status !== null && outcome.status >= 500) {
     ctx.reporter.upstreamError(provider.name, outcome.status, requestId);
   }
-  const durationMs = performance.now() - started;
-  ctx.audit.recordOutcome({
-    log_id: logId,
+  ctx.audit.recordOutcome(outcomeRow(logId, started, {
     status: outcome.answeredWith?.status ?? outcome.status,
-    duration_ms: round(durationMs),
-    upstream_ms: round(outcome.upstreamMs),
-    prompt_tokens: outcome.usage?.prompt_tokens ?? null,
-    completion_tokens: outcome.usage?.completion_tokens ?? null,
-    total_tokens: outcome.usage?.total_tokens ?? null,
+    upstreamMs: outcome.upstreamMs,
+    usage: outcome.usage,
     error: outcome.error,
-    created_at: sqliteTime(),
-  });
+  }));
   observeRequest(ctx, res, {
     requestId, key, operation, model, started, decision: 'allow', provider: provider.name,
     overheadMs, upstreamMs: outcome.upstreamMs, error: outcome.error,
   });
+}
+
+function outcomeRow(
+  logId: string,
+  started: number,
+  o: { status: number | null; upstreamMs: number | null; usage: TokenUsage | null; error: ForwardErrorKind | null },
+): OutcomeRow {
+  return {
+    log_id: logId,
+    status: o.status,
+    duration_ms: round(performance.now() - started),
+    upstream_ms: o.upstreamMs === null ? null : round(o.upstreamMs),
+    prompt_tokens: o.usage?.prompt_tokens ?? null,
+    completion_tokens: o.usage?.completion_tokens ?? null,
+    total_tokens: o.usage?.total_tokens ?? null,
+    error: o.error,
+    created_at: sqliteTime(),
+  };
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { GatewayError } from '../errors/catalogue.js';
 import type { GatewayContext } from './context.js';
@@ -108,6 +109,15 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
     connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(headersTimeoutMs / 2))),
   }, onRequest);
   server.on('upgrade', onUpgrade);
+  let openConnections = 0;
+  server.on('connection', (socket: Socket) => {
+    openConnections++;
+    socket.once('close', () => openConnections--);
+    // Past the limit a connection is told to come back rather than dropped without a word.
+    if (openConnections > ctx.config.server.maxConnections) {
+      answerSocket(socket, new GatewayError('overloaded', 'the gateway has too many open connections; retry shortly'), randomUUID(), { 'retry-after': '1' });
+    }
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // Requests Node could not parse or that took too long never reach a handler; they still get an OpenAI-shaped answer.
     answerSocket(socket, clientErrorOf(err), randomUUID());

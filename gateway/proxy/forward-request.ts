@@ -5,7 +5,7 @@ import { downstreamResponseHeaders } from './forwarded-headers.js';
 import type { Provider } from './provider-router.js';
 import { UsageTap, type TokenUsage } from './usage-tap.js';
 
-export type ForwardErrorKind = 'client_abort' | 'upstream_unavailable' | 'upstream_timeout' | 'upstream_reset' | 'upstream_idle_timeout';
+export type ForwardErrorKind = 'client_abort' | 'upstream_unavailable' | 'upstream_timeout' | 'upstream_reset' | 'upstream_idle_timeout' | 'overloaded';
 
 export interface ForwardOutcome {
   readonly status: number | null;
@@ -47,6 +47,7 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
     let status: number | null = null;
     let tap: UsageTap | null = null;
     let settled = false;
+    let retriesLeft = request.provider.config.retries;
 
     const finish = (error: ForwardErrorKind | null, answeredWith: GatewayError | null = null) => {
       if (settled) return;
@@ -87,6 +88,11 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
         const kind = classify(err);
         if (kind === 'client_abort') {
           finish(kind);
+        } else if (!res.headersSent && kind === 'upstream_unavailable' && retriesLeft > 0) {
+          // Only a connection failure is retried, and only while nothing has reached the client:
+          // a timeout may mean the provider is still working on (and billing) the first attempt.
+          retriesLeft--;
+          send();
         } else if (!res.headersSent) {
           const answer = kind === 'upstream_timeout'
             ? new GatewayError('upstream_timeout', `provider ${request.provider.name} did not answer in time`)
@@ -100,10 +106,10 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
       },
     };
 
-    request.provider.pool.dispatch(
-      { path: request.path, method: request.method, headers: request.headers, body: request.body },
-      handler,
-    );
+    const send = () => {
+      request.provider.pool.dispatch({ path: request.path, method: request.method, headers: request.headers, body: request.body }, handler);
+    };
+    send();
   });
 }
 

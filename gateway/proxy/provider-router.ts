@@ -22,6 +22,7 @@ export interface Provider {
  */
 export class ProviderRouter {
   readonly providers: readonly Provider[];
+  private readonly inFlight = new Map<string, number>();
 
   constructor(configs: readonly ProviderConfig[], env: NodeJS.ProcessEnv) {
     this.providers = configs.map((config) => {
@@ -52,6 +53,18 @@ export class ProviderRouter {
   forModel(model: string | null): Provider | undefined {
     if (model === null) return this.providers[0];
     return this.providers.find((p) => p.serves(model));
+  }
+
+  /** Takes one of the provider's `max_in_flight` places; false when all are taken. */
+  tryAcquire(provider: Provider): boolean {
+    const now = this.inFlight.get(provider.name) ?? 0;
+    if (now >= provider.config.maxInFlight) return false;
+    this.inFlight.set(provider.name, now + 1);
+    return true;
+  }
+
+  release(provider: Provider): void {
+    this.inFlight.set(provider.name, (this.inFlight.get(provider.name) ?? 1) - 1);
   }
 
   async close(): Promise<void> {

@@ -16,7 +16,7 @@ if (!upstream) throw new Error('usage: bare-proxy.ts UPSTREAM_BASE_URL');
 
 const router = new ProviderRouter([{
   name: 'bench', baseUrl: new URL(upstream), apiKeyEnv: null, models: ['*'],
-  connectTimeoutMs: 10_000, firstByteTimeoutMs: 600_000, idleTimeoutMs: 300_000, maxConnections: 1024,
+  connectTimeoutMs: 10_000, firstByteTimeoutMs: 600_000, idleTimeoutMs: 300_000, maxConnections: 1024, maxInFlight: 2048, retries: 0,
 }], {});
 const provider = router.providers[0]!;
 let ids = 0;

@@ -21,6 +21,8 @@ export interface ProviderSpec {
   connect_timeout_ms?: number;
   first_byte_timeout_ms?: number;
   idle_timeout_ms?: number;
+  max_in_flight?: number;
+  retries?: number;
 }
 
 export interface HarnessOptions {
@@ -31,7 +33,7 @@ export interface HarnessOptions {
   audit?: Partial<{ retention_days: number; cleanup_schedule: string; on_write_failure: 'block' | 'allow'; synchronous: 'FULL' | 'NORMAL' }>;
   maxBodyBytes?: number;
   /** Extra `server:` keys, e.g. timeouts. */
-  server?: Partial<{ headers_timeout_ms: number; request_timeout_ms: number; drain_timeout_ms: number }>;
+  server?: Partial<{ headers_timeout_ms: number; request_timeout_ms: number; drain_timeout_ms: number; max_connections: number }>;
   env?: NodeJS.ProcessEnv;
   reporter?: ErrorReporter;
 }

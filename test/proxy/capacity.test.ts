@@ -1,0 +1,126 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { connect } from 'node:net';
+import test from 'ava';
+import { startHarness, type Harness } from '../helpers/gateway-harness.js';
+import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { sqliteJson } from '../helpers/sqlite-cli.js';
+
+const harnesses: Harness[] = [];
+const servers: Server[] = [];
+let upstream: MockUpstream;
+
+test.before(async () => {
+  upstream = await startMockUpstream();
+});
+
+test.after.always(async () => {
+  for (const h of harnesses) await h.close();
+  for (const s of servers) await new Promise((resolve) => s.close(resolve));
+  await upstream?.close();
+});
+
+async function harness(opts: Parameters<typeof startHarness>[1]): Promise<{ gw: Harness; key: string }> {
+  const gw = await startHarness(upstream.url, opts);
+  harnesses.push(gw);
+  return { gw, key: gw.createKey('acme').key };
+}
+
+async function chat(gw: Harness, key: string): Promise<{ status: number; code?: string; retryAfter: string | null; logId: string | null }> {
+  const res = await fetch(`${gw.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
+  });
+  const body = (await res.json()) as { error?: { code?: string } };
+  return { status: res.status, code: body.error?.code, retryAfter: res.headers.get('retry-after'), logId: res.headers.get('x-governance-log-id') };
+}
+
+async function outcomeOf(gw: Harness, logId: string): Promise<{ status: number | null; error: string | null } | undefined> {
+  const deadline = Date.now() + 1500;
+  for (;;) {
+    const [row] = sqliteJson<{ status: number | null; error: string | null }>(gw.dbPath, `SELECT status, error FROM usagelog_outcome WHERE log_id = '${logId}'`);
+    if (row || Date.now() > deadline) return row;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** An upstream whose first `failures` connections are cut before any answer; it counts what it saw. */
+async function flakyUpstream(failures: number, delayMs = 0): Promise<{ url: string; seen: () => number }> {
+  let seen = 0;
+  const server = createServer((req, res) => {
+    seen++;
+    if (seen <= failures) {
+      req.socket.destroy();
+      return;
+    }
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ id: 'x', object: 'chat.completion', choices: [], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }));
+    }, delayMs);
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, seen: () => seen };
+}
+
+test.serial('past max_in_flight the client gets 503 overloaded with Retry-After, and the outcome says so', async (t) => {
+  const { gw, key } = await harness({ providers: [{ name: 'openai', base_url: upstream.url, max_in_flight: 2, api_key_env: 'OPENAI_API_KEY' }] });
+  upstream.setDelay(500);
+  try {
+    const results = await Promise.all([chat(gw, key), chat(gw, key), chat(gw, key)]);
+    const refused = results.filter((r) => r.status === 503);
+    t.is(results.filter((r) => r.status === 200).length, 2);
+    t.is(refused.length, 1);
+    t.is(refused[0]!.code, 'overloaded');
+    t.is(refused[0]!.retryAfter, '1');
+    t.deepEqual(await outcomeOf(gw, refused[0]!.logId!), { status: 503, error: 'overloaded' });
+  } finally {
+    upstream.setDelay(0);
+  }
+  t.is((await chat(gw, key)).status, 200, 'places are given back when requests end');
+});
+
+test.serial('with retries a connection cut before any answer is sent again; without, it is a 502', async (t) => {
+  const flaky = await flakyUpstream(1);
+  const withRetry = await harness({ providers: [{ name: 'openai', base_url: flaky.url, retries: 1 }] });
+  t.is((await chat(withRetry.gw, withRetry.key)).status, 200);
+  t.is(flaky.seen(), 2);
+
+  const flaky2 = await flakyUpstream(1);
+  const noRetry = await harness({ providers: [{ name: 'openai', base_url: flaky2.url }] });
+  const r = await chat(noRetry.gw, noRetry.key);
+  t.is(r.status, 502);
+  t.is(r.code, 'upstream_unavailable');
+  t.is(flaky2.seen(), 1, 'retries are off by default');
+});
+
+test.serial('a timeout is never retried, even with retries on', async (t) => {
+  const slow = await flakyUpstream(0, 1500);
+  const { gw, key } = await harness({ providers: [{ name: 'openai', base_url: slow.url, retries: 3, first_byte_timeout_ms: 300 }] });
+  const r = await chat(gw, key);
+  t.is(r.status, 504);
+  t.is(r.code, 'upstream_timeout');
+  t.is(slow.seen(), 1);
+});
+
+test.serial('past server.max_connections a new connection is answered 503 overloaded and closed', async (t) => {
+  const { gw } = await harness({ server: { max_connections: 2 } });
+  const { port } = new URL(gw.url);
+  const idle = [connect(Number(port), '127.0.0.1'), connect(Number(port), '127.0.0.1')];
+  try {
+    await Promise.all(idle.map((s) => new Promise((resolve) => s.once('connect', resolve))));
+    const answer = await new Promise<string>((resolve) => {
+      const third = connect(Number(port), '127.0.0.1');
+      let text = '';
+      third.setEncoding('utf8').on('data', (d: string) => (text += d));
+      third.on('close', () => resolve(text));
+      third.on('error', () => {});
+    });
+    t.regex(answer, /^HTTP\/1\.1 503 /);
+    t.regex(answer, /retry-after: 1/i);
+    t.regex(answer, /"code":"overloaded"/);
+  } finally {
+    for (const s of idle) s.destroy();
+  }
+});
