@@ -33,7 +33,6 @@ export interface StartOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
-
 /** Wires the pipeline stages together and starts listening. */
 export async function startGateway(config: GatewayConfig, options: StartOptions): Promise<RunningGateway> {
   const { logger, reporter } = options;
@@ -82,7 +81,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const auditWritableNow = () => auditWritable(db, audit, config.audit.path);
   const context: GatewayContext = { config, keys, policy, audit, providers, logger, reporter, metrics, auditWritable: auditWritableNow };
 
-  const { server, closeUpgrades } = createGatewayServer(context);
+  const { server, closeUpgrades, settled } = createGatewayServer(context);
   try {
     server.listen(config.server.port, config.server.host);
     await once(server, 'listening');
@@ -130,6 +129,8 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
         }, drainMs);
         await closed;
         clearTimeout(deadline);
+        // Connections are gone, but their handlers may still be recording outcomes: those rows must make the flush.
+        await settled();
         audit.flush();
         await Promise.all([providers.close(), checkpointer.stop()]);
         db.close();

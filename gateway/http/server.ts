@@ -43,7 +43,7 @@ function splitUrl(url: string): { pathname: string; search: string } {
 }
 
 /** Routes: health, the check endpoint, and the governed OpenAI surface under /v1. */
-export function createGatewayServer(ctx: GatewayContext): { server: Server; closeUpgrades: () => void } {
+export function createGatewayServer(ctx: GatewayContext): { server: Server; closeUpgrades: () => void; settled: () => Promise<void> } {
   const upgrades = createUpgradeHandler(ctx);
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
@@ -52,13 +52,17 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
     const { pathname, search } = splitUrl(req.url ?? '/');
     const handled = route(req, res, requestId, pathname, search);
     if (handled) {
-      handled.catch((err: unknown) => {
+      const tracked = handled.catch((err: unknown) => {
         ctx.logger.error({ req_id: requestId, err: errorSummary(err) }, 'request failed');
         ctx.reporter.exception(err, { request_id: requestId });
         sendError(res, new GatewayError('internal_error', 'the gateway failed to handle the request'));
       });
+      pending.add(tracked);
+      void tracked.finally(() => pending.delete(tracked));
     }
   };
+  // Handlers still running (recording an outcome after their connection closed), so shutdown can wait for them.
+  const pending = new Set<Promise<void>>();
 
   const route = (req: IncomingMessage, res: ServerResponse, requestId: string, pathname: string, search: string): Promise<void> | undefined => {
     if (req.method === 'GET' || req.method === 'HEAD') {
@@ -122,5 +126,8 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
     // Requests Node could not parse or that took too long never reach a handler; they still get an OpenAI-shaped answer.
     answerSocket(socket, clientErrorOf(err), randomUUID());
   });
-  return { server, closeUpgrades: upgrades.close };
+  const settled = async () => {
+    await Promise.all(pending);
+  };
+  return { server, closeUpgrades: upgrades.close, settled };
 }
