@@ -42,8 +42,11 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
     metadata = parseGovernanceMetadata(req.headers[METADATA_HEADER]);
     body = await readBody(req, ctx.config.server.maxBodyBytes);
     bodyFacts = describeBody(req.headers['content-type'], body);
-  } catch (err) {
-    if (err instanceof ClientGoneError) return;
+  } catch (caught) {
+    // A body that never arrived in full still leaves its row: the client hung up or outstayed request_timeout_ms.
+    const err = caught instanceof ClientGoneError
+      ? new GatewayError('request_timeout', 'the request body did not arrive in full (the client disconnected or took longer than server.request_timeout_ms)')
+      : caught;
     if (!(err instanceof GatewayError)) throw err;
     const input: GovernInput = { requestId, kind: 'proxy', key, operation, model: null, metadata, request: { ...NO_REQUEST_FACTS, body_bytes: body.length } };
     const logId = await recordRefusal(ctx, input, err);

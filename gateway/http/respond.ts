@@ -5,6 +5,8 @@ import type { GatewayError } from '../errors/catalogue.js';
 import type { GatewayContext } from './context.js';
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: OutgoingHttpHeaders = {}): void {
+  // A client that is gone cannot be answered; a response already under way can only be broken off.
+  if (res.destroyed) return;
   if (res.headersSent) {
     res.destroy();
     return;

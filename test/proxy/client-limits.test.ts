@@ -2,6 +2,7 @@ import { connect, type Socket } from 'node:net';
 import test from 'ava';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { sqliteJson } from '../helpers/sqlite-cli.js';
 
 let upstream: MockUpstream;
 let gw: Harness;
@@ -82,4 +83,20 @@ test('conflicting Content-Length and Transfer-Encoding are refused and nothing i
   );
   t.is(statusAndCode(text).status, 400);
   t.is(upstream.received.length, before);
+});
+
+test('a body that stalls past request_timeout_ms gets 408 and still leaves its audit row', async (t) => {
+  const before = upstream.received.length;
+  const { text } = await raw((s) =>
+    s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model":`),
+  );
+  t.deepEqual(statusAndCode(text), { status: 408, code: 'request_timeout' });
+  t.is(upstream.received.length, before);
+  // The row is committed once the gateway notices the connection is gone, a moment after the client sees it close.
+  let rows: { allowed: number; reason: string }[] = [];
+  for (const deadline = Date.now() + 1500; rows.length === 0 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+    rows = sqliteJson<{ allowed: number; reason: string }>(gw.dbPath, "SELECT allowed, reason FROM usagelog WHERE reason LIKE 'request_timeout:%'");
+  }
+  t.is(rows.length, 1);
+  t.is(rows[0]!.allowed, 0);
 });
