@@ -45,14 +45,14 @@ function statusAndCode(text: string): { status: number; code: string | undefined
   return { status, code: (JSON.parse(body) as { error?: { code?: string } }).error?.code };
 }
 
-test('headers larger than the server accepts get 431 in the OpenAI error shape', async (t) => {
+test.serial('headers larger than the server accepts get 431 in the OpenAI error shape', async (t) => {
   const before = upstream.received.length;
   const { text } = await raw((s) => s.write(`GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`));
   t.deepEqual(statusAndCode(text), { status: 431, code: 'headers_too_large' });
   t.is(upstream.received.length, before);
 });
 
-test('a client sending its headers one byte at a time is cut off with 408', async (t) => {
+test.serial('a client sending its headers one byte at a time is cut off with 408', async (t) => {
   const head = `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n`;
   let timer: NodeJS.Timeout | undefined;
   const { text, closedAfterMs } = await raw((s) => {
@@ -67,12 +67,12 @@ test('a client sending its headers one byte at a time is cut off with 408', asyn
   t.true(closedAfterMs < 3000, `closed after ${closedAfterMs} ms`);
 });
 
-test('a request line Node cannot parse gets 400 in the OpenAI error shape', async (t) => {
+test.serial('a request line Node cannot parse gets 400 in the OpenAI error shape', async (t) => {
   const { text } = await raw((s) => s.write('THIS IS NOT HTTP\r\n\r\n'));
   t.deepEqual(statusAndCode(text), { status: 400, code: 'invalid_request' });
 });
 
-test('conflicting Content-Length and Transfer-Encoding are refused and nothing is forwarded', async (t) => {
+test.serial('conflicting Content-Length and Transfer-Encoding are refused and nothing is forwarded', async (t) => {
   const before = upstream.received.length;
   const body = '{"model":"gpt-4o-mini"}';
   const { text } = await raw((s) =>
@@ -85,7 +85,7 @@ test('conflicting Content-Length and Transfer-Encoding are refused and nothing i
   t.is(upstream.received.length, before);
 });
 
-test('a body that stalls past request_timeout_ms gets 408 and still leaves its audit row', async (t) => {
+test.serial('a body that stalls past request_timeout_ms gets 408 and still leaves its audit row', async (t) => {
   const before = upstream.received.length;
   const { text } = await raw((s) =>
     s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model":`),
@@ -99,4 +99,49 @@ test('a body that stalls past request_timeout_ms gets 408 and still leaves its a
   }
   t.is(rows.length, 1);
   t.is(rows[0]!.allowed, 0);
+});
+
+test.serial('an obs-folded header is refused and nothing is forwarded', async (t) => {
+  const before = upstream.received.length;
+  const { text } = await raw((s) =>
+    s.write(`GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nX-Folded: first\r\n second\r\n\r\n`),
+  );
+  t.is(statusAndCode(text).status, 400);
+  t.is(upstream.received.length, before);
+});
+
+test.serial('chunk extensions used to smuggle or stall are refused and nothing is forwarded', async (t) => {
+  const before = upstream.received.length;
+  const { text } = await raw((s) =>
+    s.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\n` +
+        `Transfer-Encoding: chunked\r\n\r\n2;${'x'.repeat(20_000)}\r\n{}\r\n0\r\n\r\n`,
+    ),
+  );
+  t.true(statusAndCode(text).status >= 400 && statusAndCode(text).status < 500, text.slice(0, 40));
+  t.is(upstream.received.length, before);
+});
+
+test.serial('an absolute-form request target cannot choose where the gateway connects', async (t) => {
+  const before = upstream.received.length;
+  const { text } = await raw((s) =>
+    s.write(`GET http://169.254.169.254/v1/models HTTP/1.1\r\nHost: 169.254.169.254\r\nAuthorization: Bearer ${key}\r\nConnection: close\r\n\r\n`),
+  );
+  const { status } = statusAndCode(text);
+  t.is(status, 404);
+  t.is(upstream.received.length, before);
+});
+
+test.serial('forwarded responses say what the gateway itself added, and one log line per request carries ids and timings', async (t) => {
+  const res = await fetch(`${gw.baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'x-request-id': 'log-line-probe' },
+    body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
+  });
+  await res.arrayBuffer();
+  const overhead = Number(res.headers.get('x-governance-overhead-ms'));
+  t.true(Number.isFinite(overhead) && overhead >= 0, `x-governance-overhead-ms: ${res.headers.get('x-governance-overhead-ms')}`);
+  const line = gw.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.req_id === 'log-line-probe');
+  t.like(line, { customer: 'acme', model: 'gpt-4o-mini', operation: 'chat.completions', decision: 'allow', status: 200, provider: 'openai' });
+  for (const field of ['key_id', 'duration_ms', 'overhead_ms', 'upstream_ms']) t.not(line?.[field], undefined, field);
 });
