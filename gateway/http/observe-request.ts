@@ -26,7 +26,7 @@ export function observeRequest(ctx: GatewayContext, res: ServerResponse, f: Requ
     overheadMs: f.overheadMs,
     upstreamMs: f.upstreamMs,
     provider: f.provider,
-    upstreamError: f.provider === undefined ? null : f.error,
+    upstreamError: f.provider === undefined ? null : f.error ?? providerRefusal(res.statusCode),
   });
   ctx.logger.info({
     req_id: f.requestId,
@@ -46,4 +46,10 @@ export function observeRequest(ctx: GatewayContext, res: ServerResponse, f: Requ
 
 export function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
+}
+
+/** A provider's own 429 or 5xx answer, counted beside transport failures so an outage or throttling shows in one metric. */
+function providerRefusal(status: number): string | null {
+  if (status === 429) return 'http_429';
+  return status >= 500 ? 'http_5xx' : null;
 }

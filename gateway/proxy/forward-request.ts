@@ -88,11 +88,12 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
         const kind = classify(err);
         if (kind === 'client_abort') {
           finish(kind);
-        } else if (!res.headersSent && kind === 'upstream_unavailable' && retriesLeft > 0) {
-          // Only a connection failure is retried, and only while nothing has reached the client:
-          // a timeout may mean the provider is still working on (and billing) the first attempt.
+        } else if (!res.headersSent && neverReachedProvider(err) && retriesLeft > 0) {
+          // Only a request the provider cannot have seen is sent again: a reset after sending,
+          // or a timeout, may mean the provider is still working on (and billing) the first one.
+          const attempt = request.provider.config.retries - retriesLeft;
           retriesLeft--;
-          send();
+          setTimeout(send, RETRY_BACKOFF_MS * 2 ** attempt);
         } else if (!res.headersSent) {
           const answer = kind === 'upstream_timeout'
             ? new GatewayError('upstream_timeout', `provider ${request.provider.name} did not answer in time`)
@@ -115,6 +116,14 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
 
 function wantsUsage(contentType: string | undefined): boolean {
   return contentType !== undefined && (contentType.includes('json') || contentType.includes('text/event-stream'));
+}
+
+/** Failures before a connection existed: the request cannot have reached the provider. */
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+const RETRY_BACKOFF_MS = 100;
+
+function neverReachedProvider(err: Error): boolean {
+  return CONNECT_FAILURES.has((err as { code?: string }).code ?? '');
 }
 
 function classify(err: Error): ForwardErrorKind {
