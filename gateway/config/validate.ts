@@ -6,8 +6,11 @@ import type { KeyPath, YamlSource } from './yaml-source.js';
  */
 export type Plain = Record<string, unknown>;
 
+/** A YAML mapping read as plain data; `!!omap`, `!!set` and other tagged collections are not mappings here. */
 export function isPlainObject(value: unknown): value is Plain {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
+  if (typeof value !== 'object' || value === null) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
 }
 
 export function readMap(src: YamlSource, path: KeyPath, value: unknown, allowedKeys: readonly string[] | null): Plain {

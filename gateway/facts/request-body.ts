@@ -88,11 +88,12 @@ function startsLikeObject(body: Buffer): boolean {
 
 /**
  * Finds the `model` form field without parsing the (possibly large) uploaded
- * files. A body that is not multipart, or that names `model` twice, is refused:
- * providers differ on which of two fields wins.
+ * files. A body that is not multipart, that names `model` twice, or whose parts
+ * could be read two ways, is refused: providers differ on which reading wins.
  */
 function multipartModel(contentType: string, body: Buffer): string | null {
-  const boundary = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType);
+  // The parameter named exactly `boundary` (names are case-insensitive), not one that merely ends in it.
+  const boundary = /;\s*boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType);
   const marker = boundary?.[1] ?? boundary?.[2]?.trim();
   if (!marker) throw new GatewayError('invalid_request', 'multipart body without a boundary');
   const delimiter = `--${marker}`;
@@ -104,8 +105,11 @@ function multipartModel(contentType: string, body: Buffer): string | null {
     if (headersEnd === -1) break;
     const headers = body.subarray(at, headersEnd).toString('latin1');
     const next = body.indexOf(`\r\n${delimiter}`, headersEnd);
-    // The header's name is case-insensitive; the field's name is not.
-    const disposition = /^content-disposition:([^\r\n]*)/im.exec(headers)?.[1] ?? '';
+    // The header's name is case-insensitive; the field's name is not. Parsers differ on which of
+    // two Content-Disposition headers wins, so a part with two is refused.
+    const dispositions = [...headers.matchAll(/^content-disposition:([^\r\n]*)/gim)];
+    if (dispositions.length > 1) throw new GatewayError('invalid_request', 'a multipart part has more than one Content-Disposition');
+    const disposition = dispositions[0]?.[1] ?? '';
     if (/;\s*name="model"\s*(?:;|$)/.test(disposition)) {
       if (model !== null) throw new GatewayError('invalid_request', 'multipart body names the model field more than once', { param: 'model' });
       if (next === -1) throw new GatewayError('invalid_request', 'multipart model field is not terminated', { param: 'model' });

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { authenticate, AuthenticationError } from '../auth/authenticate.js';
@@ -13,10 +13,11 @@ import type { GatewayContext } from './context.js';
 import { govern, NO_REQUEST_FACTS, recordRefusal, verdictOf } from './govern.js';
 import { answerSocket } from './respond.js';
 
-/** What became of one proxied handshake, for its outcome row. */
+/** What became of one proxied handshake, for its outcome row, and the gateway's headers for its answer. */
 interface Handshake {
   status: number | null;
   error: ForwardErrorKind | null;
+  readonly headers: OutgoingHttpHeaders;
 }
 
 /**
@@ -32,8 +33,13 @@ export function createUpgradeHandler(ctx: GatewayContext) {
   proxy.on('proxyReqWs', (proxyReq, req) => {
     const handshake = handshakes.get(req);
     if (!handshake) return;
-    proxyReq.on('upgrade', () => (handshake.status = 101));
-    proxyReq.on('response', (res) => (handshake.status = res.statusCode ?? null));
+    // These listeners run before http-proxy's own, so the headers it relays already carry the gateway's.
+    const stamp = (res: IncomingMessage) => {
+      handshake.status = res.statusCode ?? null;
+      for (const [name, value] of Object.entries(handshake.headers)) res.headers[name] = String(value);
+    };
+    proxyReq.on('upgrade', stamp);
+    proxyReq.on('response', stamp);
   });
   // Upgraded sockets leave the HTTP server's bookkeeping, so shutdown must find them here.
   const open = new Set<Duplex>();
@@ -79,7 +85,7 @@ export function createUpgradeHandler(ctx: GatewayContext) {
     }
 
     const { provider } = verdict;
-    const handshake: Handshake = { status: null, error: null };
+    const handshake: Handshake = { status: null, error: null, headers: { ...governed.headers, 'x-request-id': requestId } };
     handshakes.set(req, handshake);
     req.headers = upstreamRequestHeaders(req.headers, provider.authorization, requestId, { upgrade: true });
     req.url = provider.basePath + pathname.slice(3) + search;

@@ -34,16 +34,17 @@ export function refuseUnauthenticated(ctx: GatewayContext, res: ServerResponse, 
  * Answers on a bare socket, in the OpenAI error shape, and closes it: for
  * handshakes that will not be upgraded and requests Node could not parse.
  */
-export function answerSocket(socket: Duplex, err: GatewayError, requestId: string, headers: OutgoingHttpHeaders = {}): void {
+export function answerSocket(socket: Duplex, err: GatewayError, requestId: string, headers: OutgoingHttpHeaders = {}, options: { head?: boolean } = {}): void {
   if (!socket.writable) {
     socket.destroy();
     return;
   }
   const body = JSON.stringify(err.toBody());
   const extra = Object.entries(headers).map(([name, value]) => `${name}: ${String(value)}\r\n`).join('');
+  // A response to HEAD has the headers of the answer and no body.
   socket.end(
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n` +
       `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `x-request-id: ${requestId}\r\n${extra}connection: close\r\n\r\n${body}`,
+      `x-request-id: ${requestId}\r\n${extra}connection: close\r\n\r\n${options.head ? '' : body}`,
   );
 }

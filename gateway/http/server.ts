@@ -49,6 +49,11 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const requestId = requestIdOf(req);
     res.setHeader('x-request-id', requestId);
+    // Node's own check would answer with a bare 400; HTTP/1.1 requires Host (RFC 9112 §3.2).
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 1 && req.headers.host === undefined) {
+      sendError(res, new GatewayError('invalid_request', 'HTTP/1.1 requests must carry a Host header'));
+      return;
+    }
     const { pathname, search } = splitUrl(req.url ?? '/');
     const handled = route(req, res, requestId, pathname, search);
     if (handled) {
@@ -107,6 +112,7 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
 
   const { headersTimeoutMs, requestTimeoutMs } = ctx.config.server;
   const server = createServer({
+    requireHostHeader: false,
     headersTimeout: headersTimeoutMs,
     requestTimeout: requestTimeoutMs,
     // Node checks these timeouts on this interval (30 s by default), which would let a slow client outstay a short limit.
@@ -122,9 +128,16 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
       answerSocket(socket, new GatewayError('overloaded', 'the gateway has too many open connections; retry shortly'), randomUUID(), { 'retry-after': '1' });
     }
   });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket) => {
     // Requests Node could not parse or that took too long never reach a handler; they still get an OpenAI-shaped answer.
-    answerSocket(socket, clientErrorOf(err), randomUUID());
+    const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+    answerSocket(socket, clientErrorOf(err), randomUUID(), {}, { head });
+  });
+  // An expectation other than 100-continue is ignored (RFC 9110 §10.1.1 lets a server do so): the request goes
+  // through authentication and the policy like any other, and Expect is never forwarded.
+  server.on('checkExpectation', onRequest);
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+    answerSocket(socket, new GatewayError('method_not_allowed', 'CONNECT is not supported: the gateway is not a forward proxy'), requestIdOf(req));
   });
   const settled = async () => {
     await Promise.all(pending);
