@@ -4,8 +4,9 @@ import type { ApiKeyRecord } from '../auth/key-store.js';
 import { GatewayError } from '../errors/catalogue.js';
 import { NO_METADATA, toMetadata, type Metadata } from '../facts/governance-metadata.js';
 import type { GatewayContext } from './context.js';
-import { govern, NO_REQUEST_FACTS, recordRefusal, refusalHeaders, AUDIT_FAILURE_HEADERS } from './govern.js';
-import { ClientGoneError, readBody } from './read-body.js';
+import { govern, NO_REQUEST_FACTS, AUDIT_FAILURE_HEADERS } from './govern.js';
+import { readBody } from './read-body.js';
+import { refuseUnread } from './refuse-unread.js';
 import { observeRequest } from './observe-request.js';
 import { refuseUnauthenticated, sendError, sendJson } from './respond.js';
 
@@ -30,13 +31,8 @@ export async function handleCheck(ctx: GatewayContext, req: IncomingMessage, res
     bodyBytes = body.length;
     question = parseQuestion(body);
   } catch (err) {
-    if (err instanceof ClientGoneError) return;
-    if (!(err instanceof GatewayError)) throw err;
     const input = { requestId, kind: 'check' as const, key, operation: UNREADABLE_CHECK, model: null, metadata: NO_METADATA, request: { ...NO_REQUEST_FACTS, body_bytes: bodyBytes } };
-    const logId = await recordRefusal(ctx, input, err);
-    if (err.code === 'request_too_large') res.setHeader('connection', 'close');
-    sendError(res, err, refusalHeaders(logId));
-    observeRequest(ctx, res, { requestId, key, operation: UNREADABLE_CHECK, model: null, started, error: err.code });
+    await refuseUnread(ctx, res, input, err, started);
     return;
   }
 

@@ -12,8 +12,9 @@ import { forwardRequest, type ForwardErrorKind } from '../proxy/forward-request.
 import type { TokenUsage } from '../proxy/usage-tap.js';
 import type { OutcomeRow } from '../audit/audit-writer.js';
 import type { GatewayContext } from './context.js';
-import { govern, NO_REQUEST_FACTS, recordRefusal, refusalHeaders, verdictOf, AUDIT_FAILURE_HEADERS, type GovernInput } from './govern.js';
-import { ClientGoneError, readBody } from './read-body.js';
+import { govern, NO_REQUEST_FACTS, verdictOf, AUDIT_FAILURE_HEADERS, type GovernInput } from './govern.js';
+import { readBody } from './read-body.js';
+import { refuseUnread } from './refuse-unread.js';
 import { observeRequest, round } from './observe-request.js';
 import { refuseUnauthenticated, sendError } from './respond.js';
 
@@ -42,18 +43,9 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
     metadata = parseGovernanceMetadata(req.headers[METADATA_HEADER]);
     body = await readBody(req, ctx.config.server.maxBodyBytes);
     bodyFacts = describeBody(req.headers['content-type'], body);
-  } catch (caught) {
-    // A body that never arrived in full still leaves its row: the client hung up or outstayed request_timeout_ms.
-    const err = caught instanceof ClientGoneError
-      ? new GatewayError('request_timeout', 'the request body did not arrive in full (the client disconnected or took longer than server.request_timeout_ms)')
-      : caught;
-    if (!(err instanceof GatewayError)) throw err;
+  } catch (err) {
     const input: GovernInput = { requestId, kind: 'proxy', key, operation, model: null, metadata, request: { ...NO_REQUEST_FACTS, body_bytes: body.length } };
-    const logId = await recordRefusal(ctx, input, err);
-    // An oversized body is left unread: closing the connection is the only way to stop it.
-    if (err.code === 'request_too_large') res.setHeader('connection', 'close');
-    sendError(res, err, refusalHeaders(logId));
-    observeRequest(ctx, res, { requestId, key, operation, model: null, started, error: err.code });
+    await refuseUnread(ctx, res, input, err, started);
     return;
   }
 

@@ -82,6 +82,7 @@ export function createErrorReporter(dsn: string | undefined, release: string): E
       });
     },
     message(text, tags) {
+      if (!due(`message:${text}`)) return;
       Sentry.captureMessage(text, { level: 'error', tags });
     },
     async flush(timeoutMs) {
