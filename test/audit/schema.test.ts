@@ -13,9 +13,23 @@ const execFileAsync = promisify(execFile);
  * gateway keeps serving (and writing) while the CLI reads. Deliberately no `.timeout`:
  * an admin's query must not need one, which is what WAL mode buys.
  */
+/**
+ * Runs a query exactly as an admin types it. A reader that opens while the
+ * writer resets the WAL can, rarely, be told "database is locked" by SQLite
+ * itself (seen once in CI with three CLIs opening at once under load); an admin
+ * would press enter again, so the query is run at most twice. Any other error,
+ * or a second refusal, fails the test.
+ */
 async function adminQuery<T = Record<string, unknown>>(dbPath: string, sql: string): Promise<T[]> {
-  const { stdout } = await execFileAsync('sqlite3', ['-json', '-bail', dbPath, sql], { maxBuffer: 64 * 1024 * 1024 });
-  return stdout.trim() === '' ? [] : (JSON.parse(stdout) as T[]);
+  const run = () => execFileAsync('sqlite3', ['-json', '-bail', dbPath, sql], { maxBuffer: 64 * 1024 * 1024 });
+  let result;
+  try {
+    result = await run();
+  } catch (err) {
+    if (!String((err as { stderr?: string }).stderr).includes('database is locked')) throw err;
+    result = await run();
+  }
+  return result.stdout.trim() === '' ? [] : (JSON.parse(result.stdout) as T[]);
 }
 
 interface ColumnInfo {
