@@ -1,11 +1,13 @@
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
+import { statSync } from 'node:fs';
 import type { ScheduledTask } from 'node-cron';
 import { AuditWriter } from './audit/audit-writer.js';
 import { scheduleCleanup } from './audit/cleanup-schedule.js';
 import { openDatabase, type Db } from './audit/database.js';
 import { WalCheckpointer } from './audit/wal-checkpointer.js';
 import { auditWritable } from './audit/audit-health.js';
+import { StoreFile } from './audit/store-file.js';
 import { GatewayMetrics } from './observability/metrics.js';
 import { KeyRegistry } from './auth/key-registry.js';
 import { displayPath, type GatewayConfig } from './config/gateway-config.js';
@@ -38,11 +40,16 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const { logger, reporter } = options;
   const policyName = displayPath(config.policy.path);
   const initialPolicy = loadPolicyFile(config.policy.path, policyName);
-  const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, checkpointsElsewhere: true });
-  const checkpointer = new WalCheckpointer(config.audit.path, {
+  const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, retentionDays: config.audit.retentionDays, checkpointsElsewhere: true });
+  const storeFile = new StoreFile(config.audit.path);
+  const checkpointer = new WalCheckpointer(config.audit.path, config.audit.walLimitBytes, {
     onError(code) {
       logger.error({ code }, 'audit checkpoint failed');
       reporter.message('audit checkpoint failed', { stage: 'audit', code });
+    },
+    onPinned(walBytes) {
+      logger.warn({ wal_bytes: walBytes, wal_limit_bytes: config.audit.walLimitBytes }, 'audit WAL is over its limit: a long-running reader holds an old snapshot');
+      reporter.message('audit WAL over its limit', { stage: 'audit' });
     },
     onDied() {
       // Without its checkpointer the WAL would grow for ever; checkpointing inline is slower but bounded.
@@ -53,9 +60,9 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   });
 
   const keys = new KeyRegistry(db);
-  const metrics = new GatewayMetrics(() => audit.queued);
+  const metrics = new GatewayMetrics(() => audit.queued, () => statSync(`${config.audit.path}-wal`, { throwIfNoEntry: false })?.size ?? 0);
   metrics.policyLoaded(initialPolicy.hash);
-  const audit = new AuditWriter(db, {
+  const audit = new AuditWriter(db, storeFile, {
     onCommit(ms) {
       metrics.auditCommitted(ms);
     },
@@ -78,7 +85,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     },
   });
   const providers = new ProviderRouter(config.providers, options.env ?? process.env);
-  const auditWritableNow = () => auditWritable(db, audit, config.audit.path);
+  const auditWritableNow = () => auditWritable(db, audit, storeFile);
   const context: GatewayContext = { config, keys, policy, audit, providers, logger, reporter, metrics, auditWritable: auditWritableNow };
 
   const { server, closeUpgrades, settled } = createGatewayServer(context);

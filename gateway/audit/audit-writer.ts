@@ -1,5 +1,8 @@
 import type Database from 'better-sqlite3';
+import { rowHash } from './chain.js';
+import { ChainTails } from './chain-tail.js';
 import type { Db } from './database.js';
+import type { StoreFile } from './store-file.js';
 
 /** One policy decision: exactly the columns of `usagelog`. */
 export interface DecisionRow {
@@ -66,19 +69,35 @@ export class AuditWriter {
   private readonly flushDecisions = () => this.commitQueued(true, false);
   private readonly flushOutcomes = () => this.commitQueued(false, true);
 
-  constructor(db: Db, private readonly hooks: AuditWriterHooks) {
+  constructor(db: Db, private readonly file: StoreFile, private readonly hooks: AuditWriterHooks) {
     this.insertDecision = db.prepare(
-      `INSERT INTO usagelog (id, customer_id, api_key_id, model, operation, meta, risk_score, allowed, reason, created_at)
-       VALUES (@id, @customer_id, @api_key_id, @model, @operation, @meta, @risk_score, @allowed, @reason, @created_at)`,
+      `INSERT INTO usagelog (id, customer_id, api_key_id, model, operation, meta, risk_score, allowed, reason, created_at, prev_hash, hash)
+       VALUES (@id, @customer_id, @api_key_id, @model, @operation, @meta, @risk_score, @allowed, @reason, @created_at, ?, ?)`,
     );
     this.insertOutcome = db.prepare(
-      `INSERT INTO usagelog_outcome (log_id, status, duration_ms, upstream_ms, prompt_tokens, completion_tokens, total_tokens, error, created_at)
-       VALUES (@log_id, @status, @duration_ms, @upstream_ms, @prompt_tokens, @completion_tokens, @total_tokens, @error, @created_at)`,
+      `INSERT INTO usagelog_outcome (log_id, status, duration_ms, upstream_ms, prompt_tokens, completion_tokens, total_tokens, error, created_at, prev_hash, hash)
+       VALUES (@log_id, @status, @duration_ms, @upstream_ms, @prompt_tokens, @completion_tokens, @total_tokens, @error, @created_at, ?, ?)`,
     );
+    const tails = new ChainTails(db);
+    // IMMEDIATE: the chain's tail is read and extended under the write lock, never from a stale snapshot.
     this.commit = db.transaction((decisions: readonly Pending[], outcomes: readonly OutcomeRow[]) => {
-      for (const d of decisions) this.insertDecision.run(d.row);
-      for (const o of outcomes) this.insertOutcome.run(o);
-    });
+      if (decisions.length > 0) {
+        let prev = tails.tail('usagelog');
+        for (const d of decisions) {
+          const hash = rowHash('usagelog', prev, d.row);
+          this.insertDecision.run(d.row, prev, hash);
+          prev = hash;
+        }
+      }
+      if (outcomes.length > 0) {
+        let prev = tails.tail('usagelog_outcome');
+        for (const o of outcomes) {
+          const hash = rowHash('usagelog_outcome', prev, o);
+          this.insertOutcome.run(o, prev, hash);
+          prev = hash;
+        }
+      }
+    }).immediate;
   }
 
   /** Resolves once the row is committed; rejects if the database refused it. */
@@ -133,6 +152,7 @@ export class AuditWriter {
     if (decisions.length === 0 && outcomes.length === 0) return;
     const started = performance.now();
     try {
+      this.file.assertWritable();
       this.commit(decisions, outcomes);
     } catch (err) {
       this.lastCommitFailed = true;

@@ -2,8 +2,11 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { SyncMode } from '../config/gateway-config.js';
+import { CHAINS, GENESIS_HASH, rowHash } from './chain.js';
 
 export type Db = Database.Database;
+
+type Migration = string | ((db: Db) => void);
 
 /**
  * The schema, one migration per entry, applied in order and tracked with
@@ -11,7 +14,7 @@ export type Db = Database.Database;
  * happened after forwarding goes in `usagelog_outcome`, so decision rows are
  * never updated. API keys live in the same file so one backup holds everything.
  */
-const MIGRATIONS: readonly string[] = [
+const MIGRATIONS: readonly Migration[] = [
   `
   CREATE TABLE usagelog (
     id          TEXT PRIMARY KEY,
@@ -53,11 +56,76 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX api_keys_customer_id ON api_keys (customer_id);
   `,
+  // The hash chain (README, "Audit integrity"): the columns come after the contract's, and
+  // retention records the last row it deleted in `audit_anchor` so what remains still verifies.
+  `
+  ALTER TABLE usagelog ADD COLUMN prev_hash TEXT;
+  ALTER TABLE usagelog ADD COLUMN hash TEXT;
+  ALTER TABLE usagelog_outcome ADD COLUMN prev_hash TEXT;
+  ALTER TABLE usagelog_outcome ADD COLUMN hash TEXT;
+  CREATE TABLE audit_anchor (
+    id                 INTEGER PRIMARY KEY,
+    chain              TEXT NOT NULL CHECK (chain IN ('usagelog', 'usagelog_outcome')),
+    through_rowid      INTEGER NOT NULL,
+    through_hash       TEXT NOT NULL,
+    through_created_at TEXT NOT NULL,
+    rows_deleted       INTEGER NOT NULL,
+    created_at         TEXT NOT NULL
+  );
+  `,
+  backfillChains,
+  `
+  CREATE TRIGGER usagelog_no_update BEFORE UPDATE ON usagelog
+    BEGIN SELECT RAISE(ABORT, 'govgate: usagelog is append-only; audit rows cannot be updated'); END;
+  CREATE TRIGGER usagelog_outcome_no_update BEFORE UPDATE ON usagelog_outcome
+    BEGIN SELECT RAISE(ABORT, 'govgate: usagelog_outcome is append-only; audit rows cannot be updated'); END;
+  CREATE TRIGGER audit_anchor_no_update BEFORE UPDATE ON audit_anchor
+    BEGIN SELECT RAISE(ABORT, 'govgate: audit_anchor is append-only; anchors cannot be updated'); END;
+  CREATE TRIGGER audit_anchor_no_delete BEFORE DELETE ON audit_anchor
+    BEGIN SELECT RAISE(ABORT, 'govgate: audit_anchor is append-only; anchors cannot be deleted'); END;
+  `,
 ];
+
+/** Databases from before the chain get one: their rows are hashed in rowid order, as if written so. */
+function backfillChains(db: Db): void {
+  for (const chain of CHAINS) {
+    const update = db.prepare(`UPDATE ${chain} SET prev_hash = ?, hash = ? WHERE rowid = ?`);
+    let prev = GENESIS_HASH;
+    for (const row of db.prepare(`SELECT rowid AS row_id, * FROM ${chain} ORDER BY rowid`).all() as Record<string, unknown>[]) {
+      const hash = rowHash(chain, prev, row);
+      update.run(prev, hash, row.row_id);
+      prev = hash;
+    }
+  }
+}
+
+/**
+ * Rows inside the retention window cannot be deleted, even by an admin's
+ * `sqlite3` session. The window is configuration, so the triggers are
+ * rewritten on every writable open with the configured number of days.
+ * SQLite's own clock decides, in the same text format as `created_at`.
+ */
+function installDeleteGuards(db: Db, retentionDays: number): void {
+  const wanted = CHAINS.map((chain) => ({
+    name: `${chain}_no_early_delete`,
+    sql: `CREATE TRIGGER ${chain}_no_early_delete BEFORE DELETE ON ${chain}
+      WHEN OLD.created_at >= strftime('%Y-%m-%d %H:%M:%f', 'now', '-${retentionDays} days')
+      BEGIN SELECT RAISE(ABORT, 'govgate: ${chain} rows inside the ${retentionDays}-day retention window cannot be deleted'); END`,
+  }));
+  const current = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?").pluck();
+  // Unchanged triggers are left alone, so opening the file never needs the write lock a busy gateway holds.
+  const stale = wanted.filter((t) => current.get(t.name) !== t.sql);
+  if (stale.length === 0) return;
+  db.transaction(() => {
+    for (const t of stale) db.exec(`DROP TRIGGER IF EXISTS ${t.name}; ${t.sql};`);
+  }).immediate();
+}
 
 export interface OpenOptions {
   readonly synchronous: SyncMode;
   readonly readonly?: boolean;
+  /** audit.retention_days: writable opens (re)install the triggers that protect rows inside the window. */
+  readonly retentionDays?: number;
   /** Set on the gateway's writer connection, whose WAL is checkpointed by `WalCheckpointer`. */
   readonly checkpointsElsewhere?: boolean;
 }
@@ -71,6 +139,7 @@ export function openDatabase(file: string, options: OpenOptions): Db {
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${options.synchronous}`);
     migrate(db);
+    if (options.retentionDays !== undefined) installDeleteGuards(db, options.retentionDays);
   }
   if (options.checkpointsElsewhere) {
     // A checkpoint copies the WAL into the database and fsyncs it: milliseconds that must not
@@ -89,7 +158,11 @@ function migrate(db: Db): void {
     throw new Error(`the audit database has schema version ${current}, newer than this govgate understands (${MIGRATIONS.length})`);
   }
   db.transaction(() => {
-    for (let v = current; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!);
+    for (let v = current; v < MIGRATIONS.length; v++) {
+      const migration = MIGRATIONS[v]!;
+      if (typeof migration === 'string') db.exec(migration);
+      else migration(db);
+    }
     db.pragma(`user_version = ${MIGRATIONS.length}`);
   }).immediate();
 }

@@ -9,16 +9,36 @@ const STOP_TIMEOUT_MS = 2000;
  * The worker's whole program. It is evaluated from a string, not loaded from a
  * file, so that it runs the same from the TypeScript sources (tsx, tests) and
  * from the build: a worker does not inherit the parent's TypeScript loader.
- * PASSIVE never waits for readers or the writer.
+ *
+ * PASSIVE never waits for readers or the writer, but it cannot copy frames a
+ * reader's snapshot still needs, and the WAL restarts from its beginning only
+ * once everything was copied: with readers always overlapping (an admin's
+ * long queries, a dashboard) it would grow for ever. Past `limitBytes` the
+ * worker escalates to TRUNCATE, which holds the write lock while it waits for
+ * the readers of old snapshots to finish (new readers are not held up). It
+ * waits at most ESCALATED_WAIT_MS, under the writer's own busy timeout, so
+ * the gateway's commits are delayed, never refused; if the readers outlast
+ * it, it tries again on the next tick and reports the size it is stuck at.
  */
 const WORKER_SOURCE = `
+const { statSync } = require('node:fs');
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.file, { fileMustExist: true });
 db.pragma('busy_timeout = 0');
+const walBytes = () => statSync(workerData.file + '-wal', { throwIfNoEntry: false })?.size ?? 0;
 const checkpoint = () => {
   try {
     db.pragma('wal_checkpoint(PASSIVE)');
+    if (walBytes() <= workerData.limitBytes) return;
+    db.pragma('busy_timeout = ' + workerData.escalatedWaitMs);
+    try {
+      db.pragma('wal_checkpoint(TRUNCATE)');
+    } finally {
+      db.pragma('busy_timeout = 0');
+    }
+    const left = walBytes();
+    if (left > workerData.limitBytes) parentPort.postMessage({ pinnedBytes: left });
   } catch (err) {
     parentPort.postMessage({ code: err && err.code ? String(err.code) : 'unknown' });
   }
@@ -32,8 +52,13 @@ parentPort.on('message', () => {
 });
 `;
 
+/** Below the writer connection's busy_timeout (100 ms), so a commit that meets an escalated checkpoint waits instead of failing. */
+const ESCALATED_WAIT_MS = 40;
+
 export interface CheckpointEvents {
   onError(code: string): void;
+  /** The WAL is over the limit and readers kept even an escalated checkpoint from resetting it. */
+  onPinned(walBytes: number): void;
   /** The thread is gone before stop(): the writer must checkpoint for itself again. */
   onDied(): void;
 }
@@ -49,10 +74,16 @@ export class WalCheckpointer {
   private readonly exited: Promise<void>;
   private stopping = false;
 
-  constructor(file: string, events: CheckpointEvents) {
+  constructor(file: string, limitBytes: number, events: CheckpointEvents) {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { file, driver, intervalMs: CHECKPOINT_INTERVAL_MS } });
-    this.worker.on('message', (message: { code: string }) => events.onError(message.code));
+    this.worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { file, driver, intervalMs: CHECKPOINT_INTERVAL_MS, limitBytes, escalatedWaitMs: ESCALATED_WAIT_MS },
+    });
+    this.worker.on('message', (message: { code: string } | { pinnedBytes: number }) => {
+      if ('pinnedBytes' in message) events.onPinned(message.pinnedBytes);
+      else events.onError(message.code);
+    });
     this.worker.on('error', (err) => events.onError((err as { code?: string }).code ?? err.name));
     this.exited = new Promise((resolve) => {
       this.worker.once('exit', () => {

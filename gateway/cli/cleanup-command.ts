@@ -10,7 +10,10 @@ export async function cleanupCommand(config: GatewayConfig, args: string[], out:
   if (positionals.length > 1) throw new CliError('cleanup-logs takes at most one DAYS argument', 2);
   const days = positionals[0] === undefined ? config.audit.retentionDays : Number(positionals[0]);
   if (!Number.isInteger(days) || days < 0) throw new CliError(`DAYS must be a whole number of days, got "${positionals[0]}"`, 2);
-  const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous });
+  if (days < config.audit.retentionDays) {
+    throw new CliError(`rows inside the ${config.audit.retentionDays}-day retention window (audit.retention_days) are protected; DAYS must be at least ${config.audit.retentionDays}`, 2);
+  }
+  const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, retentionDays: config.audit.retentionDays });
   try {
     const now = new Date();
     const deleted = await pruneAuditRows(db, days, now);

@@ -6,7 +6,7 @@ import { CliError } from './cli-error.js';
 
 export function keysCommand(config: GatewayConfig, args: string[], out: NodeJS.WritableStream): void {
   const [action, ...rest] = args;
-  const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous });
+  const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, retentionDays: config.audit.retentionDays });
   try {
     if (action === 'create') create(db, rest, out);
     else if (action === 'list') list(db, rest, out);

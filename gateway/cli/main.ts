@@ -1,5 +1,6 @@
 import { loadGatewayConfig, resolveConfigFile, type GatewayConfig } from '../config/gateway-config.js';
 import { ConfigError } from '../config/yaml-source.js';
+import { auditCommand } from './audit-command.js';
 import { cleanupCommand } from './cleanup-command.js';
 import { CliError } from './cli-error.js';
 import { keysCommand } from './keys-command.js';
@@ -15,6 +16,7 @@ const USAGE = `usage: govgate <command> [--config FILE]
   policy check [FILE]
   policy test --customer ID --model M --operation OP [--meta k=v]... [--json]
   cleanup-logs [DAYS]
+  audit verify [--export-head] [--against FILE]
 
 --config defaults to $GOVGATE_CONFIG, then config/gateway.yaml`;
 
@@ -37,6 +39,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'cleanup-logs':
         await cleanupCommand(loadConfig(), args, process.stdout);
         return 0;
+      case 'audit':
+        return auditCommand(loadConfig(), args, process.stdout);
       case undefined:
       case 'help':
       case '--help':

@@ -47,6 +47,8 @@ export interface GatewayConfig {
     readonly cleanupSchedule: string;
     readonly onWriteFailure: OnWriteFailure;
     readonly synchronous: SyncMode;
+    /** Past this the checkpointer waits briefly for readers so the WAL can restart (see wal-checkpointer.ts). */
+    readonly walLimitBytes: number;
   };
   readonly sentry: { readonly dsnEnv: string };
   readonly log: { readonly level: LogLevel };
@@ -99,7 +101,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
   });
 
   const policy = readMap(src, ['policy'], root.policy ?? { path: 'config/policy.yaml' }, ['path']);
-  const audit = readOptionalMap(src, ['audit'], root.audit, ['path', 'retention_days', 'cleanup_schedule', 'on_write_failure', 'synchronous']);
+  const audit = readOptionalMap(src, ['audit'], root.audit, ['path', 'retention_days', 'cleanup_schedule', 'on_write_failure', 'synchronous', 'wal_limit_bytes']);
   const cleanupSchedule = readString(src, ['audit', 'cleanup_schedule'], audit.cleanup_schedule, '0 2 * * 0');
   if (!cron.validate(cleanupSchedule)) src.fail(['audit', 'cleanup_schedule'], `"${cleanupSchedule}" is not a valid cron expression`);
   const sentry = readOptionalMap(src, ['sentry'], root.sentry, ['dsn_env']);
@@ -124,6 +126,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
       cleanupSchedule,
       onWriteFailure: readEnum(src, ['audit', 'on_write_failure'], audit.on_write_failure, ['block', 'allow'] as const, 'block'),
       synchronous: readEnum(src, ['audit', 'synchronous'], audit.synchronous, ['FULL', 'NORMAL'] as const, 'NORMAL'),
+      walLimitBytes: readInteger(src, ['audit', 'wal_limit_bytes'], audit.wal_limit_bytes, { min: 1024 * 1024, max: 1024 ** 4 }, 64 * 1024 * 1024),
     },
     sentry: { dsnEnv: readString(src, ['sentry', 'dsn_env'], sentry.dsn_env, 'SENTRY_DSN') },
     log: { level: readEnum(src, ['log', 'level'], log.level, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info') },

@@ -38,7 +38,7 @@ export class GatewayMetrics {
   private readonly policyReloads: Counter<'result'>;
   private readonly policyInfo: Gauge<'hash'>;
 
-  constructor(auditQueueDepth: () => number) {
+  constructor(auditQueueDepth: () => number, auditWalBytes: () => number) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'govgate_' });
     this.requests = new Counter({ name: 'govgate_requests_total', help: 'Governed requests by decision, operation, model, customer and the status answered', labelNames: ['decision', 'operation', 'model', 'customer', 'status'], registers });
@@ -52,6 +52,7 @@ export class GatewayMetrics {
     this.policyReloads = new Counter({ name: 'govgate_policy_reloads_total', help: 'Policy edits picked up or rejected', labelNames: ['result'], registers });
     this.policyInfo = new Gauge({ name: 'govgate_policy_info', help: 'The policy in force, by SHA-256 of its file', labelNames: ['hash'], registers });
     new Gauge({ name: 'govgate_audit_queue_depth', help: 'Audit rows waiting to be committed', registers, collect() { this.set(auditQueueDepth()); } });
+    new Gauge({ name: 'govgate_audit_wal_bytes', help: 'Size of the audit database\'s write-ahead log', registers, collect() { this.set(auditWalBytes()); } });
   }
 
   request(o: RequestObservation): void {

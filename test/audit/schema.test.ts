@@ -116,7 +116,7 @@ test.after.always(async () => {
   await upstream?.close();
 });
 
-test.serial('usagelog has exactly the contract columns, in order, with their types and id as primary key', (t) => {
+test.serial('usagelog has the contract columns, in order, with their types and id as primary key, then the hash chain', (t) => {
   const cols = sqliteJson<ColumnInfo>(gw.dbPath, 'PRAGMA table_info(usagelog)');
   t.deepEqual(
     cols.map((c) => [c.name, c.type.toUpperCase()]),
@@ -131,6 +131,8 @@ test.serial('usagelog has exactly the contract columns, in order, with their typ
       ['allowed', 'INTEGER'],
       ['reason', 'TEXT'],
       ['created_at', 'TEXT'],
+      ['prev_hash', 'TEXT'],
+      ['hash', 'TEXT'],
     ],
   );
   t.deepEqual(

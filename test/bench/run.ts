@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Pool } from 'undici';
 import { AuditWriter, type DecisionRow } from '../../gateway/audit/audit-writer.js';
 import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
+import { StoreFile } from '../../gateway/audit/store-file.js';
 import { createKey } from '../../gateway/auth/key-store.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -269,8 +270,9 @@ async function inFlight(url: string, key: string): Promise<{ ok: number; latenci
 
 async function auditWriterRowsPerSecond(perTurn: number): Promise<number> {
   const dir = mkdtempSync(path.join(tmpdir(), 'govgate-bench-audit-'));
-  const db = openDatabase(path.join(dir, 'audit.db'), { synchronous: 'NORMAL' });
-  const writer = new AuditWriter(db, { onCommit: () => {}, onFailure: (err) => { throw err; } });
+  const file = path.join(dir, 'audit.db');
+  const db = openDatabase(file, { synchronous: 'NORMAL' });
+  const writer = new AuditWriter(db, new StoreFile(file), { onCommit: () => {}, onFailure: (err) => { throw err; } });
   const row = (i: number): DecisionRow => ({
     id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, customer_id: 'bench', api_key_id: 'key_bench', model: 'gpt-4o-mini',
     operation: 'chat.completions', meta: JSON.stringify({ metadata: { department: 'engineering' }, stream: false, max_tokens: 256, messages: 2, tools: null, body_bytes: 1024 }),

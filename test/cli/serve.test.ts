@@ -116,6 +116,7 @@ function insertAged(dbPath: string, table: 'usagelog' | 'usagelog_outcome', pref
 
 test('cleanup-logs DAYS deletes the rows older than DAYS and prints how many', (t) => {
   const dir = checkout();
+  writeGatewayYaml(dir, upstream.url, { audit: { retention_days: 30 } });
   const dbPath = path.join(dir, 'data/audit.db');
   openDatabase(dbPath, { synchronous: 'NORMAL' }).close();
   insertAged(dbPath, 'usagelog', 'old', 6, '-45 days');

@@ -82,13 +82,13 @@ test('pruneAuditRows deletes exactly the rows older than the window, from both t
 test('pruneAuditRows deletes far more rows than one batch and counts them exactly', async (t) => {
   const { db, dbPath } = freshDb();
   insertAgedRows(dbPath, 'old', 5000, '-200 days');
-  insertAgedRows(dbPath, 'fresh', 7, '-1 days');
   // Outcomes may be written after their decision, so an outcome can be older than the window on its own.
   const r = sqliteRaw(
     dbPath,
     `INSERT INTO usagelog_outcome (log_id, status, duration_ms, created_at) VALUES ('orphan-1', 200, 1, ${aged('-95 days')});`,
   );
   t.is(r.status, 0, r.stderr);
+  insertAgedRows(dbPath, 'fresh', 7, '-1 days');
 
   const result = await pruneAuditRows(db, 90);
   t.deepEqual(result, { decisions: 5000, outcomes: 5001 });
@@ -100,7 +100,7 @@ test('pruneAuditRows deletes far more rows than one batch and counts them exactl
 test('cleanup-logs deletes on demand and prints how many', (t) => {
   const dir = makeGatewayDir();
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  writeGatewayYaml(dir, NO_UPSTREAM, { audit: { retention_days: 90 } });
+  writeGatewayYaml(dir, NO_UPSTREAM, { audit: { retention_days: 30 } });
   writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
   const dbPath = path.join(dir, 'data/audit.db');
   openDatabase(dbPath, { synchronous: 'NORMAL' }).close();
@@ -109,18 +109,24 @@ test('cleanup-logs deletes on demand and prints how many', (t) => {
   insertAgedRows(dbPath, 'middle', 23, '-40 days');
   insertAgedRows(dbPath, 'fresh', 4, '-1 hours');
 
-  // Without DAYS: the configured retention_days (90).
-  const byConfig = runCli(['cleanup-logs'], { cwd: dir });
-  t.is(byConfig.status, 0, byConfig.stderr);
-  t.regex(byConfig.stdout, /\b37\b/, 'prints the number of deleted rows');
+  // With DAYS: that window instead.
+  const byArgument = runCli(['cleanup-logs', '100'], { cwd: dir });
+  t.is(byArgument.status, 0, byArgument.stderr);
+  t.regex(byArgument.stdout, /\b37\b/, 'prints the number of deleted rows');
   t.deepEqual(countTagged(dbPath, 'old'), { decisions: 0, outcomes: 0 });
   t.deepEqual(countTagged(dbPath, 'middle'), { decisions: 23, outcomes: 23 });
 
-  // With DAYS: that window instead.
-  const byArgument = runCli(['cleanup-logs', '30'], { cwd: dir });
-  t.is(byArgument.status, 0, byArgument.stderr);
-  t.regex(byArgument.stdout, /\b23\b/);
-  t.notRegex(byArgument.stdout, /\b37\b/);
+  // A window shorter than audit.retention_days would delete protected rows: refused, nothing deleted.
+  const tooShort = runCli(['cleanup-logs', '10'], { cwd: dir });
+  t.is(tooShort.status, 2);
+  t.regex(tooShort.stderr, /30-day retention window.*at least 30/);
+  t.deepEqual(countTagged(dbPath, 'middle'), { decisions: 23, outcomes: 23 });
+
+  // Without DAYS: the configured retention_days (30).
+  const byConfig = runCli(['cleanup-logs'], { cwd: dir });
+  t.is(byConfig.status, 0, byConfig.stderr);
+  t.regex(byConfig.stdout, /\b23\b/);
+  t.notRegex(byConfig.stdout, /\b37\b/);
   t.deepEqual(countTagged(dbPath, 'middle'), { decisions: 0, outcomes: 0 });
   t.deepEqual(countTagged(dbPath, 'fresh'), { decisions: 4, outcomes: 4 });
 });
