@@ -20,6 +20,9 @@ import { loadPolicyFile } from './policy/compile-policy.js';
 import { PolicyWatcher } from './policy/policy-watcher.js';
 import { ProviderRouter } from './proxy/provider-router.js';
 
+/** The event loop sleeps at most this long on a taken lock; the audit writer waits for longer asynchronously. */
+const WRITER_BUSY_TIMEOUT_MS = 10;
+
 export interface RunningGateway {
   readonly url: string;
   readonly port: number;
@@ -40,7 +43,12 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const { logger, reporter } = options;
   const policyName = displayPath(config.policy.path);
   const initialPolicy = loadPolicyFile(config.policy.path, policyName);
-  const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, retentionDays: config.audit.retentionDays, checkpointsElsewhere: true });
+  const db = openDatabase(config.audit.path, {
+    synchronous: config.audit.synchronous,
+    retentionDays: config.audit.retentionDays,
+    checkpointsElsewhere: true,
+    busyTimeoutMs: WRITER_BUSY_TIMEOUT_MS,
+  });
   const storeFile = new StoreFile(config.audit.path);
   const checkpointer = new WalCheckpointer(config.audit.path, config.audit.walLimitBytes, {
     onError(code) {

@@ -1,3 +1,5 @@
+import { statfsSync } from 'node:fs';
+import path from 'node:path';
 import type { AuditWriter } from './audit-writer.js';
 import type { Db } from './database.js';
 import type { StoreFile } from './store-file.js';
@@ -16,11 +18,25 @@ export function auditWritable(db: Db, writer: AuditWriter, file: StoreFile): boo
     return false;
   }
   if (!writer.failing) return true;
+  // Taking the write lock writes nothing, so after a full disk it proves nothing: free space must be back.
+  if ((writer.failure as { code?: string } | null)?.code === 'SQLITE_FULL' && freeBytes(file.path) < MIN_FREE_BYTES) return false;
   try {
     db.exec('BEGIN IMMEDIATE; ROLLBACK;');
     return true;
   } catch {
     if (db.inTransaction) db.exec('ROLLBACK');
     return false;
+  }
+}
+
+/** Room for a few group commits and a checkpoint's WAL growth. */
+const MIN_FREE_BYTES = 1024 * 1024;
+
+function freeBytes(file: string): number {
+  try {
+    const fs = statfsSync(path.dirname(file));
+    return fs.bavail * fs.bsize;
+  } catch {
+    return 0;
   }
 }

@@ -47,6 +47,14 @@ interface Pending {
 const OUTCOME_DELAY_MS = 50;
 /** Past this many queued outcomes they are committed at the next turn rather than after the delay. */
 const OUTCOME_BATCH = 512;
+/**
+ * How long rows wait for a write lock someone else holds (an escalated
+ * checkpoint, a CLI, an admin's `sqlite3`) before their requests are refused.
+ * The wait is asynchronous, retried every BUSY_RETRY_MS, so the event loop
+ * keeps serving; the connection's own busy_timeout stays a few milliseconds.
+ */
+const BUSY_WAIT_MS = 2000;
+const BUSY_RETRY_MS = 10;
 
 /**
  * Group commit. Every decision recorded during one turn of the event loop goes
@@ -61,13 +69,20 @@ export class AuditWriter {
   private decisions: Pending[] = [];
   private outcomes: OutcomeRow[] = [];
   private decisionFlushScheduled = false;
-  private lastCommitFailed = false;
+  private lastFailure: unknown = null;
+  /** Since when commits have found the write lock taken; null once one succeeds. */
+  private busySince: number | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
   private outcomeTimer: NodeJS.Timeout | null = null;
   private readonly insertDecision: Database.Statement;
   private readonly insertOutcome: Database.Statement;
   private readonly commit: (decisions: readonly Pending[], outcomes: readonly OutcomeRow[]) => void;
   private readonly flushDecisions = () => this.commitQueued(true, false);
   private readonly flushOutcomes = () => this.commitQueued(false, true);
+  private readonly retryBusy = () => {
+    this.retryTimer = null;
+    this.commitQueued(true, true);
+  };
 
   constructor(db: Db, private readonly file: StoreFile, private readonly hooks: AuditWriterHooks) {
     this.insertDecision = db.prepare(
@@ -104,7 +119,8 @@ export class AuditWriter {
   record(row: DecisionRow): Promise<void> {
     return new Promise((resolve, reject) => {
       this.decisions.push({ row, resolve, reject });
-      if (!this.decisionFlushScheduled) {
+      // While a retry is pending, new rows join it rather than knock on the lock every turn.
+      if (!this.decisionFlushScheduled && !this.retryTimer) {
         this.decisionFlushScheduled = true;
         setImmediate(this.flushDecisions);
       }
@@ -129,15 +145,22 @@ export class AuditWriter {
 
   /** Whether the last commit failed: the store is unhealthy until one succeeds again. */
   get failing(): boolean {
-    return this.lastCommitFailed;
+    return this.lastFailure !== null;
   }
 
-  /** Commits everything queued now; used at shutdown. */
+  /** Why the last commit failed (SQLite's error, or an AuditStoreError), while it is failing. */
+  get failure(): unknown {
+    return this.lastFailure;
+  }
+
+  /** Commits everything queued now, without waiting for a busy lock; used at shutdown. */
   flush(): void {
-    this.commitQueued(true, true);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.commitQueued(true, true, true);
   }
 
-  private commitQueued(takeDecisions: boolean, takeOutcomes: boolean): void {
+  private commitQueued(takeDecisions: boolean, takeOutcomes: boolean, final = false): void {
     const decisions = takeDecisions ? this.decisions : [];
     const outcomes = takeOutcomes ? this.outcomes : [];
     if (takeDecisions) {
@@ -155,13 +178,30 @@ export class AuditWriter {
       this.file.assertWritable();
       this.commit(decisions, outcomes);
     } catch (err) {
-      this.lastCommitFailed = true;
+      if (!final && (err as { code?: string }).code === 'SQLITE_BUSY' && this.waitForLock(decisions, outcomes)) return;
+      this.lastFailure = err;
       this.hooks.onFailure(err, outcomes.length);
       for (const d of decisions) d.reject(err);
       return;
     }
-    this.lastCommitFailed = false;
+    this.lastFailure = null;
+    this.busySince = null;
     this.hooks.onCommit(performance.now() - started);
     for (const d of decisions) d.resolve();
+  }
+
+  /**
+   * Puts a batch that met a taken write lock back at the head of the queue and
+   * retries shortly; false once the lock has been taken for BUSY_WAIT_MS, after
+   * which batches fail at once until a commit succeeds again.
+   */
+  private waitForLock(decisions: Pending[], outcomes: OutcomeRow[]): boolean {
+    const now = performance.now();
+    this.busySince ??= now;
+    if (now - this.busySince >= BUSY_WAIT_MS) return false;
+    this.decisions = decisions.concat(this.decisions);
+    this.outcomes = outcomes.concat(this.outcomes);
+    this.retryTimer ??= setTimeout(this.retryBusy, BUSY_RETRY_MS);
+    return true;
   }
 }

@@ -124,6 +124,12 @@ function installDeleteGuards(db: Db, retentionDays: number): void {
 export interface OpenOptions {
   readonly synchronous: SyncMode;
   readonly readonly?: boolean;
+  /**
+   * How long a statement sleeps for a lock another connection holds. The sleep
+   * blocks the thread, so the gateway's connection keeps it to milliseconds and
+   * waits asynchronously instead (AuditWriter); CLI commands can afford seconds.
+   */
+  readonly busyTimeoutMs?: number;
   /** audit.retention_days: writable opens (re)install the triggers that protect rows inside the window. */
   readonly retentionDays?: number;
   /** Set on the gateway's writer connection, whose WAL is checkpointed by `WalCheckpointer`. */
@@ -133,8 +139,7 @@ export interface OpenOptions {
 export function openDatabase(file: string, options: OpenOptions): Db {
   if (!options.readonly) mkdirSync(path.dirname(file), { recursive: true });
   const db = new Database(file, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
-  // A short busy wait only: the writer runs on the event loop, so a long one would stall every request.
-  db.pragma('busy_timeout = 100');
+  db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
   if (!options.readonly) {
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${options.synchronous}`);

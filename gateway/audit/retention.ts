@@ -4,10 +4,17 @@ import type { Db } from './database.js';
 import { sqliteTime } from './database.js';
 
 /**
- * Small batches keep each delete transaction short, and yielding to the event
- * loop between them lets requests' audit rows commit in between.
+ * Each batch runs on the event loop that serves requests and holds the write
+ * lock, so its size adapts to take about TARGET_BATCH_MS: deleting a row
+ * touches a random leaf of every index (ids are random UUIDs), and what that
+ * costs depends on the disk, the cache and the other load. Requests' rows
+ * commit in between, when the loop is yielded.
  */
-const BATCH_ROWS = 500;
+const TARGET_BATCH_MS = 2;
+const MIN_BATCH_ROWS = 8;
+const MAX_BATCH_ROWS = 1000;
+const BUSY_RETRY_MS = 50;
+const BUSY_GIVE_UP_MS = 60_000;
 
 export function retentionCutoff(days: number, now: Date = new Date()): string {
   return sqliteTime(new Date(now.getTime() - days * 86_400_000));
@@ -33,23 +40,40 @@ export async function pruneAuditRows(db: Db, days: number, now: Date = new Date(
     `INSERT INTO audit_anchor (chain, through_rowid, through_hash, through_created_at, rows_deleted, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
   );
   const total = { decisions: 0, outcomes: 0 };
+  let size = 64;
   for (const chain of CHAINS) {
     const batch = pruneBatch(db, chain, anchor);
+    let busySince: number | null = null;
     for (;;) {
-      const deleted = batch(cutoff);
+      const started = performance.now();
+      let deleted: number;
+      try {
+        deleted = batch(cutoff, size);
+        busySince = null;
+      } catch (err) {
+        // Another connection holds the write lock (an escalated checkpoint, a CLI): wait without blocking, then give up.
+        if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+        busySince ??= started;
+        if (started - busySince > BUSY_GIVE_UP_MS) throw err;
+        await new Promise<void>((resolve) => setTimeout(resolve, BUSY_RETRY_MS));
+        continue;
+      }
+      const ms = performance.now() - started;
       total[chain === 'usagelog' ? 'decisions' : 'outcomes'] += deleted;
-      if (deleted < BATCH_ROWS) break;
+      if (deleted < size) break;
+      if (ms > TARGET_BATCH_MS) size = Math.max(MIN_BATCH_ROWS, Math.floor(size / 2));
+      else if (ms < TARGET_BATCH_MS / 2) size = Math.min(MAX_BATCH_ROWS, size * 2);
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
   return total;
 }
 
-function pruneBatch(db: Db, chain: ChainName, anchor: Database.Statement): (cutoff: string) => number {
-  const oldest = db.prepare(`SELECT rowid AS row_id, hash, created_at FROM ${chain} ORDER BY rowid LIMIT ${BATCH_ROWS}`);
+function pruneBatch(db: Db, chain: ChainName, anchor: Database.Statement): (cutoff: string, size: number) => number {
+  const oldest = db.prepare(`SELECT rowid AS row_id, hash, created_at FROM ${chain} ORDER BY rowid LIMIT ?`);
   const remove = db.prepare(`DELETE FROM ${chain} WHERE rowid <= ?`);
-  return db.transaction((cutoff: string): number => {
-    const rows = oldest.all() as ChainHead[];
+  return db.transaction((cutoff: string, size: number): number => {
+    const rows = oldest.all(size) as ChainHead[];
     let expired = 0;
     while (expired < rows.length && rows[expired]!.created_at < cutoff) expired++;
     if (expired === 0) return 0;

@@ -16,9 +16,9 @@ const STOP_TIMEOUT_MS = 2000;
  * long queries, a dashboard) it would grow for ever. Past `limitBytes` the
  * worker escalates to TRUNCATE, which holds the write lock while it waits for
  * the readers of old snapshots to finish (new readers are not held up). It
- * waits at most ESCALATED_WAIT_MS, under the writer's own busy timeout, so
- * the gateway's commits are delayed, never refused; if the readers outlast
- * it, it tries again on the next tick and reports the size it is stuck at.
+ * waits at most ESCALATED_WAIT_MS, so the gateway's commits are delayed,
+ * never refused; if the readers outlast it, it tries again on the next tick
+ * and reports the size it is stuck at.
  */
 const WORKER_SOURCE = `
 const { statSync } = require('node:fs');
@@ -52,8 +52,14 @@ parentPort.on('message', () => {
 });
 `;
 
-/** Below the writer connection's busy_timeout (100 ms), so a commit that meets an escalated checkpoint waits instead of failing. */
-const ESCALATED_WAIT_MS = 40;
+/**
+ * Long enough for readers of old snapshots to finish, twice over (those that
+ * began before the checkpoint copied the last frame pin the WAL too), for
+ * queries of up to about half a second. Below the audit writer's asynchronous
+ * BUSY_WAIT_MS (2 s), so commits that meet it wait, without blocking the event
+ * loop, instead of failing.
+ */
+const ESCALATED_WAIT_MS = 1000;
 
 export interface CheckpointEvents {
   onError(code: string): void;

@@ -10,7 +10,8 @@ export class WriteLock {
   private constructor(private readonly child: ChildProcessWithoutNullStreams) {}
 
   static async take(dbPath: string): Promise<WriteLock> {
-    const child = spawn('sqlite3', [dbPath], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // With a busy timeout, as an admin's session should have: the gateway's own commits hold the lock for moments.
+    const child = spawn('sqlite3', ['-cmd', '.timeout 5000', dbPath], { stdio: ['pipe', 'pipe', 'pipe'] });
     child.stdout.resume();
     child.stderr.resume();
     child.stdin.write('BEGIN IMMEDIATE;\n');

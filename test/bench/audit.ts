@@ -1,0 +1,239 @@
+/**
+ * `npm run bench:audit`: the audit trail's own figures (issue 4), on this machine.
+ *  1. `audit verify` over a chain of VERIFY_ROWS decision rows: time and peak RSS of the CLI process.
+ *  2. Retention pruning PRUNE_ROWS expired rows inside a serving gateway (its own node-cron job),
+ *     while LOAD_CONNECTIONS clients keep requesting: the slowest request and p99 during the prune,
+ *     against the same load after it, and the gateway's event-loop lag.
+ *  3. The cost of `audit.synchronous`: group-commit rows per second and single-row commit latency,
+ *     FULL against NORMAL.
+ * Writes test/bench/AUDIT-RESULTS.md and prints it.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import { Pool } from 'undici';
+import { AuditWriter, type DecisionRow, type OutcomeRow } from '../../gateway/audit/audit-writer.js';
+import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
+import { StoreFile } from '../../gateway/audit/store-file.js';
+import { createKey } from '../../gateway/auth/key-store.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const VERIFY_ROWS = 1_000_000;
+const PRUNE_ROWS = 1_000_000;
+const LOAD_CONNECTIONS = 8;
+const SYNC_ROWS = 20_000;
+
+const children: ChildProcess[] = [];
+process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
+
+function decision(i: number, createdAt: string): DecisionRow {
+  return {
+    id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, customer_id: `customer-${i % 50}`, api_key_id: `key_${i % 200}`, model: 'gpt-4o-mini',
+    operation: 'chat.completions', meta: JSON.stringify({ metadata: { department: 'engineering' }, stream: false, max_tokens: 256, messages: 2, tools: null, body_bytes: 1024 }),
+    risk_score: i % 7 === 0 ? 90 : 10, allowed: i % 7 === 0 ? 0 : 1, reason: i % 7 === 0 ? 'rule pii-to-external: risk 90' : 'allowed', created_at: createdAt,
+  };
+}
+
+function outcome(i: number, createdAt: string): OutcomeRow {
+  return { log_id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, status: 200, duration_ms: 12.5, upstream_ms: 11, prompt_tokens: 250, completion_tokens: 20, total_tokens: 270, error: null, created_at: createdAt };
+}
+
+/** Writes `rows` chained decision rows (and outcomes) with the gateway's own writer, `perTurn` per group commit. */
+async function generate(file: string, rows: number, ageDays: number, withOutcomes: boolean): Promise<number> {
+  const db = openDatabase(file, { synchronous: 'NORMAL' });
+  const writer = new AuditWriter(db, new StoreFile(file), { onCommit() {}, onFailure(err) { throw err; } });
+  const createdAt = sqliteTime(new Date(Date.now() - ageDays * 86_400_000));
+  const started = performance.now();
+  for (let i = 0; i < rows; i += 1000) {
+    const turn: Promise<void>[] = [];
+    for (let j = i; j < Math.min(i + 1000, rows); j++) {
+      turn.push(writer.record(decision(j, createdAt)));
+      if (withOutcomes) writer.recordOutcome(outcome(j, createdAt));
+    }
+    await Promise.all(turn);
+  }
+  writer.flush();
+  db.pragma('wal_checkpoint(TRUNCATE)');
+  db.close();
+  return (performance.now() - started) / 1000;
+}
+
+function gatewayDir(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'govgate-bench-audit-'));
+  mkdirSync(path.join(dir, 'config'));
+  mkdirSync(path.join(dir, 'data'));
+  writeFileSync(path.join(dir, 'config/policy.yaml'), readFileSync(path.join(ROOT, 'config/policy.yaml')));
+  return dir;
+}
+
+// ---------------------------------------------------------------- 1. verify
+
+async function verifyFigures(): Promise<{ generateS: number; verifyS: number; rssMb: number; output: string }> {
+  const dir = gatewayDir();
+  try {
+    writeFileSync(path.join(dir, 'config/gateway.yaml'), 'providers:\n  - name: openai\n    base_url: http://127.0.0.1:9/v1\n');
+    const generateS = await generate(path.join(dir, 'data/audit.db'), VERIFY_ROWS, 0, false);
+    const started = performance.now();
+    const r = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, path.join(ROOT, 'dist/gateway/cli/main.js'), 'audit', 'verify'], { cwd: dir, encoding: 'utf8' });
+    const verifyS = (performance.now() - started) / 1000;
+    if (r.status !== 0) throw new Error(`audit verify failed: ${r.stdout}${r.stderr}`);
+    const rssKb = Number(r.stderr.trim().split('\n').pop());
+    return { generateS, verifyS, rssMb: rssKb / 1024, output: r.stdout.trim().split('\n').pop()! };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------- 2. retention under load
+
+interface Window { requests: number; errors: number; p50ms: number; p99ms: number; maxMs: number }
+
+function startChild(args: string[], cwd: string, ready: RegExp, from: 'stdout' | 'stderr', env: NodeJS.ProcessEnv = {}): Promise<RegExpExecArray> {
+  const child = spawn(process.execPath, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const stream = from === 'stdout' ? child.stdout : child.stderr;
+    (from === 'stdout' ? child.stderr : child.stdout).resume();
+    stream.setEncoding('utf8').on('data', (d: string) => {
+      text += d;
+      const m = ready.exec(text);
+      if (m) resolve(m);
+    });
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${text}`)));
+  });
+}
+
+async function retentionUnderLoad(): Promise<{ pruneS: number; during: Window; after: Window; lagMaxMs: number; kept: number }> {
+  const dir = gatewayDir();
+  const dbPath = path.join(dir, 'data/audit.db');
+  try {
+    const upstreamPort = (await startChild(['--import', 'tsx', path.join(ROOT, 'test/bench/bench-upstream.ts')], ROOT, /^(\d+)\n/, 'stdout'))[1];
+    await generate(dbPath, PRUNE_ROWS, 100, true);
+    const keepDb = openDatabase(dbPath, { synchronous: 'NORMAL' });
+    const { key } = createKey(keepDb, 'bench', 'bench');
+    keepDb.close();
+    // The gateway's own schedule does the pruning, every second, so it runs on the event loop that serves requests.
+    writeFileSync(path.join(dir, 'config/gateway.yaml'), [
+      'server: { host: 127.0.0.1, port: 0 }',
+      `providers: [{ name: openai, base_url: "http://127.0.0.1:${upstreamPort}/v1", api_key_env: OPENAI_API_KEY }]`,
+      'audit: { path: data/audit.db, retention_days: 90, cleanup_schedule: "* * * * * *" }',
+      'log: { level: warn }',
+    ].join('\n'));
+    const url = (await startChild([path.join(ROOT, 'dist/gateway/cli/main.js'), 'serve'], dir, /listening on (http:\/\/\S+)/, 'stderr', { OPENAI_API_KEY: 'sk-bench', SENTRY_DSN: '' }))[1]!;
+    const pool = new Pool(url, { connections: LOAD_CONNECTIONS });
+    const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello '.repeat(150) }], max_tokens: 256 });
+    const reader = openDatabase(dbPath, { synchronous: 'NORMAL', readonly: true });
+    const expired = reader.prepare("SELECT count(*) FROM usagelog WHERE created_at < datetime('now', '-90 days')").pluck();
+    await scrapeLag(pool);
+
+    const samples: number[] = [];
+    let errors = 0;
+    let stop = false;
+    const loops = Array.from({ length: LOAD_CONNECTIONS }, async () => {
+      while (!stop) {
+        const started = performance.now();
+        const res = await pool.request({ path: '/v1/chat/completions', method: 'POST', body, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' } });
+        await res.body.dump();
+        samples.push(performance.now() - started);
+        if (res.statusCode !== 200) errors++;
+      }
+    });
+    const pruneStarted = performance.now();
+    while ((expired.get() as number) > 0) await new Promise((r) => setTimeout(r, 50));
+    const pruneS = (performance.now() - pruneStarted) / 1000;
+    const during = summarise(samples.splice(0), errors);
+    const lagMaxMs = await scrapeLag(pool);
+    errors = 0;
+    await new Promise((r) => setTimeout(r, Math.max(3000, pruneS * 1000)));
+    stop = true;
+    await Promise.all(loops);
+    const after = summarise(samples.splice(0), errors);
+    const kept = reader.prepare('SELECT count(*) FROM usagelog').pluck().get() as number;
+    reader.close();
+    await pool.close();
+    return { pruneS, during, after, lagMaxMs, kept };
+  } finally {
+    children.forEach((c) => c.kill('SIGKILL'));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** prom-client's event-loop lag gauges cover the time since the previous scrape. */
+async function scrapeLag(pool: Pool): Promise<number> {
+  const res = await pool.request({ path: '/metrics', method: 'GET' });
+  const text = await res.body.text();
+  return Number(/^govgate_nodejs_eventloop_lag_max_seconds (\S+)/m.exec(text)?.[1] ?? NaN) * 1000;
+}
+
+function summarise(ms: number[], errors: number): Window {
+  const sorted = [...ms].sort((a, b) => a - b);
+  const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+  return { requests: ms.length, errors, p50ms: at(50), p99ms: at(99), maxMs: sorted[sorted.length - 1] ?? NaN };
+}
+
+// ---------------------------------------------------------------- 3. synchronous FULL vs NORMAL
+
+async function syncCost(mode: 'FULL' | 'NORMAL'): Promise<{ groupRowsPerS: number; singleCommitUs: number }> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'govgate-bench-sync-'));
+  try {
+    const file = path.join(dir, 'audit.db');
+    const db = openDatabase(file, { synchronous: mode });
+    const writer = new AuditWriter(db, new StoreFile(file), { onCommit() {}, onFailure(err) { throw err; } });
+    const now = sqliteTime();
+    let started = performance.now();
+    for (let i = 0; i < SYNC_ROWS; i += 32) await Promise.all(Array.from({ length: 32 }, (_, j) => writer.record(decision(i + j, now))));
+    const groupRowsPerS = SYNC_ROWS / ((performance.now() - started) / 1000);
+    const singles: number[] = [];
+    for (let i = 0; i < 2000; i++) {
+      started = performance.now();
+      await writer.record(decision(SYNC_ROWS + i, now));
+      singles.push((performance.now() - started) * 1000);
+    }
+    db.close();
+    singles.sort((a, b) => a - b);
+    return { groupRowsPerS, singleCommitUs: singles[1000]! };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  if (spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' }).status !== 0) throw new Error('build failed');
+  console.error(`bench:audit: verify over ${VERIFY_ROWS} rows …`);
+  const v = await verifyFigures();
+  console.error(`bench:audit: pruning ${PRUNE_ROWS} expired rows under load …`);
+  const r = await retentionUnderLoad();
+  console.error('bench:audit: synchronous FULL vs NORMAL …');
+  const normal = await syncCost('NORMAL');
+  const full = await syncCost('FULL');
+  const f = (n: number, d = 1) => n.toFixed(d);
+  const table = [
+    '# govgate audit trail benchmark',
+    '',
+    `- Date: ${new Date().toISOString()}; machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`,
+    '- Command: `npm run bench:audit` (test/bench/audit.ts); the gateway runs from dist/ as a child process.',
+    '',
+    '| figure | value |',
+    '| --- | --- |',
+    `| rows generated with the gateway's writer (1000 per group commit) | ${VERIFY_ROWS} in ${f(v.generateS)} s |`,
+    `| \`govgate audit verify\` over ${VERIFY_ROWS} decision rows: wall time | ${f(v.verifyS, 2)} s |`,
+    `| … peak RSS of the verify process | ${f(v.rssMb, 0)} MiB |`,
+    `| … its last line | ${v.output} |`,
+    `| retention: ${PRUNE_ROWS} expired decision rows + ${PRUNE_ROWS} outcome rows pruned by the gateway's cron job under load | ${f(r.pruneS)} s |`,
+    `| requests during the prune (${LOAD_CONNECTIONS} connections): count / errors | ${r.during.requests} / ${r.during.errors} |`,
+    `| … latency p50 / p99 / max | ${f(r.during.p50ms, 2)} / ${f(r.during.p99ms, 2)} / ${f(r.during.maxMs, 2)} ms |`,
+    `| same load after the prune: p50 / p99 / max | ${f(r.after.p50ms, 2)} / ${f(r.after.p99ms, 2)} / ${f(r.after.maxMs, 2)} ms |`,
+    `| gateway event-loop lag, max during the prune (prom-client) | ${f(r.lagMaxMs, 2)} ms |`,
+    `| rows left after the prune (all inside the window) | ${r.kept} |`,
+    `| synchronous NORMAL: group commit (32/turn) rows/s; one-row commit p50 | ${f(normal.groupRowsPerS, 0)}; ${f(normal.singleCommitUs, 0)} µs |`,
+    `| synchronous FULL: group commit (32/turn) rows/s; one-row commit p50 | ${f(full.groupRowsPerS, 0)}; ${f(full.singleCommitUs, 0)} µs |`,
+    '',
+  ].join('\n');
+  writeFileSync(path.join(ROOT, 'test/bench/AUDIT-RESULTS.md'), table);
+  process.stdout.write(table);
+}
+
+await main();
+process.exit(0);
