@@ -1,5 +1,6 @@
 import { loadGatewayConfig, resolveConfigFile, type GatewayConfig } from '../config/gateway-config.js';
 import { ConfigError } from '../config/yaml-source.js';
+import { backupCommand } from './backup-command.js';
 import { cleanupCommand } from './cleanup-command.js';
 import { CliError } from './cli-error.js';
 import { keysCommand } from './keys-command.js';
@@ -15,6 +16,7 @@ const USAGE = `usage: govgate <command> [--config FILE]
   policy check [FILE]
   policy test --customer ID --model M --operation OP [--meta k=v]... [--json]
   cleanup-logs [DAYS]
+  backup                                  write a verified snapshot of the audit database
 
 --config defaults to $GOVGATE_CONFIG, then config/gateway.yaml`;
 
@@ -36,6 +38,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'cleanup-logs':
         await cleanupCommand(loadConfig(), args, process.stdout);
+        return 0;
+      case 'backup':
+        await backupCommand(loadConfig(), args, process.stdout);
         return 0;
       case undefined:
       case 'help':

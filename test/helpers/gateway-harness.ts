@@ -30,7 +30,15 @@ export interface HarnessOptions {
   policy?: string;
   /** Providers; by default one `openai` provider pointing at `upstreamUrl`. */
   providers?: ProviderSpec[];
-  audit?: Partial<{ retention_days: number; cleanup_schedule: string; on_write_failure: 'block' | 'allow'; synchronous: 'FULL' | 'NORMAL' }>;
+  audit?: Partial<{
+    retention_days: number;
+    cleanup_schedule: string;
+    on_write_failure: 'block' | 'allow';
+    synchronous: 'FULL' | 'NORMAL';
+    backup_schedule: string;
+    backup_dir: string;
+    backup_keep: number;
+  }>;
   maxBodyBytes?: number;
   /** Extra `server:` keys, e.g. timeouts. */
   server?: Partial<{ headers_timeout_ms: number; request_timeout_ms: number; drain_timeout_ms: number; max_connections: number }>;
