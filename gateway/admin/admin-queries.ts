@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import { openDatabase, type Db } from '../audit/database.js';
+import type { BlockedReason } from './blocking-reasons.js';
 
 /** Risk histogram buckets: [0,10), [10,20) … [90,100]. */
 export const RISK_BUCKETS = 10;
@@ -25,8 +26,7 @@ export interface TokenRow {
   readonly tokens: number;
 }
 
-export interface ReasonRow {
-  readonly reason: string;
+export interface ReasonRow extends BlockedReason {
   readonly n: number;
 }
 
@@ -75,7 +75,8 @@ export class AdminQueries {
         GROUP BY u.customer_id, u.model`,
     );
     this.reasonsStmt = this.db.prepare(
-      'SELECT reason, count(*) AS n FROM usagelog WHERE allowed = 0 AND created_at >= ? AND created_at < ? GROUP BY reason',
+      `SELECT reason, customer_id, model, operation, count(*) AS n
+         FROM usagelog WHERE allowed = 0 AND created_at >= ? AND created_at < ? GROUP BY reason, customer_id, model, operation`,
     );
     this.latestStmt = this.db.prepare(
       `SELECT u.id, u.created_at, u.customer_id, u.api_key_id, u.model, u.operation, u.risk_score, u.allowed, u.reason,

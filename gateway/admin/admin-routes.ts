@@ -46,7 +46,7 @@ export class AdminRoutes {
   constructor(private readonly options: AdminOptions) {
     this.auth = new AdminAuth(options.token);
     this.queries = new AdminQueries(options.auditPath);
-    this.data = new DashboardData(this.queries, () => options.policy.policy.rules.map((r) => r.id));
+    this.data = new DashboardData(this.queries, () => options.policy.policy.rules);
   }
 
   handle(req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string): Promise<void> | undefined {

@@ -1,5 +1,6 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { sqliteTime } from '../audit/database.js';
+import type { Rule } from '../policy/policy-types.js';
 import { blockingCauses } from './blocking-reasons.js';
 import { RISK_BUCKETS, type AdminQueries, type GroupRow, type HourCounts, type ReasonRow, type TokenRow } from './admin-queries.js';
 
@@ -51,7 +52,7 @@ export class DashboardData {
 
   constructor(
     private readonly queries: AdminQueries,
-    private readonly ruleIds: () => readonly string[],
+    private readonly rules: () => readonly Rule[],
   ) {}
 
   /** Concurrent callers share one build. */
@@ -84,14 +85,14 @@ export class DashboardData {
     const risk = new Array<number>(RISK_BUCKETS).fill(0);
     const causes = new Map<string, number>();
     const groups = new Map<string, { customer: string; model: string | null; requests: number; blocked: number; riskSum: number; tokens: number | null }>();
-    const ruleIds = this.ruleIds();
+    const rules = this.rules();
     for (let hour = currentHour - (HOURS_SHOWN - 1) * HOUR_MS; hour <= currentHour; hour += HOUR_MS) {
       const c = await this.hourCounts(hour, now);
       hourly.push({ hour: sqliteTime(new Date(hour)).slice(0, 16), allowed: c.allowed, blocked: c.blocked });
       c.risk.forEach((n, i) => (risk[i]! += n));
       const d = await this.hourDetail(hour, now);
-      for (const { reason, n } of d.reasons) {
-        for (const cause of blockingCauses(reason, ruleIds)) causes.set(cause, (causes.get(cause) ?? 0) + n);
+      for (const row of d.reasons) {
+        for (const cause of blockingCauses(row, rules)) causes.set(cause, (causes.get(cause) ?? 0) + row.n);
       }
       for (const g of d.groups) {
         const key = JSON.stringify([g.customer_id, g.model]);

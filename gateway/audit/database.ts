@@ -54,10 +54,10 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX api_keys_customer_id ON api_keys (customer_id);
   `,
   // The admin dashboard's aggregates read only these indexes, one hour of rows at a time, never the table:
-  // counts, risk histogram and the customer × model table from the first, blocking reasons from the second.
+  // counts, risk histogram and the customer × model table from the first, blocking reasons (blocked rows only) from the second.
   `
   CREATE INDEX usagelog_created_at_summary ON usagelog (created_at, allowed, risk_score, customer_id, model);
-  CREATE INDEX usagelog_blocked_reason ON usagelog (created_at, reason) WHERE allowed = 0;
+  CREATE INDEX usagelog_blocked_reason ON usagelog (created_at, reason, customer_id, model, operation) WHERE allowed = 0;
   `,
 ];
 

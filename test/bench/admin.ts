@@ -105,7 +105,10 @@ const timings: Timing[] = [
   timeIt('latest 100 decisions', 40, () => queries.latest(100)),
 ];
 
-const data = new DashboardData(queries, () => ['restricted-data', 'pii-to-external']);
+const data = new DashboardData(queries, () => [
+  { id: 'restricted-data', reason: 'Restricted data may not be sent to any model', description: null, when: [], risk: 0, block: true },
+  { id: 'pii-to-external', reason: null, description: 'Personal data must not reach external providers', when: [], risk: 90, block: false },
+]);
 let longestTurn = 0;
 let last = performance.now();
 const lag = setInterval(() => {
