@@ -11,9 +11,13 @@ const DAYS_SHOWN = 30;
 const OPEN_HOUR_TTL_MS = 2_000;
 /**
  * A finished hour no longer changes except by retention, so it is kept much
- * longer; rows retention deletes leave the charts within this time.
+ * longer: rows retention deletes leave the charts within this time. Each
+ * hour's lifetime is drawn between half of it and all of it, so the 720
+ * hours of a first load are not all re-read by the same later reload.
  */
-const CLOSED_HOUR_TTL_MS = 15 * 60_000;
+const CLOSED_HOUR_TTL_MS = 60 * 60_000;
+/** The outcome join is the costliest statement, so it reads a quarter of an hour at a time. */
+const TOKEN_SLICES = 4;
 /** Rows are stamped before they commit; an hour counts as finished only this long after it ends. */
 const COMMIT_GRACE_MS = 10_000;
 const TOP_CAUSES = 10;
@@ -122,26 +126,38 @@ export class DashboardData {
   }
 
   private hourCounts(hour: number, now: Date): Promise<HourCounts> {
-    return this.cached(this.counts, hour, now, (from, to) => this.queries.hourCounts(from, to));
+    return this.cached(this.counts, hour, now, async () => {
+      await nextTurn();
+      return this.queries.hourCounts(sqliteTime(new Date(hour)), sqliteTime(new Date(hour + HOUR_MS)));
+    });
   }
 
   private hourDetail(hour: number, now: Date): Promise<HourDetail> {
-    return this.cached(this.details, hour, now, (from, to) => ({
-      groups: this.queries.groups(from, to),
-      tokens: this.queries.tokens(from, to),
-      reasons: this.queries.blockedReasons(from, to),
-    }));
+    return this.cached(this.details, hour, now, async () => {
+      const from = sqliteTime(new Date(hour));
+      const to = sqliteTime(new Date(hour + HOUR_MS));
+      await nextTurn();
+      const groups = this.queries.groups(from, to);
+      const reasons = this.queries.blockedReasons(from, to);
+      const tokens: TokenRow[] = [];
+      const slice = HOUR_MS / TOKEN_SLICES;
+      for (let start = hour; start < hour + HOUR_MS; start += slice) {
+        await nextTurn();
+        tokens.push(...this.queries.tokens(sqliteTime(new Date(start)), sqliteTime(new Date(start + slice))));
+      }
+      return { groups, reasons, tokens };
+    });
   }
 
-  private async cached<T>(cache: Map<string, Cached<T>>, hour: number, now: Date, read: (from: string, to: string) => T): Promise<T> {
-    const from = sqliteTime(new Date(hour));
-    const hit = cache.get(from);
+  /** Each statement runs in its own event-loop turn, after the requests that queued meanwhile. */
+  private async cached<T>(cache: Map<string, Cached<T>>, hour: number, now: Date, read: () => Promise<T>): Promise<T> {
+    const key = sqliteTime(new Date(hour));
+    const hit = cache.get(key);
     if (hit && hit.until > now.getTime()) return hit.value;
-    // One hour's statements at a time, then the event loop serves requests again.
-    await nextTurn();
-    const value = read(from, sqliteTime(new Date(hour + HOUR_MS)));
+    const value = await read();
     const closed = hour + HOUR_MS + COMMIT_GRACE_MS <= now.getTime();
-    cache.set(from, { value, until: now.getTime() + (closed ? CLOSED_HOUR_TTL_MS : OPEN_HOUR_TTL_MS) });
+    const ttl = closed ? CLOSED_HOUR_TTL_MS * (0.5 + Math.random() / 2) : OPEN_HOUR_TTL_MS;
+    cache.set(key, { value, until: now.getTime() + ttl });
     return value;
   }
 
