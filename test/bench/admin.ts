@@ -8,7 +8,7 @@
  * Prints Markdown and writes it to test/bench/ADMIN-RESULTS.md.
  */
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { openDatabase } from '../../gateway/audit/database.js';
 import { AdminQueries } from '../../gateway/admin/admin-queries.js';
@@ -140,6 +140,8 @@ const summaryTurn = await longestTurnDuring(async () => {
 });
 queries.close();
 
+// What this machine does to an idle event loop (other processes, GC), to read the figures above and below against.
+const idleTurn = await longestTurnDuring(() => new Promise((resolve) => setTimeout(resolve, 10_000)));
 let backup!: Awaited<ReturnType<typeof backupAuditDatabase>>;
 const backupTurn = await longestTurnDuring(async () => {
   backup = await backupAuditDatabase(file, path.join(dir, 'backups'), 1);
@@ -166,6 +168,7 @@ const lines = [
   `| longest event-loop turn during both | ${summaryTurn.toFixed(1)} |`,
   '',
   `Backup (online backup API + integrity_check, in a worker thread): ${(backup.bytes / 1e9).toFixed(2)} GB in ${seconds(backup.ms)}; longest event-loop turn meanwhile ${backupTurn.toFixed(1)} ms.`,
+  `For comparison, the longest turn of an idle event loop over 10 s on this machine: ${idleTurn.toFixed(1)} ms (load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores).`,
   '',
   `Summary: ${cold.customers.length} customer × model rows, ${cold.blocking.length} blocking causes, ${cold.daily.reduce((n, d) => n + d.allowed + d.blocked, 0).toLocaleString('en')} decisions in 30 days.`,
   '',
