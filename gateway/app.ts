@@ -2,7 +2,9 @@ import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { statSync } from 'node:fs';
 import type { ScheduledTask } from 'node-cron';
+import { AdminRoutes } from './admin/admin-routes.js';
 import { AuditWriter } from './audit/audit-writer.js';
+import { scheduleBackup } from './audit/backup-schedule.js';
 import { scheduleCleanup } from './audit/cleanup-schedule.js';
 import { openDatabase, type Db } from './audit/database.js';
 import { WalCheckpointer } from './audit/wal-checkpointer.js';
@@ -96,13 +98,17 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const auditWritableNow = () => auditWritable(db, audit, storeFile);
   const context: GatewayContext = { config, keys, policy, audit, providers, logger, reporter, metrics, auditWritable: auditWritableNow };
 
-  const { server, closeUpgrades, settled } = createGatewayServer(context);
+  // The dashboard exists only with an admin token; an empty variable counts as unset.
+  const adminToken = (options.env ?? process.env).GOVGATE_ADMIN_TOKEN;
+  const admin = adminToken ? new AdminRoutes({ token: adminToken, auditPath: config.audit.path, policy, policyPath: config.policy.path, logger }) : null;
+  const { server, closeUpgrades, settled } = createGatewayServer(context, admin);
   try {
     server.listen(config.server.port, config.server.host);
     await once(server, 'listening');
   } catch (err) {
     // Nothing may outlive a start that failed (a port in use): the thread, the pools, the database.
     await Promise.all([providers.close(), checkpointer.stop()]);
+    admin?.close();
     db.close();
     throw err;
   }
@@ -122,6 +128,16 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     },
   });
 
+  const backups = scheduleBackup(config.audit, {
+    onDone(result) {
+      logger.info({ file: displayPath(result.file), bytes: result.bytes, ms: result.ms, deleted: result.deleted.map(displayPath) }, 'audit backup written');
+    },
+    onError(err) {
+      logger.error({ err: errorSummary(err), backup_dir: displayPath(config.audit.backupDir) }, 'audit backup failed');
+      reporter.exception(err, { stage: 'backup' });
+    },
+  });
+
   const { port } = server.address() as AddressInfo;
   const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
   let closing: Promise<void> | null = null;
@@ -133,7 +149,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     db,
     close(drainMs = config.server.drainTimeoutMs) {
       closing ??= (async () => {
-        await cleanup.destroy();
+        await Promise.all([cleanup.destroy(), backups.stop()]);
         policy.stop();
         keys.stop();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -148,6 +164,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
         await settled();
         audit.flush();
         await Promise.all([providers.close(), checkpointer.stop()]);
+        admin?.close();
         db.close();
       })();
       return closing;

@@ -84,6 +84,12 @@ const MIGRATIONS: readonly Migration[] = [
   CREATE TRIGGER audit_anchor_no_delete BEFORE DELETE ON audit_anchor
     BEGIN SELECT RAISE(ABORT, 'govgate: audit_anchor is append-only; anchors cannot be deleted'); END;
   `,
+  // The admin dashboard's aggregates read only these indexes, one hour of rows at a time, never the table:
+  // counts, risk histogram and the customer × model table from the first, blocking reasons (blocked rows only) from the second.
+  `
+  CREATE INDEX usagelog_created_at_summary ON usagelog (created_at, allowed, risk_score, customer_id, model);
+  CREATE INDEX usagelog_blocked_reason ON usagelog (created_at, reason, customer_id, model, operation) WHERE allowed = 0;
+  `,
 ];
 
 /** Databases from before the chain get one: their rows are hashed in rowid order, as if written so. */

@@ -1,6 +1,7 @@
 import { loadGatewayConfig, resolveConfigFile, type GatewayConfig } from '../config/gateway-config.js';
 import { ConfigError } from '../config/yaml-source.js';
 import { auditCommand } from './audit-command.js';
+import { backupCommand } from './backup-command.js';
 import { cleanupCommand } from './cleanup-command.js';
 import { CliError } from './cli-error.js';
 import { keysCommand } from './keys-command.js';
@@ -17,6 +18,7 @@ const USAGE = `usage: govgate <command> [--config FILE]
   policy test --customer ID --model M --operation OP [--meta k=v]... [--json]
   cleanup-logs [DAYS]
   audit verify [--export-head] [--against FILE]
+  backup                                  write a verified snapshot of the audit database
 
 --config defaults to $GOVGATE_CONFIG, then config/gateway.yaml`;
 
@@ -41,6 +43,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'audit':
         return auditCommand(loadConfig(), args, process.stdout);
+      case 'backup':
+        await backupCommand(loadConfig(), args, process.stdout);
+        return 0;
       case undefined:
       case 'help':
       case '--help':

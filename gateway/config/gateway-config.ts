@@ -49,6 +49,11 @@ export interface GatewayConfig {
     readonly synchronous: SyncMode;
     /** Past this the checkpointer waits briefly for readers so the WAL can restart (see wal-checkpointer.ts). */
     readonly walLimitBytes: number;
+    /** node-cron expression, evaluated in UTC, for the online snapshot of the audit database. */
+    readonly backupSchedule: string;
+    readonly backupDir: string;
+    /** Snapshots kept; older ones are deleted after each successful backup. */
+    readonly backupKeep: number;
   };
   readonly sentry: { readonly dsnEnv: string };
   readonly log: { readonly level: LogLevel };
@@ -101,9 +106,11 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
   });
 
   const policy = readMap(src, ['policy'], root.policy ?? { path: 'config/policy.yaml' }, ['path']);
-  const audit = readOptionalMap(src, ['audit'], root.audit, ['path', 'retention_days', 'cleanup_schedule', 'on_write_failure', 'synchronous', 'wal_limit_bytes']);
-  const cleanupSchedule = readString(src, ['audit', 'cleanup_schedule'], audit.cleanup_schedule, '0 2 * * 0');
-  if (!cron.validate(cleanupSchedule)) src.fail(['audit', 'cleanup_schedule'], `"${cleanupSchedule}" is not a valid cron expression`);
+  const audit = readOptionalMap(src, ['audit'], root.audit, [
+    'path', 'retention_days', 'cleanup_schedule', 'on_write_failure', 'synchronous', 'wal_limit_bytes', 'backup_schedule', 'backup_dir', 'backup_keep',
+  ]);
+  const cleanupSchedule = readCron(src, ['audit', 'cleanup_schedule'], audit.cleanup_schedule, '0 2 * * 0');
+  const backupSchedule = readCron(src, ['audit', 'backup_schedule'], audit.backup_schedule, '0 3 * * *');
   const sentry = readOptionalMap(src, ['sentry'], root.sentry, ['dsn_env']);
   const log = readOptionalMap(src, ['log'], root.log, ['level']);
 
@@ -127,10 +134,19 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
       onWriteFailure: readEnum(src, ['audit', 'on_write_failure'], audit.on_write_failure, ['block', 'allow'] as const, 'block'),
       synchronous: readEnum(src, ['audit', 'synchronous'], audit.synchronous, ['FULL', 'NORMAL'] as const, 'NORMAL'),
       walLimitBytes: readInteger(src, ['audit', 'wal_limit_bytes'], audit.wal_limit_bytes, { min: 1024 * 1024, max: 1024 ** 4 }, 64 * 1024 * 1024),
+      backupSchedule,
+      backupDir: path.resolve(cwd, readString(src, ['audit', 'backup_dir'], audit.backup_dir, 'data/backups')),
+      backupKeep: readInteger(src, ['audit', 'backup_keep'], audit.backup_keep, { min: 1, max: 10_000 }, 7),
     },
     sentry: { dsnEnv: readString(src, ['sentry', 'dsn_env'], sentry.dsn_env, 'SENTRY_DSN') },
     log: { level: readEnum(src, ['log', 'level'], log.level, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info') },
   });
+}
+
+function readCron(src: YamlSource, at: KeyPath, value: unknown, fallback: string): string {
+  const expression = readString(src, at, value, fallback);
+  if (!cron.validate(expression)) src.fail(at, `"${expression}" is not a valid cron expression`);
+  return expression;
 }
 
 function readProvider(src: YamlSource, at: KeyPath, raw: unknown): ProviderConfig {

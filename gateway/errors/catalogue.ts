@@ -5,6 +5,7 @@
  */
 export const ERROR_CATALOGUE = {
   invalid_api_key: { status: 401, type: 'invalid_request_error' },
+  invalid_admin_token: { status: 401, type: 'invalid_request_error' },
   policy_blocked: { status: 403, type: 'policy_violation' },
   model_not_found: { status: 404, type: 'invalid_request_error' },
   route_not_found: { status: 404, type: 'invalid_request_error' },

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { GatewayError } from '../errors/catalogue.js';
+import type { AdminRoutes } from '../admin/admin-routes.js';
 import type { GatewayContext } from './context.js';
 import { handleCheck } from './handle-check.js';
 import { handleProxy } from './handle-proxy.js';
@@ -42,8 +43,8 @@ function splitUrl(url: string): { pathname: string; search: string } {
   return q === -1 ? { pathname: url, search: '' } : { pathname: url.slice(0, q), search: url.slice(q) };
 }
 
-/** Routes: health, the check endpoint, and the governed OpenAI surface under /v1. */
-export function createGatewayServer(ctx: GatewayContext): { server: Server; closeUpgrades: () => void; settled: () => Promise<void> } {
+/** Routes: health, the check endpoint, the governed OpenAI surface under /v1, and /admin when it is enabled. */
+export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | null = null): { server: Server; closeUpgrades: () => void; settled: () => Promise<void> } {
   const upgrades = createUpgradeHandler(ctx);
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
@@ -78,6 +79,7 @@ export function createGatewayServer(ctx: GatewayContext): { server: Server; clos
         return undefined;
       }
     }
+    if (admin && (pathname === '/admin' || pathname.startsWith('/admin/'))) return admin.handle(req, res, pathname, requestId);
     if (!isForwardable(pathname)) {
       sendError(res, new GatewayError('route_not_found', `No route for ${req.method} ${pathname.slice(0, 200)}`));
       return undefined;

@@ -1,9 +1,14 @@
-import type { CompiledPolicy, Decision } from './policy-types.js';
+import type { CompiledPolicy, Rule, Decision } from './policy-types.js';
 import type { RequestFacts } from './request-facts.js';
 
 /** The decision for a model no provider serves: refused, whatever the policy says. */
 export function unroutable(model: string | null): Decision {
   return { allowed: false, violates: true, riskScore: 0, reason: `no provider serves model ${model}`, rules: [] };
+}
+
+/** How a blocking rule is named in a decision's reason; the admin dashboard reads reasons back with it. */
+export function ruleViolation(rule: Pick<Rule, 'id' | 'reason' | 'description'>): string {
+  return `rule ${rule.id}: ${rule.reason ?? rule.description ?? 'blocked by rule'}`;
 }
 
 /**
@@ -39,7 +44,7 @@ export function evaluate(policy: CompiledPolicy, facts: RequestFacts): Decision 
       risk += rule.risk;
       risky.push(`${rule.id} (${rule.risk})`);
     }
-    if (rule.block) violations.push(`rule ${rule.id}: ${rule.reason ?? rule.description ?? 'blocked by rule'}`);
+    if (rule.block) violations.push(ruleViolation(rule));
   }
   const riskScore = Math.min(100, risk);
   if (riskScore >= policy.blockThreshold) {

@@ -9,6 +9,15 @@ export interface PolicyWatcherEvents {
   onRejected(error: ConfigError): void;
 }
 
+/** The last edit that was refused, for the admin dashboard: where and why, never the file's content. */
+export interface RejectedEdit {
+  readonly at: Date;
+  readonly file: string;
+  readonly line: number;
+  readonly col: number;
+  readonly message: string;
+}
+
 /** Stat polling survives editors that save by renaming a new file over the old one, which fs.watch loses. */
 const POLL_MS = 200;
 
@@ -18,6 +27,8 @@ const POLL_MS = 200;
  */
 export class PolicyWatcher {
   private current: CompiledPolicy;
+  private loaded = new Date();
+  private rejected: RejectedEdit | null = null;
   private readonly listener = (curr: Stats, prev: Stats) => {
     if (curr.mtimeMs !== prev.mtimeMs || curr.size !== prev.size || curr.ino !== prev.ino) this.reload();
   };
@@ -33,6 +44,15 @@ export class PolicyWatcher {
 
   get policy(): CompiledPolicy {
     return this.current;
+  }
+
+  /** When the policy in force was loaded. */
+  get loadedAt(): Date {
+    return this.loaded;
+  }
+
+  get lastRejected(): RejectedEdit | null {
+    return this.rejected;
   }
 
   /** Starts watching, and picks up an edit saved between the initial load and now. */
@@ -52,7 +72,7 @@ export class PolicyWatcher {
       text = readFileSync(this.file, 'utf8');
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'error';
-      this.events.onRejected(new ConfigError(this.displayName, 1, 1, '', `cannot read policy file (${code}); keeping the last good policy`));
+      this.reject(new ConfigError(this.displayName, 1, 1, '', `cannot read policy file (${code}); keeping the last good policy`));
       return;
     }
     if (createHash('sha256').update(text).digest('hex') === this.current.hash) return;
@@ -61,10 +81,16 @@ export class PolicyWatcher {
       next = compilePolicySource(this.displayName, text);
     } catch (err) {
       // Whatever went wrong, an edit must never take the running gateway down: the last good policy stays.
-      this.events.onRejected(err instanceof ConfigError ? err : new ConfigError(this.displayName, 1, 1, '', 'the policy could not be compiled'));
+      this.reject(err instanceof ConfigError ? err : new ConfigError(this.displayName, 1, 1, '', 'the policy could not be compiled'));
       return;
     }
     this.current = next;
+    this.loaded = new Date();
     this.events.onReload(next);
+  }
+
+  private reject(error: ConfigError): void {
+    this.rejected = { at: new Date(), file: error.file, line: error.line, col: error.col, message: error.message };
+    this.events.onRejected(error);
   }
 }

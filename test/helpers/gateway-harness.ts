@@ -30,7 +30,17 @@ export interface HarnessOptions {
   policy?: string;
   /** Providers; by default one `openai` provider pointing at `upstreamUrl`. */
   providers?: ProviderSpec[];
-  audit?: Partial<{ path: string; retention_days: number; cleanup_schedule: string; on_write_failure: 'block' | 'allow'; synchronous: 'FULL' | 'NORMAL'; wal_limit_bytes: number }>;
+  audit?: Partial<{
+    path: string;
+    retention_days: number;
+    cleanup_schedule: string;
+    on_write_failure: 'block' | 'allow';
+    synchronous: 'FULL' | 'NORMAL';
+    backup_schedule: string;
+    backup_dir: string;
+    backup_keep: number;
+    wal_limit_bytes: number;
+  }>;
   maxBodyBytes?: number;
   /** Extra `server:` keys, e.g. timeouts. */
   server?: Partial<{ headers_timeout_ms: number; request_timeout_ms: number; drain_timeout_ms: number; max_connections: number }>;

@@ -1,0 +1,170 @@
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { GatewayError } from '../errors/catalogue.js';
+import type { Logger } from '../observability/logger.js';
+import type { PolicyWatcher } from '../policy/policy-watcher.js';
+import { displayPath } from '../config/gateway-config.js';
+import { AdminAuth, CLEARED_SESSION_COOKIE } from './admin-auth.js';
+import { loadAdminAssets, type Asset } from './admin-assets.js';
+import { AdminQueries } from './admin-queries.js';
+import { DASHBOARD_PAGE, loginPage } from './admin-pages.js';
+import { DashboardData } from './dashboard-data.js';
+
+const LATEST_DECISIONS = 100;
+/** A login form is one short field; anything longer is not a login. */
+const MAX_LOGIN_BYTES = 4096;
+
+/** Nothing the dashboard serves may be framed, cached, sniffed or run inline script. */
+const SECURITY_HEADERS: OutgoingHttpHeaders = {
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'x-frame-options': 'DENY',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cross-origin-resource-policy': 'same-origin',
+};
+const NO_STORE: OutgoingHttpHeaders = { 'cache-control': 'no-store' };
+
+export interface AdminOptions {
+  readonly token: string;
+  readonly auditPath: string;
+  readonly policy: PolicyWatcher;
+  readonly policyPath: string;
+  readonly logger: Logger;
+}
+
+/**
+ * `/admin`: the read-only dashboard, its login and its JSON API. It only
+ * exists when GOVGATE_ADMIN_TOKEN is set; it reads the audit database through
+ * its own read-only connection.
+ */
+export class AdminRoutes {
+  private readonly auth: AdminAuth;
+  private readonly queries: AdminQueries;
+  private readonly data: DashboardData;
+  private readonly assets = loadAdminAssets();
+
+  constructor(private readonly options: AdminOptions) {
+    this.auth = new AdminAuth(options.token);
+    this.queries = new AdminQueries(options.auditPath);
+    this.data = new DashboardData(this.queries, () => options.policy.policy.rules);
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string): Promise<void> | undefined {
+    const asset = this.assets.get(pathname);
+    if (asset) return this.serveAsset(req, res, asset);
+    if (pathname === '/admin/login') return this.login(req, res, requestId);
+    if (pathname === '/admin/logout') return this.logout(req, res);
+
+    const isApi = pathname.startsWith('/admin/api/');
+    if (pathname !== '/admin' && pathname !== '/admin/' && !isApi) {
+      return sendJsonError(res, new GatewayError('route_not_found', `No route for ${req.method} ${pathname.slice(0, 200)}`));
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      return sendJsonError(res, new GatewayError('method_not_allowed', 'the admin dashboard is read-only'));
+    }
+    if (!this.auth.authorized(req)) {
+      this.options.logger.info({ req_id: requestId, path: pathname, status: 401 }, 'admin request refused');
+      if (isApi) return sendJsonError(res, new GatewayError('invalid_admin_token', 'a valid admin token or session is required'));
+      return sendHtml(res, 401, loginPage(req.headers.authorization !== undefined));
+    }
+    if (!isApi) return sendHtml(res, 200, DASHBOARD_PAGE);
+    return this.api(res, pathname);
+  }
+
+  close(): void {
+    this.queries.close();
+  }
+
+  private async api(res: ServerResponse, pathname: string): Promise<void> {
+    switch (pathname) {
+      case '/admin/api/summary':
+        return sendData(res, await this.data.summary());
+      case '/admin/api/decisions':
+        return sendData(res, { decisions: this.queries.latest(LATEST_DECISIONS) });
+      case '/admin/api/policy':
+        return sendData(res, this.policyInForce());
+      default:
+        return sendJsonError(res, new GatewayError('route_not_found', `No admin API ${pathname.slice(0, 200)}`));
+    }
+  }
+
+  private policyInForce() {
+    const { policy, loadedAt, lastRejected } = this.options.policy;
+    return {
+      hash: policy.hash,
+      file: displayPath(this.options.policyPath),
+      mode: policy.mode,
+      block_threshold: policy.blockThreshold,
+      rules: policy.rules.length,
+      loaded_at: loadedAt.toISOString(),
+      last_rejected: lastRejected && { ...lastRejected, at: lastRejected.at.toISOString() },
+    };
+  }
+
+  private async login(req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      return sendJsonError(res, new GatewayError('method_not_allowed', '/admin/login only answers POST'));
+    }
+    const body = await readForm(req);
+    if (body === null) return sendJsonError(res, new GatewayError('request_too_large', 'the login form is too large'));
+    const token = new URLSearchParams(body).get('token') ?? '';
+    if (!this.auth.tokenMatches(token)) {
+      this.options.logger.info({ req_id: requestId, status: 401 }, 'admin login refused');
+      return sendHtml(res, 401, loginPage(true));
+    }
+    this.options.logger.info({ req_id: requestId }, 'admin signed in');
+    res.writeHead(303, { ...SECURITY_HEADERS, ...NO_STORE, location: '/admin', 'set-cookie': this.auth.sessionCookie(), 'content-length': 0 });
+    res.end();
+  }
+
+  private async logout(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      return sendJsonError(res, new GatewayError('method_not_allowed', '/admin/logout only answers POST'));
+    }
+    req.resume();
+    res.writeHead(303, { ...SECURITY_HEADERS, ...NO_STORE, location: '/admin', 'set-cookie': CLEARED_SESSION_COOKIE, 'content-length': 0 });
+    res.end();
+  }
+
+  private async serveAsset(req: IncomingMessage, res: ServerResponse, asset: Asset): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      return sendJsonError(res, new GatewayError('method_not_allowed', 'assets are read-only'));
+    }
+    res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': asset.type, 'content-length': asset.body.length, 'cache-control': 'no-cache' });
+    res.end(req.method === 'HEAD' ? undefined : asset.body);
+  }
+}
+
+async function sendHtml(res: ServerResponse, status: number, html: string): Promise<void> {
+  const body = Buffer.from(html);
+  res.writeHead(status, { ...SECURITY_HEADERS, ...NO_STORE, 'content-type': 'text/html; charset=utf-8', 'content-length': body.length });
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+async function sendData(res: ServerResponse, data: unknown): Promise<void> {
+  const body = Buffer.from(JSON.stringify(data));
+  res.writeHead(200, { ...SECURITY_HEADERS, ...NO_STORE, 'content-type': 'application/json', 'content-length': body.length });
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+async function sendJsonError(res: ServerResponse, err: GatewayError): Promise<void> {
+  const body = Buffer.from(JSON.stringify(err.toBody()));
+  res.writeHead(err.status, { ...SECURITY_HEADERS, ...NO_STORE, 'content-type': 'application/json', 'content-length': body.length });
+  res.end(body);
+}
+
+/** The form body as text, or null when it is larger than a login can be. */
+async function readForm(req: IncomingMessage): Promise<string | null> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  // Read to the end even past the limit, so the refusal can still be sent on this connection.
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size <= MAX_LOGIN_BYTES) chunks.push(chunk);
+  }
+  return size > MAX_LOGIN_BYTES ? null : Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,194 @@
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import test from 'ava';
+import { startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
+import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { WriteLock } from '../helpers/write-lock.js';
+import { ADMIN_TOKEN, byGroup, DASHBOARD_POLICY, EXPECTED_BLOCKING, expectedFromDb, seedDecisions } from './support.js';
+
+let upstream: MockUpstream;
+let gw: Harness;
+
+test.before(async () => {
+  upstream = await startMockUpstream();
+  gw = await startHarness(upstream.url, { policy: DASHBOARD_POLICY, env: { OPENAI_API_KEY: UPSTREAM_SECRET, GOVGATE_ADMIN_TOKEN: ADMIN_TOKEN } });
+  await seedDecisions(gw);
+});
+
+test.after.always(async () => {
+  await gw?.close();
+  await upstream?.close();
+});
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+async function login(token: string): Promise<Response> {
+  return fetch(`${gw.url}/admin/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token }).toString(),
+    redirect: 'manual',
+  });
+}
+
+for (const [title, env] of [
+  ['unset', {}],
+  ['empty', { GOVGATE_ADMIN_TOKEN: '' }],
+] as const) {
+  test(`with GOVGATE_ADMIN_TOKEN ${title}, /admin does not exist`, async (t) => {
+    const plain = await startHarness(upstream.url, { env: { OPENAI_API_KEY: UPSTREAM_SECRET, ...env } });
+    try {
+      for (const path of ['/admin', '/admin/', '/admin/api/summary', '/admin/assets/dashboard.js']) {
+        const res = await fetch(`${plain.url}${path}`, { headers: bearer('') });
+        t.is(res.status, 404, path);
+        t.is(((await res.json()) as { error: { code: string } }).error.code, 'route_not_found');
+      }
+      const res = await fetch(`${plain.url}/admin/login`, { method: 'POST', body: 'token=', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      t.is(res.status, 404);
+    } finally {
+      await plain.close();
+    }
+  });
+}
+
+test('without credentials the page answers 401 with the login form, the API 401 in JSON', async (t) => {
+  const page = await fetch(`${gw.url}/admin`);
+  t.is(page.status, 401);
+  t.regex(page.headers.get('content-type') ?? '', /^text\/html/);
+  const html = await page.text();
+  t.regex(html, /<form method="post" action="\/admin\/login">/);
+  t.notRegex(html, /<script/, 'the login page runs no script');
+
+  const api = await fetch(`${gw.url}/admin/api/summary`);
+  t.is(api.status, 401);
+  t.is(((await api.json()) as { error: { code: string } }).error.code, 'invalid_admin_token');
+});
+
+test('a wrong bearer token is refused; the right one is served', async (t) => {
+  for (const token of ['wrong', `${ADMIN_TOKEN}x`, ADMIN_TOKEN.slice(0, -1), '']) {
+    const api = await fetch(`${gw.url}/admin/api/summary`, { headers: bearer(token) });
+    t.is(api.status, 401, `token "${token}"`);
+    const page = await fetch(`${gw.url}/admin`, { headers: bearer(token) });
+    t.is(page.status, 401);
+  }
+  const page = await fetch(`${gw.url}/admin`, { headers: bearer(ADMIN_TOKEN) });
+  t.is(page.status, 200);
+  t.regex(await page.text(), /<canvas id="hourly-chart">/);
+  const api = await fetch(`${gw.url}/admin/api/summary`, { headers: bearer(ADMIN_TOKEN) });
+  t.is(api.status, 200);
+});
+
+test('the login form sets an HttpOnly, SameSite=Strict, /admin-scoped session cookie that is not the token', async (t) => {
+  const refused = await login('not-the-token');
+  t.is(refused.status, 401);
+  t.is(refused.headers.get('set-cookie'), null);
+  t.regex(await refused.text(), /not the admin token/);
+
+  const res = await login(ADMIN_TOKEN);
+  t.is(res.status, 303);
+  t.is(res.headers.get('location'), '/admin');
+  const cookie = res.headers.get('set-cookie') ?? '';
+  t.regex(cookie, /^govgate_admin=[^;]+;/);
+  t.regex(cookie, /; HttpOnly/);
+  t.regex(cookie, /; SameSite=Strict/);
+  t.regex(cookie, /; Path=\/admin(;|$)/);
+  t.false(cookie.includes(ADMIN_TOKEN), 'the cookie never carries the token');
+  const session = cookie.split(';')[0]!;
+
+  const api = await fetch(`${gw.url}/admin/api/summary`, { headers: { cookie: session } });
+  t.is(api.status, 200);
+  const tampered = session.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A'));
+  t.is((await fetch(`${gw.url}/admin/api/summary`, { headers: { cookie: tampered } })).status, 401);
+  const extended = session.replace(/=(\d+)\./, (_m, exp: string) => `=${Number(exp) + 86_400}.`);
+  t.is((await fetch(`${gw.url}/admin/api/summary`, { headers: { cookie: extended } })).status, 401, 'the expiry is signed');
+
+  const out = await fetch(`${gw.url}/admin/logout`, { method: 'POST', headers: { cookie: session }, redirect: 'manual' });
+  t.is(out.status, 303);
+  t.regex(out.headers.get('set-cookie') ?? '', /^govgate_admin=; .*Max-Age=0/);
+});
+
+test('every admin answer forbids framing, inline script and caching of data', async (t) => {
+  for (const path of ['/admin', '/admin/api/summary', '/admin/api/decisions', '/admin/api/policy']) {
+    const res = await fetch(`${gw.url}${path}`, { headers: bearer(ADMIN_TOKEN) });
+    t.is(res.status, 200, path);
+    const csp = res.headers.get('content-security-policy') ?? '';
+    t.regex(csp, /default-src 'none'/);
+    t.regex(csp, /script-src 'self'(;|$)/, 'no unsafe-inline, no CDN');
+    t.regex(csp, /frame-ancestors 'none'/);
+    t.is(res.headers.get('x-frame-options'), 'DENY');
+    t.is(res.headers.get('cache-control'), 'no-store');
+    await res.arrayBuffer();
+  }
+  const chart = await fetch(`${gw.url}/admin/assets/chart.umd.min.js`);
+  t.is(chart.status, 200, 'assets are public code, served without a session');
+  t.regex(chart.headers.get('content-type') ?? '', /^text\/javascript/);
+  t.regex(await chart.text(), /Chart/);
+  const post = await fetch(`${gw.url}/admin/api/summary`, { method: 'POST', headers: bearer(ADMIN_TOKEN) });
+  t.is(post.status, 405);
+});
+
+test('the summary API matches the audit database', async (t) => {
+  const expected = expectedFromDb(gw.dbPath);
+  const summary = (await (await fetch(`${gw.url}/admin/api/summary`, { headers: bearer(ADMIN_TOKEN) })).json()) as {
+    hourly: { hour: string; allowed: number; blocked: number }[];
+    daily: { day: string; allowed: number; blocked: number }[];
+    risk: { count: number }[];
+    blocking: { cause: string; count: number }[];
+    customers: Expected['customers'];
+  };
+  t.is(summary.hourly.length, 24);
+  t.is(summary.daily.length, 30);
+  for (const h of summary.hourly) {
+    t.deepEqual({ allowed: h.allowed, blocked: h.blocked }, expected.hourly.get(h.hour.slice(11)) ?? { allowed: 0, blocked: 0 }, h.hour);
+  }
+  for (const d of summary.daily) {
+    t.deepEqual({ allowed: d.allowed, blocked: d.blocked }, expected.daily.get(d.day.slice(5)) ?? { allowed: 0, blocked: 0 }, d.day);
+  }
+  t.deepEqual(summary.risk.map((b) => b.count), expected.risk);
+  t.deepEqual(summary.blocking, EXPECTED_BLOCKING);
+  t.deepEqual(byGroup(summary.customers), byGroup(expected.customers));
+  t.true(expected.customers.some((c) => c.tokens !== null && c.tokens > 0), 'tokens from the outcome rows are shown');
+
+  const { decisions } = (await (await fetch(`${gw.url}/admin/api/decisions`, { headers: bearer(ADMIN_TOKEN) })).json()) as { decisions: { id: string; meta?: unknown }[] };
+  t.deepEqual(decisions.map((d) => d.id), expected.latestIds);
+  t.false('meta' in decisions[0]!, 'decisions carry metadata columns only');
+});
+
+type Expected = ReturnType<typeof expectedFromDb>;
+
+test.serial('the policy panel shows the hash in force, when it was loaded, and the last rejected edit', async (t) => {
+  const policyNow = async () =>
+    (await (await fetch(`${gw.url}/admin/api/policy`, { headers: bearer(ADMIN_TOKEN) })).json()) as {
+      hash: string;
+      loaded_at: string;
+      last_rejected: { at: string; file: string; line: number; col: number; message: string } | null;
+    };
+  const before = await policyNow();
+  t.is(before.hash, createHash('sha256').update(DASHBOARD_POLICY).digest('hex'));
+  t.false(Number.isNaN(Date.parse(before.loaded_at)));
+  t.is(before.last_rejected, null);
+
+  writeFileSync(gw.policyFile, DASHBOARD_POLICY.replace('block_threshold: 70', 'block_threshold: lots'));
+  let rejected = before.last_rejected;
+  for (const deadline = Date.now() + 3000; rejected === null && Date.now() < deadline; ) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    rejected = (await policyNow()).last_rejected;
+  }
+  t.truthy(rejected, 'the rejection is shown within the reload interval');
+  t.true(rejected!.file.endsWith('config/policy.yaml'), rejected!.file);
+  t.is(rejected!.line, 3);
+  t.regex(rejected!.message, /block_threshold/);
+  t.is((await policyNow()).hash, before.hash, 'the last good policy stays in force');
+  writeFileSync(gw.policyFile, DASHBOARD_POLICY);
+});
+
+test.serial('the dashboard reads on its own connection: it answers while another process holds the write lock', async (t) => {
+  const lock = await WriteLock.take(gw.dbPath);
+  try {
+    const res = await fetch(`${gw.url}/admin/api/decisions`, { headers: bearer(ADMIN_TOKEN) });
+    t.is(res.status, 200);
+    t.true(((await res.json()) as { decisions: unknown[] }).decisions.length > 0);
+  } finally {
+    await lock.release();
+  }
+});

@@ -1,0 +1,141 @@
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import test from 'ava';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { REPO_ROOT, startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
+import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { ADMIN_TOKEN, byGroup, DASHBOARD_POLICY, EXPECTED_BLOCKING, expectedFromDb, HOSTILE_MODEL, seedDecisions } from './support.js';
+
+/** Debian's package; CHROMIUM_PATH points elsewhere. */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const OUTPUT = path.join(REPO_ROOT, 'test/.output/admin');
+
+let upstream: MockUpstream;
+let gw: Harness;
+let browser: Browser | null = null;
+let unavailable = '';
+
+test.before(async () => {
+  try {
+    // Root cannot use Chromium's sandbox; the page is the gateway's own, served on loopback.
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], timeout: 20_000 });
+  } catch (err) {
+    unavailable = `Chromium cannot start (${CHROMIUM}): ${String(err).split('\n')[0]}`;
+    return;
+  }
+  upstream = await startMockUpstream();
+  gw = await startHarness(upstream.url, { policy: DASHBOARD_POLICY, env: { OPENAI_API_KEY: UPSTREAM_SECRET, GOVGATE_ADMIN_TOKEN: ADMIN_TOKEN } });
+  await seedDecisions(gw);
+});
+
+test.after.always(async () => {
+  await browser?.close();
+  await gw?.close();
+  await upstream?.close();
+});
+
+interface ChartData {
+  labels: string[];
+  datasets: { label: string; data: number[] }[];
+}
+
+async function chartData(page: Page, canvasId: string): Promise<ChartData> {
+  return page.evaluate((id) => {
+    const chart = (globalThis as unknown as { Chart: { getChart(el: unknown): { data: ChartData } } }).Chart.getChart(
+      (globalThis as unknown as { document: { getElementById(id: string): unknown } }).document.getElementById(id),
+    );
+    return JSON.parse(JSON.stringify({ labels: chart.data.labels, datasets: chart.data.datasets.map((d) => ({ label: d.label, data: d.data })) })) as ChartData;
+  }, canvasId);
+}
+
+async function tableRows(page: Page, id: string): Promise<string[][]> {
+  return page.$$eval(`#${id} tbody tr`, (rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent ?? '')));
+}
+
+async function signIn(page: Page, token: string): Promise<number> {
+  const first = await page.goto(`${gw.url}/admin`);
+  if (first?.status() !== 401) throw new Error(`expected the login page, got ${first?.status()}`);
+  await page.fill('#token', token);
+  const [answer] = await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  return answer?.status() ?? 0;
+}
+
+test.serial('a wrong token is refused at the login form and as a bearer token', async (t) => {
+  if (!browser) return t.log(`SKIPPED: ${unavailable}`), t.pass();
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    t.is(await signIn(page, 'definitely-not-the-token'), 401);
+    t.is(await page.textContent('#login-error'), 'That token is not the admin token.');
+    t.deepEqual(await context.cookies(), [], 'no session cookie after a refused login');
+    const api = await page.request.get(`${gw.url}/admin/api/summary`, { headers: { authorization: 'Bearer nope' } });
+    t.is(api.status(), 401);
+  } finally {
+    await context.close();
+  }
+});
+
+test.serial('after login the charts and tables show what the audit database holds', async (t) => {
+  if (!browser) return t.log(`SKIPPED: ${unavailable}`), t.pass();
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1800 } });
+  const problems: string[] = [];
+  try {
+    const page = await context.newPage();
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') problems.push(m.text());
+    });
+    page.on('pageerror', (e) => problems.push(e.message));
+    t.is(await signIn(page, ADMIN_TOKEN), 200);
+    // The login page itself is a 401, which Chromium logs; only what happens on the dashboard counts.
+    problems.length = 0;
+    await page.reload();
+    const [cookie] = await context.cookies();
+    t.like(cookie, { name: 'govgate_admin', httpOnly: true, sameSite: 'Strict', path: '/admin' });
+    await page.waitForSelector('body[data-loaded="true"]', { timeout: 15_000 });
+
+    const expected = expectedFromDb(gw.dbPath);
+    const hourly = await chartData(page, 'hourly-chart');
+    t.is(hourly.labels.length, 24);
+    t.deepEqual(hourly.datasets.map((d) => d.label), ['allowed', 'blocked']);
+    hourly.labels.forEach((label, i) => {
+      const want = expected.hourly.get(label) ?? { allowed: 0, blocked: 0 };
+      t.deepEqual([hourly.datasets[0]!.data[i], hourly.datasets[1]!.data[i]], [want.allowed, want.blocked], `hour ${label}`);
+    });
+    const daily = await chartData(page, 'daily-chart');
+    t.is(daily.labels.length, 30);
+    daily.labels.forEach((label, i) => {
+      const want = expected.daily.get(label) ?? { allowed: 0, blocked: 0 };
+      t.deepEqual([daily.datasets[0]!.data[i], daily.datasets[1]!.data[i]], [want.allowed, want.blocked], `day ${label}`);
+    });
+    t.deepEqual((await chartData(page, 'risk-chart')).datasets[0]!.data, expected.risk);
+
+    t.deepEqual(await tableRows(page, 'blocking'), EXPECTED_BLOCKING.map((b) => [b.cause, String(b.count)]));
+    const shown = (await tableRows(page, 'customers')).map(([customer, model, requests, blocked, avgRisk, tokens]) => ({
+      customer: customer!,
+      model: model === '' ? null : model!,
+      requests: Number(requests),
+      blocked: Number(blocked),
+      avg_risk: Number(avgRisk),
+      tokens: tokens === '' ? null : Number(tokens),
+    }));
+    t.deepEqual(byGroup(shown), byGroup(expected.customers));
+
+    const decisions = await tableRows(page, 'decisions');
+    t.is(decisions.length, Math.min(100, expected.total));
+    t.deepEqual(decisions.map((row) => row.at(-1)), expected.latestIds);
+    t.true(decisions.some((row) => row[4] === HOSTILE_MODEL), 'a markup-shaped model name is shown as text');
+    t.is(await page.$$eval('main img', (imgs) => imgs.length), 0, 'and never becomes markup');
+    t.is(await page.getAttribute('body', 'data-pwned'), null);
+
+    t.regex((await page.textContent('#policy [data-field="hash"]')) ?? '', /^[0-9a-f]{64}$/);
+    t.is(await page.textContent('#policy [data-field="last_rejected"]'), 'none since start');
+
+    t.deepEqual(problems, [], 'no script errors and no CSP violations');
+    mkdirSync(OUTPUT, { recursive: true });
+    const shot = path.join(OUTPUT, 'dashboard.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    t.true(existsSync(shot) && statSync(shot).size > 10_000, `screenshot at ${shot}`);
+  } finally {
+    await context.close();
+  }
+});
