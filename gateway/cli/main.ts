@@ -1,12 +1,6 @@
 import { loadGatewayConfig, resolveConfigFile, type GatewayConfig } from '../config/gateway-config.js';
 import { ConfigError } from '../config/yaml-source.js';
-import { auditCommand } from './audit-command.js';
-import { backupCommand } from './backup-command.js';
-import { cleanupCommand } from './cleanup-command.js';
 import { CliError } from './cli-error.js';
-import { keysCommand } from './keys-command.js';
-import { policyCommand } from './policy-command.js';
-import { serveCommand } from './serve-command.js';
 
 const USAGE = `usage: govgate <command> [--config FILE]
 
@@ -22,7 +16,11 @@ const USAGE = `usage: govgate <command> [--config FILE]
 
 --config defaults to $GOVGATE_CONFIG, then config/gateway.yaml`;
 
-/** Runs one command; returns the exit code. Errors become one line on stderr. */
+/**
+ * Runs one command; returns the exit code. Errors become one line on stderr.
+ * Each command's module is loaded on demand, so `keys list` does not pay for
+ * the proxy, the dashboard or Sentry.
+ */
 export async function main(argv: string[]): Promise<number> {
   try {
     const { configFile, rest } = extractConfigFlag(argv);
@@ -30,21 +28,21 @@ export async function main(argv: string[]): Promise<number> {
     const [command, ...args] = rest;
     switch (command) {
       case 'serve':
-        await serveCommand(loadConfig(), args, process.stderr);
+        await (await import('./serve-command.js')).serveCommand(loadConfig(), args, process.stderr);
         return 0;
       case 'keys':
-        keysCommand(loadConfig(), args, process.stdout);
+        (await import('./keys-command.js')).keysCommand(loadConfig(), args, process.stdout);
         return 0;
       case 'policy':
-        await policyCommand(loadConfig, args, process.stdout);
+        await (await import('./policy-command.js')).policyCommand(loadConfig, args, process.stdout);
         return 0;
       case 'cleanup-logs':
-        await cleanupCommand(loadConfig(), args, process.stdout);
+        await (await import('./cleanup-command.js')).cleanupCommand(loadConfig(), args, process.stdout);
         return 0;
       case 'audit':
-        return auditCommand(loadConfig(), args, process.stdout);
+        return (await import('./audit-command.js')).auditCommand(loadConfig(), args, process.stdout);
       case 'backup':
-        await backupCommand(loadConfig(), args, process.stdout);
+        await (await import('./backup-command.js')).backupCommand(loadConfig(), args, process.stdout);
         return 0;
       case undefined:
       case 'help':

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
 import { displayPath, type GatewayConfig } from '../config/gateway-config.js';
-import { createErrorReporter } from '../observability/error-reporter.js';
+import { NO_REPORTER } from '../observability/no-reporter.js';
 import { createLogger } from '../observability/logger.js';
 import { errorSummary } from '../observability/error-summary.js';
 import { CliError } from './cli-error.js';
@@ -11,7 +11,8 @@ import { VERSION } from './version.js';
 export async function serveCommand(config: GatewayConfig, args: string[], err: NodeJS.WritableStream): Promise<void> {
   parseArgs({ args, options: {}, strict: true });
   const logger = createLogger(config.log.level);
-  const reporter = createErrorReporter(process.env[config.sentry.dsnEnv], `govgate@${VERSION}`);
+  const dsn = process.env[config.sentry.dsnEnv];
+  const reporter = dsn ? (await import('../observability/error-reporter.js')).createErrorReporter(dsn, `govgate@${VERSION}`) : NO_REPORTER;
 
   const die = (error: unknown) => {
     logger.fatal({ err: errorSummary(error) }, 'govgate crashed');

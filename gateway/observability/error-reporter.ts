@@ -1,6 +1,7 @@
 import * as Sentry from '@sentry/node';
 import type { ErrorEvent } from '@sentry/node';
 import type { AuthFailure } from '../auth/authenticate.js';
+import { NO_REPORTER } from './no-reporter.js';
 
 /**
  * Where the gateway reports failures. With no DSN it is a no-op, so the rest
@@ -106,12 +107,3 @@ function scrub(event: ErrorEvent): ErrorEvent {
   return event;
 }
 
-const NO_REPORTER: ErrorReporter = {
-  enabled: false,
-  exception() {},
-  serverError() {},
-  upstreamError() {},
-  authFailure() {},
-  message() {},
-  async flush() {},
-};
