@@ -23,6 +23,8 @@ const VERIFY_ROWS = 1_000_000;
 const PRUNE_ROWS = 1_000_000;
 const LOAD_CONNECTIONS = 8;
 const SYNC_ROWS = 20_000;
+/** The same load, once the prune is over, for comparison. */
+const AFTER_MS = 15_000;
 
 const children: ChildProcess[] = [];
 process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
@@ -130,6 +132,7 @@ async function retentionUnderLoad(): Promise<{ pruneS: number; during: Window; a
 
     const samples: number[] = [];
     let errors = 0;
+    const statuses = new Map<number, number>();
     let stop = false;
     const loops = Array.from({ length: LOAD_CONNECTIONS }, async () => {
       while (!stop) {
@@ -137,7 +140,10 @@ async function retentionUnderLoad(): Promise<{ pruneS: number; during: Window; a
         const res = await pool.request({ path: '/v1/chat/completions', method: 'POST', body, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' } });
         await res.body.dump();
         samples.push(performance.now() - started);
-        if (res.statusCode !== 200) errors++;
+        if (res.statusCode !== 200) {
+          errors++;
+          statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1);
+        }
       }
     });
     const pruneStarted = performance.now();
@@ -146,13 +152,14 @@ async function retentionUnderLoad(): Promise<{ pruneS: number; during: Window; a
     const during = summarise(samples.splice(0), errors);
     const lagMaxMs = await scrapeLag(pool);
     errors = 0;
-    await new Promise((r) => setTimeout(r, Math.max(3000, pruneS * 1000)));
+    await new Promise((r) => setTimeout(r, AFTER_MS));
     stop = true;
     await Promise.all(loops);
     const after = summarise(samples.splice(0), errors);
     const kept = reader.prepare('SELECT count(*) FROM usagelog').pluck().get() as number;
     reader.close();
     await pool.close();
+    if (statuses.size > 0) console.error(`bench:audit: non-200 answers by status: ${JSON.stringify(Object.fromEntries(statuses))}`);
     return { pruneS, during, after, lagMaxMs, kept };
   } finally {
     children.forEach((c) => c.kill('SIGKILL'));
