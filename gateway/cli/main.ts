@@ -5,6 +5,7 @@ import { CliError } from './cli-error.js';
 import { keysCommand } from './keys-command.js';
 import { policyCommand } from './policy-command.js';
 import { serveCommand } from './serve-command.js';
+import { usageCommand } from './usage-command.js';
 
 const USAGE = `usage: govgate <command> [--config FILE]
 
@@ -15,6 +16,7 @@ const USAGE = `usage: govgate <command> [--config FILE]
   policy check [FILE]
   policy test --customer ID --model M --operation OP [--meta k=v]... [--json]
   cleanup-logs [DAYS]
+  usage [--customer ID] [--since 30d] [--json]
 
 --config defaults to $GOVGATE_CONFIG, then config/gateway.yaml`;
 
@@ -36,6 +38,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'cleanup-logs':
         await cleanupCommand(loadConfig(), args, process.stdout);
+        return 0;
+      case 'usage':
+        usageCommand(loadConfig(), args, process.stdout);
         return 0;
       case undefined:
       case 'help':

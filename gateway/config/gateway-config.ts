@@ -3,6 +3,7 @@ import cron from 'node-cron';
 import { deepFreeze } from './deep-freeze.js';
 import { YamlSource, type KeyPath } from './yaml-source.js';
 import { readEnum, readInteger, readMap, readOptionalMap, readString, readStringList } from './validate.js';
+import { readLimitsConfig, type LimitsConfig } from './limits-config.js';
 
 export type OnWriteFailure = 'block' | 'allow';
 export type SyncMode = 'FULL' | 'NORMAL';
@@ -49,6 +50,7 @@ export interface GatewayConfig {
     readonly synchronous: SyncMode;
   };
   readonly sentry: { readonly dsnEnv: string };
+  readonly limits: LimitsConfig;
   readonly log: { readonly level: LogLevel };
 }
 
@@ -72,7 +74,7 @@ const MAX_MS = 24 * 60 * 60 * 1000;
  */
 export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): GatewayConfig {
   const src: YamlSource = YamlSource.readFile(path.resolve(cwd, file), file);
-  const root = readMap(src, [], src.value(), ['server', 'providers', 'policy', 'audit', 'sentry', 'log']);
+  const root = readMap(src, [], src.value(), ['server', 'providers', 'policy', 'audit', 'sentry', 'limits', 'log']);
 
   const server = readOptionalMap(src, ['server'], root.server, ['host', 'port', 'max_body_bytes', 'headers_timeout_ms', 'request_timeout_ms', 'drain_timeout_ms', 'max_connections']);
   const envPort = env.PORT;
@@ -126,6 +128,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
       synchronous: readEnum(src, ['audit', 'synchronous'], audit.synchronous, ['FULL', 'NORMAL'] as const, 'NORMAL'),
     },
     sentry: { dsnEnv: readString(src, ['sentry', 'dsn_env'], sentry.dsn_env, 'SENTRY_DSN') },
+    limits: readLimitsConfig(src, root.limits),
     log: { level: readEnum(src, ['log', 'level'], log.level, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info') },
   });
 }
