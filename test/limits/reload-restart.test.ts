@@ -1,0 +1,83 @@
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import test from 'ava';
+import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { makeGatewayDir, startHarness, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
+import { runCli, startServe } from '../helpers/cli.js';
+import { waitFor } from '../proxy/support.js';
+import { burst, CHAT_RESERVATION, chat, countOf, policyWith, setPolicy } from './support.js';
+
+let upstream: MockUpstream;
+
+test.before(async () => {
+  upstream = await startMockUpstream();
+});
+
+test.after.always(async () => {
+  await upstream?.close();
+});
+
+test.serial('a policy reload keeps the counters of limits it did not change, and a raised limit counts on from them', async (t) => {
+  const policy = policyWith(`  reload:
+    requests_per_minute: 3
+  bystander:
+    requests_per_minute: 10
+`);
+  const gw = await startHarness(upstream.url, { policy });
+  try {
+    const { key } = gw.createKey('reload');
+    t.is(countOf(await burst([gw.url], key, 5), 200), 3);
+
+    const reloaded = async (text: string) => {
+      setPolicy(gw.policyFile, text);
+      const hash = gw.gateway.context.policy.policy.hash;
+      t.truthy(await waitFor(() => (gw.gateway.context.policy.policy.hash !== hash ? true : undefined), 2000), 'the edit was picked up');
+    };
+    await reloaded(policy.replace('requests_per_minute: 10', 'requests_per_minute: 20'));
+    t.is((await chat(gw.url, key)).status, 429, 'an edit elsewhere does not hand out a fresh minute');
+
+    await reloaded(policy.replace('requests_per_minute: 3', 'requests_per_minute: 5'));
+    t.is(countOf(await burst([gw.url], key, 5), 200), 2, 'raised from 3 to 5: two more, not five');
+  } finally {
+    await gw.close();
+  }
+});
+
+test.serial('a restarted gateway restores its counters from the audit database', async (t) => {
+  const dir = makeGatewayDir();
+  try {
+    writeGatewayYaml(dir, upstream.url);
+    writeFileSync(path.join(dir, 'config/policy.yaml'), policyWith(`  restart-rpm:
+    requests_per_minute: 3
+  restart-tokens:
+    tokens_per_day: ${2 * CHAT_RESERVATION + 2}
+`));
+    const env = { OPENAI_API_KEY: UPSTREAM_SECRET };
+    const keyFor = (customer: string) => (JSON.parse(runCli(['keys', 'create', '--customer', customer, '--json'], { cwd: dir, env }).stdout) as { key: string }).key;
+    const rpmKey = keyFor('restart-rpm');
+    const tokenKey = keyFor('restart-tokens');
+
+    const first = await startServe({ cwd: dir, env });
+    try {
+      t.is(countOf(await burst([first.url], rpmKey, 3), 200), 3);
+      // 0 + 29 fits, then 18 + 29 fits; 36 + 29 would not.
+      for (let i = 0; i < 2; i++) t.is(countOf(await burst([first.url], tokenKey, 1), 200), 1);
+    } finally {
+      t.is(await first.stop(), 0);
+    }
+
+    const second = await startServe({ cwd: dir, env });
+    try {
+      const rpm = await chat(second.url, rpmKey);
+      t.is(rpm.status, 429, 'the minute is not handed out again');
+      t.is(rpm.headers.get('x-ratelimit-remaining-requests'), '0');
+      const tokens = await chat(second.url, tokenKey);
+      t.is(tokens.status, 429, 'nor is the day’s budget');
+      t.is(((await tokens.json()) as { error: { code: string } }).error.code, 'budget_exceeded');
+    } finally {
+      t.is(await second.stop(), 0);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
