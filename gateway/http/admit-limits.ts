@@ -44,7 +44,7 @@ export async function admitLimits(ctx: GatewayContext, policy: CompiledPolicy, f
   if (admission.kind === 'admitted') return { decision, refusal: null, reservation: admission.reservation, headers: admission.headers };
 
   const { refusal } = admission;
-  ctx.metrics.limitRefused(refusal.limit.kind);
+  if (policy.mode === 'enforce') ctx.metrics.limitRefused(refusal.limit.kind);
   const budget = isBudget(refusal.limit.kind);
   const error = new GatewayError(budget ? 'budget_exceeded' : 'rate_limit_exceeded', refusal.message, { type: LIMIT_UNITS[refusal.limit.kind].unit });
   return refuse(policy, decision, refusal.reason, error, admission.headers);
