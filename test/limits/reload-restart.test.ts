@@ -4,6 +4,7 @@ import test from 'ava';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { makeGatewayDir, startHarness, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { runCli, startServe } from '../helpers/cli.js';
+import { sqliteJson } from '../helpers/sqlite-cli.js';
 import { waitFor } from '../proxy/support.js';
 import { burst, CHAT_RESERVATION, chat, countOf, policyWith, setPolicy } from './support.js';
 
@@ -79,5 +80,23 @@ test.serial('a restarted gateway restores its counters from the audit database',
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.serial('in monitor mode a request over a limit is forwarded and recorded as what would have been blocked', async (t) => {
+  const gw = await startHarness(upstream.url, { policy: policyWith('  watched:\n    requests_per_minute: 2\n', 'monitor') });
+  try {
+    const { key } = gw.createKey('watched');
+    upstream.reset();
+    t.deepEqual(await burst([gw.url], key, 4), [200, 200, 200, 200]);
+    t.is(upstream.received.length, 4);
+    const rows = sqliteJson<{ allowed: number; reason: string }>(gw.dbPath, "SELECT allowed, reason FROM usagelog WHERE customer_id = 'watched' ORDER BY created_at");
+    t.is(rows.length, 4);
+    t.true(rows.every((r) => r.allowed === 1));
+    t.is(rows.filter((r) => r.reason === 'monitor mode, would block: limit requests_per_minute: customer watched 2/min').length, 2);
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    t.notRegex(metrics, /govgate_limit_refusals_total\{limit="requests_per_minute"\} [1-9]/, 'nothing was refused');
+  } finally {
+    await gw.close();
   }
 });
