@@ -3,7 +3,12 @@ import path from 'node:path';
 import test from 'ava';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { makeGatewayDir, startHarness, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
-import { runCli, startServe } from '../helpers/cli.js';
+import { startGateway } from '../../gateway/app.js';
+import { createKey } from '../../gateway/auth/key-store.js';
+import { openDatabase } from '../../gateway/audit/database.js';
+import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
+import { createErrorReporter } from '../../gateway/observability/error-reporter.js';
+import { createLogger } from '../../gateway/observability/logger.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 import { waitFor } from '../proxy/support.js';
 import { burst, CHAT_RESERVATION, chat, countOf, policyWith, setPolicy } from './support.js';
@@ -54,20 +59,24 @@ test.serial('a restarted gateway restores its counters from the audit database',
     tokens_per_day: ${2 * CHAT_RESERVATION + 2}
 `));
     const env = { OPENAI_API_KEY: UPSTREAM_SECRET };
-    const keyFor = (customer: string) => (JSON.parse(runCli(['keys', 'create', '--customer', customer, '--json'], { cwd: dir, env }).stdout) as { key: string }).key;
-    const rpmKey = keyFor('restart-rpm');
-    const tokenKey = keyFor('restart-tokens');
+    const start = () => startGateway(loadGatewayConfig('config/gateway.yaml', env, dir), { logger: createLogger('silent'), reporter: createErrorReporter(undefined, 'test'), env });
 
-    const first = await startServe({ cwd: dir, env });
+    const first = await start();
+    // Keys are made the CLI's way, on a connection of their own, which the gateway notices.
+    const keysDb = openDatabase(first.context.config.audit.path, { synchronous: 'NORMAL' });
+    const rpmKey = createKey(keysDb, 'restart-rpm', null).key;
+    const tokenKey = createKey(keysDb, 'restart-tokens', null).key;
+    keysDb.close();
+    first.context.keys.refreshIfChanged();
     try {
       t.is(countOf(await burst([first.url], rpmKey, 3), 200), 3);
       // 0 + 29 fits, then 18 + 29 fits; 36 + 29 would not.
       for (let i = 0; i < 2; i++) t.is(countOf(await burst([first.url], tokenKey, 1), 200), 1);
     } finally {
-      t.is(await first.stop(), 0);
+      await first.close();
     }
 
-    const second = await startServe({ cwd: dir, env });
+    const second = await start();
     try {
       const rpm = await chat(second.url, rpmKey);
       t.is(rpm.status, 429, 'the minute is not handed out again');
@@ -76,7 +85,7 @@ test.serial('a restarted gateway restores its counters from the audit database',
       t.is(tokens.status, 429, 'nor is the day’s budget');
       t.is(((await tokens.json()) as { error: { code: string } }).error.code, 'budget_exceeded');
     } finally {
-      t.is(await second.stop(), 0);
+      await second.close();
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
