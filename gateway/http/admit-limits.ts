@@ -27,11 +27,9 @@ const NOTHING: OutgoingHttpHeaders = Object.freeze({});
  * is reserved.
  */
 export async function admitLimits(ctx: GatewayContext, policy: CompiledPolicy, facts: RequestFacts, decision: Decision): Promise<LimitOutcome> {
-  const limits = applicableLimits(policy, facts.customer, facts.key);
-  if (limits.length === 0) return { decision, refusal: null, reservation: null, headers: NOTHING };
   let admission;
   try {
-    admission = await ctx.limiter.admit(limits, { maxTokens: facts.request.max_tokens, bodyBytes: facts.request.body_bytes });
+    admission = await ctx.limiter.admit(applicableLimits(policy, facts.customer, facts.key), { maxTokens: facts.request.max_tokens, bodyBytes: facts.request.body_bytes });
   } catch (err) {
     if (!(err instanceof StoreUnavailableError)) throw err;
     const mode = ctx.config.limits.onStoreFailure;

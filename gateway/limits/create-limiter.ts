@@ -5,7 +5,6 @@ import type { ErrorReporter } from '../observability/error-reporter.js';
 import { errorSummary } from '../observability/error-summary.js';
 import { Limiter } from './limiter.js';
 import { MemoryStore } from './memory-store.js';
-import { RedisStore } from './redis-store.js';
 import { restoreCounters } from './restore-counters.js';
 
 /** How long start-up waits for Redis before serving with `on_store_failure` in charge. */
@@ -26,6 +25,8 @@ export async function createLimiter(config: LimitsConfig, db: Db, env: NodeJS.Pr
     logger.info({ requests: restored.requests, tokens: restored.tokens }, 'limit counters restored from the audit log');
     return new Limiter(store, config.defaultTokenReservation, onSettleFailure);
   }
+  // Loaded only when used: the Redis client costs start-up time a gateway counting in memory need not pay.
+  const { RedisStore } = await import('./redis-store.js');
   const password = config.redisPasswordEnv === null ? undefined : env[config.redisPasswordEnv] || undefined;
   const store = new RedisStore(config.redisUrl!, password, {
     onConnectionChange(up, err) {
