@@ -52,8 +52,13 @@ export class Limiter {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** The tokens a request reserves: its prompt estimated from its size, plus its completion cap (or the configured default). */
+  /**
+   * The tokens a request reserves: its prompt estimated from its size, plus its
+   * completion cap (or the configured default). A request without a body
+   * (listing models, fetching a file) generates nothing and reserves nothing.
+   */
   estimate(e: TokenEstimate): number {
+    if (e.bodyBytes === 0) return 0;
     return Math.ceil(e.bodyBytes / BYTES_PER_TOKEN) + (e.maxTokens === null ? this.defaultTokenReservation : Math.ceil(e.maxTokens));
   }
 

@@ -82,6 +82,10 @@ test.serial('a daily budget reserves max_tokens plus the prompt estimate, then s
   }
   t.deepEqual(statuses, [200, 200, 429]);
   t.true((await settled('daily', 4)) <= 100, 'the budget was not overshot');
+
+  const models = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+  t.is(models.status, 200, 'a request without a body reserves no tokens, so a nearly spent budget still lists models');
+  t.is(models.headers.get('x-ratelimit-remaining-tokens'), String(100 - 4 * MOCK_TOTAL));
 });
 
 test.serial('a concurrent burst cannot overshoot: only as many requests as reservations fit are admitted', async (t) => {
