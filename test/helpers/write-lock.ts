@@ -13,9 +13,16 @@ export class WriteLock {
     const child = spawn('sqlite3', [dbPath], { stdio: ['pipe', 'pipe', 'pipe'] });
     child.stdout.resume();
     child.stderr.resume();
-    child.stdin.write('BEGIN IMMEDIATE;\n');
+    // Without a busy timeout, BEGIN IMMEDIATE fails at once if it lands while the probe below holds the lock,
+    // and sqlite3 then never holds it: wait for the lock instead.
+    child.stdin.write('.timeout 5000\nBEGIN IMMEDIATE;\n');
     const lock = new WriteLock(child);
-    await lock.waitUntilHeld(dbPath);
+    try {
+      await lock.waitUntilHeld(dbPath);
+    } catch (err) {
+      lock.kill();
+      throw err;
+    }
     return lock;
   }
 
