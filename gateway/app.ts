@@ -12,6 +12,7 @@ import { auditWritable } from './audit/audit-health.js';
 import { StoreFile } from './audit/store-file.js';
 import { GatewayMetrics } from './observability/metrics.js';
 import { KeyRegistry } from './auth/key-registry.js';
+import { createLimiter } from './limits/create-limiter.js';
 import { displayPath, type GatewayConfig } from './config/gateway-config.js';
 import type { GatewayContext } from './http/context.js';
 import { createGatewayServer } from './http/server.js';
@@ -95,8 +96,9 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     },
   });
   const providers = new ProviderRouter(config.providers, options.env ?? process.env);
+  const limiter = await createLimiter(config.limits, db, options.env ?? process.env, logger, reporter);
   const auditWritableNow = () => auditWritable(db, audit, storeFile);
-  const context: GatewayContext = { config, keys, policy, audit, providers, logger, reporter, metrics, auditWritable: auditWritableNow };
+  const context: GatewayContext = { config, keys, policy, audit, providers, limiter, logger, reporter, metrics, auditWritable: auditWritableNow };
 
   // The dashboard exists only with an admin token; an empty variable counts as unset.
   const adminToken = (options.env ?? process.env).GOVGATE_ADMIN_TOKEN;
@@ -107,7 +109,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     await once(server, 'listening');
   } catch (err) {
     // Nothing may outlive a start that failed (a port in use): the thread, the pools, the database.
-    await Promise.all([providers.close(), checkpointer.stop()]);
+    await Promise.all([providers.close(), checkpointer.stop(), limiter.close()]);
     admin?.close();
     db.close();
     throw err;
@@ -163,7 +165,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
         // Connections are gone, but their handlers may still be recording outcomes: those rows must make the flush.
         await settled();
         audit.flush();
-        await Promise.all([providers.close(), checkpointer.stop()]);
+        await Promise.all([providers.close(), checkpointer.stop(), limiter.close()]);
         admin?.close();
         db.close();
       })();

@@ -13,6 +13,7 @@ const USAGE = `usage: govgate <command> [--config FILE]
   cleanup-logs [DAYS]
   audit verify [--export-head] [--against FILE]
   backup                                  write a verified snapshot of the audit database
+  usage [--customer ID] [--since 30d] [--json]
 
 --config defaults to $GOVGATE_CONFIG, then config/gateway.yaml`;
 
@@ -43,6 +44,9 @@ export async function main(argv: string[]): Promise<number> {
         return (await import('./audit-command.js')).auditCommand(loadConfig(), args, process.stdout);
       case 'backup':
         await (await import('./backup-command.js')).backupCommand(loadConfig(), args, process.stdout);
+        return 0;
+      case 'usage':
+        (await import('./usage-command.js')).usageCommand(loadConfig(), args, process.stdout);
         return 0;
       case undefined:
       case 'help':

@@ -3,6 +3,7 @@ import cron from 'node-cron';
 import { deepFreeze } from './deep-freeze.js';
 import { YamlSource, type KeyPath } from './yaml-source.js';
 import { readEnum, readInteger, readMap, readOptionalMap, readString, readStringList } from './validate.js';
+import { readLimitsConfig, type LimitsConfig } from './limits-config.js';
 
 export type OnWriteFailure = 'block' | 'allow';
 export type SyncMode = 'FULL' | 'NORMAL';
@@ -56,6 +57,7 @@ export interface GatewayConfig {
     readonly backupKeep: number;
   };
   readonly sentry: { readonly dsnEnv: string };
+  readonly limits: LimitsConfig;
   readonly log: { readonly level: LogLevel };
 }
 
@@ -79,7 +81,7 @@ const MAX_MS = 24 * 60 * 60 * 1000;
  */
 export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): GatewayConfig {
   const src: YamlSource = YamlSource.readFile(path.resolve(cwd, file), file);
-  const root = readMap(src, [], src.value(), ['server', 'providers', 'policy', 'audit', 'sentry', 'log']);
+  const root = readMap(src, [], src.value(), ['server', 'providers', 'policy', 'audit', 'sentry', 'limits', 'log']);
 
   const server = readOptionalMap(src, ['server'], root.server, ['host', 'port', 'max_body_bytes', 'headers_timeout_ms', 'request_timeout_ms', 'drain_timeout_ms', 'max_connections']);
   const envPort = env.PORT;
@@ -139,6 +141,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
       backupKeep: readInteger(src, ['audit', 'backup_keep'], audit.backup_keep, { min: 1, max: 10_000 }, 7),
     },
     sentry: { dsnEnv: readString(src, ['sentry', 'dsn_env'], sentry.dsn_env, 'SENTRY_DSN') },
+    limits: readLimitsConfig(src, root.limits),
     log: { level: readEnum(src, ['log', 'level'], log.level, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info') },
   });
 }

@@ -14,7 +14,11 @@ export const ERROR_CATALOGUE = {
   request_too_large: { status: 413, type: 'invalid_request_error' },
   request_timeout: { status: 408, type: 'invalid_request_error' },
   headers_too_large: { status: 431, type: 'invalid_request_error' },
+  // OpenAI's own 429s: `type` says what ran out, `requests` or `tokens` (a token rate limit overrides it).
+  rate_limit_exceeded: { status: 429, type: 'requests' },
+  budget_exceeded: { status: 429, type: 'tokens' },
   audit_unavailable: { status: 503, type: 'server_error' },
+  limits_unavailable: { status: 503, type: 'server_error' },
   overloaded: { status: 503, type: 'server_error' },
   upstream_unavailable: { status: 502, type: 'server_error' },
   upstream_timeout: { status: 504, type: 'server_error' },
@@ -34,12 +38,12 @@ export class GatewayError extends Error {
   readonly param: string | null;
 
   /** The message is shown to the client: it must never quote request content or secrets. */
-  constructor(code: ErrorCode, message: string, options: { param?: string; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, options: { param?: string; cause?: unknown; type?: string } = {}) {
     super(message, { cause: options.cause });
     this.name = 'GatewayError';
     this.code = code;
     this.status = ERROR_CATALOGUE[code].status;
-    this.type = ERROR_CATALOGUE[code].type;
+    this.type = options.type ?? ERROR_CATALOGUE[code].type;
     this.param = options.param ?? null;
   }
 

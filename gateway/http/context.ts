@@ -1,5 +1,6 @@
 import type { AuditWriter } from '../audit/audit-writer.js';
 import type { KeyRegistry } from '../auth/key-registry.js';
+import type { Limiter } from '../limits/limiter.js';
 import type { GatewayConfig } from '../config/gateway-config.js';
 import type { ErrorReporter } from '../observability/error-reporter.js';
 import type { Logger } from '../observability/logger.js';
@@ -14,6 +15,7 @@ export interface GatewayContext {
   readonly policy: PolicyWatcher;
   readonly audit: AuditWriter;
   readonly providers: ProviderRouter;
+  readonly limiter: Limiter;
   readonly logger: Logger;
   readonly reporter: ErrorReporter;
   readonly metrics: GatewayMetrics;

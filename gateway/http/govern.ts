@@ -8,7 +8,9 @@ import { evaluate, unroutable } from '../policy/evaluate.js';
 import type { Decision } from '../policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../policy/request-facts.js';
 import type { Provider } from '../proxy/provider-router.js';
+import type { Reservation } from '../limits/limiter.js';
 import type { GatewayContext } from './context.js';
+import { admitLimits } from './admit-limits.js';
 
 export interface GovernInput {
   readonly requestId: string;
@@ -25,31 +27,50 @@ export interface Governed {
   readonly decision: Decision;
   /** Undefined when no provider serves the model; the decision then refuses. */
   readonly provider: Provider | undefined;
-  /** The governance headers every governed response carries. */
+  /** The governance headers every governed response carries, and the rate limit headers where limits apply. */
   readonly headers: OutgoingHttpHeaders;
+  /** Set when a limit, not the policy, refuses the request. */
+  readonly limitRefusal: GatewayError | null;
+  /** Tokens and a request held against the limits; settle it once the request is over. */
+  readonly reservation: Reservation | null;
 }
 
 export const NO_REQUEST_FACTS: RequestFacts['request'] = Object.freeze({ stream: false, max_tokens: null, messages: null, tools: null, body_bytes: 0 });
 
 /**
  * Decide and record: route the model to a provider, evaluate the policy in
- * force, and commit the audit row. Resolves only once the row is committed,
- * or (with `on_write_failure: allow`) once its failure has been counted;
- * with `block` an unwritable audit log refuses the request (fail closed).
+ * force, hold the request against its limits (forwarded requests only), and
+ * commit the audit row. Resolves only once the row is committed, or (with
+ * `on_write_failure: allow`) once its failure has been counted; with `block`
+ * an unwritable audit log refuses the request (fail closed).
  */
 export async function govern(ctx: GatewayContext, input: GovernInput): Promise<Governed> {
   const provider = ctx.providers.forModel(input.model);
   const facts = factsOf(input, provider?.name ?? null);
-  const decision: Decision = provider ? evaluate(ctx.policy.policy, facts) : unroutable(input.model);
+  const policy = ctx.policy.policy;
+  let decision: Decision = provider ? evaluate(policy, facts) : unroutable(input.model);
+  let limitRefusal: GatewayError | null = null;
+  let reservation: Reservation | null = null;
+  let limitHeaders: OutgoingHttpHeaders = {};
+  if (provider && decision.allowed && input.kind === 'proxy') {
+    ({ decision, refusal: limitRefusal, reservation, headers: limitHeaders } = await admitLimits(ctx, policy, facts, decision));
+  }
   const logId = randomUUID();
-  const recorded = await commit(ctx, decisionRow(logId, input.requestId, input.kind, facts, decision));
+  let recorded: boolean;
+  try {
+    recorded = await commit(ctx, decisionRow(logId, input.requestId, input.kind, facts, decision));
+  } catch (err) {
+    if (reservation) ctx.limiter.settle(reservation, 0);
+    throw err;
+  }
   const headers: OutgoingHttpHeaders = {
+    ...limitHeaders,
     'x-governance-decision': decision.allowed ? 'allow' : 'block',
     'x-governance-risk-score': String(decision.riskScore),
     'x-governance-log-id': logId,
   };
   if (!recorded) headers['x-governance-audit'] = 'unrecorded';
-  return { logId, decision, provider, headers };
+  return { logId, decision, provider, headers, limitRefusal, reservation };
 }
 
 /** The governance headers of a request refused before the policy ran: a block, with its row when one was written. */
@@ -69,6 +90,7 @@ export function verdictOf(governed: Governed, model: string | null): Verdict {
   if (!governed.provider) {
     return { refusal: new GatewayError('model_not_found', `The model \`${model}\` is not served by any provider of this gateway`, { param: 'model' }) };
   }
+  if (!governed.decision.allowed && governed.limitRefusal) return { refusal: governed.limitRefusal };
   if (!governed.decision.allowed) {
     return { refusal: new GatewayError('policy_blocked', `Request blocked by governance policy: ${governed.decision.reason}`) };
   }

@@ -8,7 +8,8 @@ import { operationFromPath } from '../facts/operation.js';
 import { describeBody, type BodyFacts } from '../facts/request-body.js';
 import { sqliteTime } from '../audit/database.js';
 import { upstreamRequestHeaders } from '../proxy/forwarded-headers.js';
-import { forwardRequest, type ForwardErrorKind } from '../proxy/forward-request.js';
+import { forwardRequest, type ForwardErrorKind, type ForwardOutcome } from '../proxy/forward-request.js';
+import { withUsageRequested } from '../proxy/stream-usage.js';
 import type { TokenUsage } from '../proxy/usage-tap.js';
 import type { OutcomeRow } from '../audit/audit-writer.js';
 import type { GatewayContext } from './context.js';
@@ -75,7 +76,7 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
     return;
   }
 
-  const { headers, logId } = governed;
+  const { headers, logId, reservation } = governed;
   const verdict = verdictOf(governed, model);
   if (verdict.refusal) {
     sendError(res, verdict.refusal, headers);
@@ -85,12 +86,17 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
   const { provider } = verdict;
 
   if (!ctx.providers.tryAcquire(provider)) {
+    if (reservation) ctx.limiter.settle(reservation, 0);
     const busy = new GatewayError('overloaded', `provider ${provider.name} has too many requests in flight; retry shortly`);
     sendError(res, busy, { ...headers, 'retry-after': '1' });
     ctx.audit.recordOutcome(outcomeRow(logId, started, { status: busy.status, upstreamMs: null, usage: null, error: 'overloaded' }));
     observeRequest(ctx, res, { requestId, key, operation, model, started, decision: 'allow', provider: provider.name, error: 'overloaded' });
     return;
   }
+  // The one change to the client's bytes: a token limit needs the usage of a stream the client did not ask it for.
+  const usageBody = reservation !== null && reservation.tokenKeys.length > 0 && operation === 'chat.completions' && bodyFacts.stream
+    ? withUsageRequested(body)
+    : null;
   const overheadMs = performance.now() - started;
   let outcome;
   try {
@@ -100,14 +106,16 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
         method: req.method as Dispatcher.HttpMethod,
         path: provider.basePath + pathname.slice(3) + search,
         headers: upstreamRequestHeaders(req.headers, provider.authorization, requestId),
-        body: body.length > 0 ? body : null,
+        body: usageBody ?? (body.length > 0 ? body : null),
         ownHeaders: { ...headers, 'x-governance-overhead-ms': overheadMs.toFixed(3) },
+        stripUsage: usageBody !== null,
       },
       res,
     );
   } finally {
     ctx.providers.release(provider);
   }
+  if (reservation) ctx.limiter.settle(reservation, tokensUsed(outcome));
   if (outcome.answeredWith) {
     sendError(res, outcome.answeredWith, headers);
     ctx.reporter.serverError(outcome.answeredWith.code, outcome.answeredWith.status, requestId);
@@ -124,6 +132,18 @@ export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res
     requestId, key, operation, model, started, decision: 'allow', provider: provider.name,
     overheadMs, upstreamMs: outcome.upstreamMs, error: outcome.error,
   });
+}
+
+/**
+ * What a forwarded request costs its token limits: the usage the provider
+ * reported; else, for a response broken off after it began (the provider was
+ * generating, and bills), the reservation; else nothing (refused, failed, or an
+ * endpoint that reports no tokens).
+ */
+function tokensUsed(outcome: ForwardOutcome): number | null {
+  if (outcome.usage?.total_tokens != null) return outcome.usage.total_tokens;
+  const brokenOff = outcome.error === 'client_abort' || outcome.error === 'upstream_reset' || outcome.error === 'upstream_idle_timeout';
+  return brokenOff && outcome.status !== null && outcome.status < 400 ? null : 0;
 }
 
 function outcomeRow(

@@ -1,3 +1,4 @@
+import type { LimitKind } from '../limits/limit-types.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
@@ -37,6 +38,8 @@ export class GatewayMetrics {
   private readonly unaudited: Counter;
   private readonly policyReloads: Counter<'result'>;
   private readonly policyInfo: Gauge<'hash'>;
+  private readonly limitRefusals: Counter<'limit'>;
+  private readonly limitStoreFailures: Counter<'mode'>;
 
   constructor(auditQueueDepth: () => number, auditWalBytes: () => number) {
     const registers = [this.registry];
@@ -51,6 +54,8 @@ export class GatewayMetrics {
     this.unaudited = new Counter({ name: 'govgate_unaudited_requests_total', help: 'Requests forwarded without an audit row (on_write_failure: allow)', registers });
     this.policyReloads = new Counter({ name: 'govgate_policy_reloads_total', help: 'Policy edits picked up or rejected', labelNames: ['result'], registers });
     this.policyInfo = new Gauge({ name: 'govgate_policy_info', help: 'The policy in force, by SHA-256 of its file', labelNames: ['hash'], registers });
+    this.limitRefusals = new Counter({ name: 'govgate_limit_refusals_total', help: 'Requests refused with 429 by a rate limit or token budget, by limit kind', labelNames: ['limit'], registers });
+    this.limitStoreFailures = new Counter({ name: 'govgate_limit_store_failures_total', help: 'Requests whose limits could not be checked because the limit store was unreachable, by limits.on_store_failure (allow: forwarded unchecked)', labelNames: ['mode'], registers });
     new Gauge({ name: 'govgate_audit_queue_depth', help: 'Audit rows waiting to be committed', registers, collect() { this.set(auditQueueDepth()); } });
     new Gauge({ name: 'govgate_audit_wal_bytes', help: 'Size of the audit database\'s write-ahead log', registers, collect() { this.set(auditWalBytes()); } });
   }
@@ -91,6 +96,14 @@ export class GatewayMetrics {
 
   policyReloaded(result: 'success' | 'failure'): void {
     this.policyReloads.inc({ result });
+  }
+
+  limitRefused(limit: LimitKind): void {
+    this.limitRefusals.inc({ limit });
+  }
+
+  limitStoreFailure(mode: 'block' | 'allow'): void {
+    this.limitStoreFailures.inc({ mode });
   }
 
   private bounded(label: keyof typeof LABEL_LIMITS, value: string): string {

@@ -4,10 +4,11 @@ import { deepFreeze } from '../config/deep-freeze.js';
 import { isPlainObject, readEnum, readInteger, readMap, readNumber, readString, readStringList } from '../config/validate.js';
 import { compileGlobList } from './glob.js';
 import { compileField, compileMatcher } from './matchers.js';
+import { CUSTOMER_LIMIT_KEYS, readKeyLimits, readLimitSet } from './compile-limits.js';
 import type { CompiledPolicy, CustomerPolicy, Rule } from './policy-types.js';
 
 const ROOT_KEYS = ['version', 'mode', 'block_threshold', 'customers', 'rules'] as const;
-const CUSTOMER_KEYS = ['models', 'operations', 'max_tokens'] as const;
+const CUSTOMER_KEYS = ['models', 'operations', 'max_tokens', ...CUSTOMER_LIMIT_KEYS] as const;
 const RULE_KEYS = ['id', 'description', 'when', 'risk', 'action', 'reason'] as const;
 
 /** Reads, validates and compiles a policy file. Throws ConfigError with file:line:col. */
@@ -33,6 +34,8 @@ function compilePolicy(src: YamlSource): CompiledPolicy {
       allowsModel: compileGlobList(readStringList(src, [...at, 'models'], c.models, ['*'])),
       allowsOperation: compileGlobList(readStringList(src, [...at, 'operations'], c.operations, ['*'])),
       maxTokens: c.max_tokens === undefined ? null : readInteger(src, [...at, 'max_tokens'], c.max_tokens, { min: 1, max: 100_000_000 }),
+      limits: readLimitSet(src, at, c),
+      keyLimits: readKeyLimits(src, [...at, 'keys'], c.keys),
     });
   }
 

@@ -1,3 +1,4 @@
+import type { LimitSet } from '../limits/limit-types.js';
 import type { StringTest } from './glob.js';
 import type { FactValue, RequestFacts } from './request-facts.js';
 
@@ -8,6 +9,10 @@ export interface CustomerPolicy {
   readonly allowsModel: StringTest;
   readonly allowsOperation: StringTest;
   readonly maxTokens: number | null;
+  /** Rate limits and token budgets; under `"*"` each customer it covers gets its own counters. */
+  readonly limits: LimitSet;
+  /** Limits of single keys (by key id), applied on top of the customer's. */
+  readonly keyLimits: ReadonlyMap<string, LimitSet>;
 }
 
 export interface Condition {

@@ -3,6 +3,7 @@ import type { Dispatcher } from 'undici';
 import { GatewayError } from '../errors/catalogue.js';
 import { downstreamResponseHeaders } from './forwarded-headers.js';
 import type { Provider } from './provider-router.js';
+import { UsageEventFilter } from './stream-usage.js';
 import { UsageTap, type TokenUsage } from './usage-tap.js';
 
 export type ForwardErrorKind = 'client_abort' | 'upstream_unavailable' | 'upstream_timeout' | 'upstream_reset' | 'upstream_idle_timeout' | 'overloaded';
@@ -26,6 +27,8 @@ export interface ForwardRequest {
   readonly body: Buffer | null;
   /** The gateway's headers for the client's response (request id, decision …). */
   readonly ownHeaders: OutgoingHttpHeaders;
+  /** Set when the gateway asked for stream usage the client did not: the usage events are kept from the client. */
+  readonly stripUsage?: boolean;
 }
 
 class ClientAbort extends Error {
@@ -46,6 +49,7 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
     let controller: Dispatcher.DispatchController | null = null;
     let status: number | null = null;
     let tap: UsageTap | null = null;
+    let filter: UsageEventFilter | null = null;
     let settled = false;
     let retriesLeft = request.provider.config.retries;
 
@@ -69,19 +73,25 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
       onResponseStart(_ctrl, statusCode: number, headers: IncomingHttpHeaders) {
         status = statusCode;
         if (wantsUsage(headers['content-type'])) tap = new UsageTap();
-        res.writeHead(statusCode, downstreamResponseHeaders(headers, request.ownHeaders));
+        if (request.stripUsage && (headers['content-type'] ?? '').includes('text/event-stream')) filter = new UsageEventFilter();
+        const downstream = downstreamResponseHeaders(headers, request.ownHeaders);
+        // The filtered stream is shorter than the provider's; its length is the client's to find by the end of the stream.
+        if (filter) delete downstream['content-length'];
+        res.writeHead(statusCode, downstream);
         // Event streams must reach the client before the first event does.
         if (tap && (headers['content-type'] ?? '').includes('text/event-stream')) res.flushHeaders();
       },
       onResponseData(ctrl, chunk: Buffer) {
         tap?.push(chunk);
-        if (!res.write(chunk)) {
+        const out = filter ? filter.push(chunk) : chunk;
+        if (out.length === 0) return;
+        if (!res.write(out)) {
           ctrl.pause();
           res.once('drain', onDrain);
         }
       },
       onResponseEnd() {
-        res.end();
+        res.end(filter?.end());
         finish(null);
       },
       onResponseError(_ctrl, err: Error) {

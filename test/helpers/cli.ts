@@ -72,7 +72,11 @@ export async function startServe(opts: { cwd: string; env?: NodeJS.ProcessEnv; a
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`govgate serve did not start:\n${err}`)), opts.timeoutMs ?? 20_000);
+    // Starting tsx takes ~19 s on a busy 2-core machine; a child that never started must not outlive the test either.
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`govgate serve did not start:\n${err}`));
+    }, opts.timeoutMs ?? 45_000);
     const check = () => {
       const m = /listening on (http:\/\/\S+)/.exec(err);
       if (m) {

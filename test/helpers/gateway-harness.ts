@@ -46,6 +46,8 @@ export interface HarnessOptions {
   server?: Partial<{ headers_timeout_ms: number; request_timeout_ms: number; drain_timeout_ms: number; max_connections: number }>;
   env?: NodeJS.ProcessEnv;
   reporter?: ErrorReporter;
+  /** The `limits:` section of gateway.yaml. */
+  limits?: Record<string, unknown>;
 }
 
 export interface Harness {
@@ -96,6 +98,7 @@ export function writeGatewayYaml(dir: string, upstreamUrl: string, opts: Harness
     policy: { path: 'config/policy.yaml' },
     audit,
     sentry: { dsn_env: 'SENTRY_DSN' },
+    ...(opts.limits ? { limits: opts.limits } : {}),
     log: { level: 'info' },
   };
   const file = path.join(dir, 'config/gateway.yaml');

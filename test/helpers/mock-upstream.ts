@@ -348,11 +348,13 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     const event = (choices: unknown[], extra: JsonObject = {}): string =>
       `data: ${JSON.stringify({ id: 'chatcmpl-mock', object: 'chat.completion.chunk', created, model, choices, ...extra })}\n\n`;
 
+    // Like OpenAI: with include_usage every other chunk carries `"usage":null`.
+    const nullUsage: JsonObject = includeUsage ? { usage: null } : {};
     const events: string[] = [];
     for (let i = 0; i < n; i++) {
-      events.push(event([{ index: 0, delta: { content: `tok${i} ` }, finish_reason: null }]));
+      events.push(event([{ index: 0, delta: { content: `tok${i} ` }, finish_reason: null }], nullUsage));
     }
-    events.push(event([{ index: 0, delta: {}, finish_reason: 'stop' }]));
+    events.push(event([{ index: 0, delta: {}, finish_reason: 'stop' }], nullUsage));
     if (includeUsage) {
       events.push(event([], { usage: { prompt_tokens: 11, completion_tokens: n, total_tokens: 11 + n } }));
     }

@@ -10,13 +10,19 @@ export class WriteLock {
   private constructor(private readonly child: ChildProcessWithoutNullStreams) {}
 
   static async take(dbPath: string): Promise<WriteLock> {
-    // With a busy timeout, as an admin's session should have: the gateway's own commits hold the lock for moments.
-    const child = spawn('sqlite3', ['-cmd', '.timeout 5000', dbPath], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('sqlite3', [dbPath], { stdio: ['pipe', 'pipe', 'pipe'] });
     child.stdout.resume();
     child.stderr.resume();
-    child.stdin.write('BEGIN IMMEDIATE;\n');
+    // Without a busy timeout, BEGIN IMMEDIATE fails at once if it lands while the probe below holds the lock,
+    // and sqlite3 then never holds it: wait for the lock instead.
+    child.stdin.write('.timeout 5000\nBEGIN IMMEDIATE;\n');
     const lock = new WriteLock(child);
-    await lock.waitUntilHeld(dbPath);
+    try {
+      await lock.waitUntilHeld(dbPath);
+    } catch (err) {
+      lock.kill();
+      throw err;
+    }
     return lock;
   }
 

@@ -1,0 +1,66 @@
+import { parseArgs } from 'node:util';
+import { openDatabase, sqliteTime } from '../audit/database.js';
+import { displayPath, type GatewayConfig } from '../config/gateway-config.js';
+import { CliError } from './cli-error.js';
+
+const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000 } as const;
+const DEFAULT_SINCE = '30d';
+
+export interface UsageRow {
+  readonly customer: string;
+  readonly model: string | null;
+  readonly requests: number;
+  readonly blocked: number;
+  readonly prompt_tokens: number;
+  readonly completion_tokens: number;
+  readonly total_tokens: number;
+}
+
+/**
+ * `usage [--customer ID] [--since 7d] [--json]`: requests, refusals and the
+ * provider-reported tokens per customer and model, from the audit database.
+ * /v1/check questions are not requests and are left out.
+ */
+export function usageCommand(config: GatewayConfig, args: string[], out: NodeJS.WritableStream, now: Date = new Date()): void {
+  const { values } = parseArgs({ args, options: { customer: { type: 'string' }, since: { type: 'string' }, json: { type: 'boolean' } }, strict: true });
+  const since = values.since ?? DEFAULT_SINCE;
+  const cutoff = sqliteTime(new Date(now.getTime() - durationMs(since)));
+  let db;
+  try {
+    db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, readonly: true });
+  } catch {
+    throw new CliError(`cannot open the audit database ${displayPath(config.audit.path)} (has the gateway run here yet?)`);
+  }
+  let rows: UsageRow[];
+  try {
+    rows = db.prepare(
+      `SELECT u.customer_id AS customer, u.model AS model, COUNT(*) AS requests, SUM(u.allowed = 0) AS blocked,
+              COALESCE(SUM(o.prompt_tokens), 0) AS prompt_tokens, COALESCE(SUM(o.completion_tokens), 0) AS completion_tokens,
+              COALESCE(SUM(o.total_tokens), 0) AS total_tokens
+         FROM usagelog u LEFT JOIN usagelog_outcome o ON o.log_id = u.id
+        WHERE u.created_at >= @cutoff AND (@customer IS NULL OR u.customer_id = @customer)
+          AND json_extract(u.meta, '$.kind') IS NOT 'check'
+        GROUP BY u.customer_id, u.model
+        ORDER BY u.customer_id, u.model`,
+    ).all({ cutoff, customer: values.customer ?? null }) as UsageRow[];
+  } finally {
+    db.close();
+  }
+  if (values.json) {
+    out.write(`${JSON.stringify(rows)}\n`);
+    return;
+  }
+  const header = ['CUSTOMER', 'MODEL', 'REQUESTS', 'BLOCKED', 'PROMPT_TOKENS', 'COMPLETION_TOKENS', 'TOTAL_TOKENS'];
+  const table = [header, ...rows.map((r) => [r.customer, r.model ?? '-', ...[r.requests, r.blocked, r.prompt_tokens, r.completion_tokens, r.total_tokens].map(String)])];
+  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  // Names read left to right, numbers line up on their last digit.
+  for (const row of table) out.write(`${row.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ').trimEnd()}\n`);
+  if (rows.length === 0) out.write(`no requests since ${cutoff} UTC\n`);
+}
+
+/** `7d`, `12h`, `30m`. */
+function durationMs(text: string): number {
+  const m = /^(\d{1,6})([dhm])$/.exec(text);
+  if (!m || Number(m[1]) === 0) throw new CliError(`--since must be a positive number of days, hours or minutes such as 7d, 12h or 30m, got "${text}"`, 2);
+  return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+}

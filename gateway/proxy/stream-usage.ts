@@ -1,0 +1,99 @@
+/**
+ * Token limits need the usage of streamed chat completions, which providers
+ * send only when the request asks for it (`stream_options.include_usage`). When
+ * a token limit applies and the client did not ask, the gateway asks on its
+ * behalf and takes out of the stream what the client would not have received:
+ * the final usage event (empty `choices`) and the `"usage":null` every other
+ * event then carries.
+ */
+
+const INCLUDE_USAGE = Buffer.from('"stream_options":{"include_usage":true},');
+
+/** The body to send upstream with usage requested, or null when the client asked for usage itself. */
+export function withUsageRequested(body: Buffer): Buffer | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString('utf8').replace(/^\uFEFF/, ''));
+  } catch {
+    return null;
+  }
+  if (!isObject(parsed)) return null;
+  const options = parsed.stream_options;
+  if (isObject(options) && options.include_usage === true) return null;
+  if (options === undefined) {
+    // Inserted after the opening brace, so every other byte of the client's body goes on unchanged
+    // (re-serialising would round large integers such as a `seed`).
+    const open = body.indexOf(0x7b);
+    if (open !== -1 && Object.keys(parsed).length > 0) return Buffer.concat([body.subarray(0, open + 1), INCLUDE_USAGE, body.subarray(open + 1)]);
+  }
+  return Buffer.from(JSON.stringify({ ...parsed, stream_options: { ...(isObject(options) ? options : {}), include_usage: true } }));
+}
+
+/**
+ * Removes the usage the client did not ask for from a server-sent event
+ * stream, event by event. A partial event waits for the rest of it; every
+ * other byte passes through unchanged.
+ */
+export class UsageEventFilter {
+  private pending: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): Buffer {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const out: Buffer[] = [];
+    for (;;) {
+      const end = eventEnd(this.pending);
+      if (end === -1) break;
+      const event = this.pending.subarray(0, end);
+      this.pending = this.pending.subarray(end);
+      const kept = withoutUsage(event);
+      if (kept) out.push(kept);
+    }
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
+  }
+
+  /** Whatever is left when the stream ends (an unterminated last event), as it came. */
+  end(): Buffer {
+    const rest = this.pending;
+    this.pending = Buffer.alloc(0);
+    return rest;
+  }
+}
+
+/** The end of the first complete event (after its blank line), or -1. */
+function eventEnd(buf: Buffer): number {
+  const lf = buf.indexOf('\n\n');
+  const crlf = buf.indexOf('\r\n\r\n');
+  if (lf === -1) return crlf === -1 ? -1 : crlf + 4;
+  if (crlf === -1 || lf < crlf) return lf + 2;
+  return crlf + 4;
+}
+
+const DATA_LINE = /^data: ?(\{.*\})\r?$/m;
+
+function withoutUsage(event: Buffer): Buffer | null {
+  const text = event.toString('utf8');
+  const data = DATA_LINE.exec(text);
+  if (!data) return event;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(data[1]!);
+  } catch {
+    return event;
+  }
+  if (!isObject(parsed) || !('usage' in parsed)) return event;
+  if (isObject(parsed.usage) && Array.isArray(parsed.choices) && parsed.choices.length === 0) return null;
+  if (parsed.usage !== null) return event;
+  const json = data[1]!;
+  const stripped = json.includes(',"usage":null') ? json.replace(',"usage":null', '') : json.replace('"usage":null,', '');
+  try {
+    const check: unknown = JSON.parse(stripped);
+    if (!isObject(check) || 'usage' in check) return event;
+  } catch {
+    return event;
+  }
+  return Buffer.from(text.replace(json, () => stripped));
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}

@@ -1,0 +1,125 @@
+import test from 'ava';
+import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { startHarness, type Harness } from '../helpers/gateway-harness.js';
+import { logIdOf, outcomeRow, waitFor } from '../proxy/support.js';
+import { UsageEventFilter, withUsageRequested } from '../../gateway/proxy/stream-usage.js';
+import { chat, policyWith } from './support.js';
+
+let upstream: MockUpstream;
+let gw: Harness;
+
+test.before(async () => {
+  upstream = await startMockUpstream();
+  gw = await startHarness(upstream.url, { policy: policyWith(`  limited:
+    tokens_per_minute: 100000
+  counted:
+    requests_per_minute: 1000
+`) });
+});
+
+test.after.always(async () => {
+  await gw?.close();
+  await upstream?.close();
+});
+
+const STREAM_BODY = '{"model":"gpt-4o-mini","stream":true,"seed":12345678901234567890,"messages":[{"role":"user","content":"hi"}]}';
+
+/** The stream as a client reads it, with the mock's timestamps evened out. */
+async function streamText(key: string, body: string): Promise<{ text: string; res: Response }> {
+  const res = await chat(gw.url, key, body);
+  return { text: (await res.text()).replace(/"created":\d+/g, '"created":0'), res };
+}
+
+test.serial('under a token limit the gateway asks for stream usage and the client sees exactly what it would have', async (t) => {
+  const limited = gw.createKey('limited');
+  const unlimited = gw.createKey('unlimited');
+  upstream.reset();
+  const asIs = await streamText(unlimited.key, STREAM_BODY);
+  t.is(upstream.received[0]!.body.toString(), STREAM_BODY, 'without a token limit the body goes on byte for byte');
+
+  const governed = await streamText(limited.key, STREAM_BODY);
+  const sent = upstream.received[1]!.body.toString();
+  t.is(sent, `{"stream_options":{"include_usage":true},${STREAM_BODY.slice(1)}`, 'only include_usage is added; the rest (a large seed too) is unchanged');
+  t.is(governed.text, asIs.text, 'the usage event and the "usage":null fields are taken out');
+  t.false(governed.text.includes('usage'));
+  t.true(governed.text.endsWith('data: [DONE]\n\n'));
+
+  const outcome = await waitFor(() => outcomeRow(gw.dbPath, logIdOf(governed.res.headers)), 3000);
+  t.is(outcome?.total_tokens, 14, 'the tokens are counted from the usage the gateway asked for');
+});
+
+test.serial('a client that asked for usage gets its usage event, and its body is forwarded unchanged', async (t) => {
+  const { key } = gw.createKey('limited');
+  upstream.reset();
+  const body = '{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}';
+  const { text } = await streamText(key, body);
+  t.is(upstream.received[0]!.body.toString(), body);
+  t.regex(text, /"choices":\[\],"usage":\{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14\}/);
+  t.regex(text, /"usage":null/);
+});
+
+test.serial('include_usage: false is overridden upstream and the client still sees no usage', async (t) => {
+  const limited = gw.createKey('limited');
+  const unlimited = gw.createKey('unlimited');
+  const body = '{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":false},"messages":[]}';
+  upstream.reset();
+  const asIs = await streamText(unlimited.key, body);
+  const governed = await streamText(limited.key, body);
+  const sent = JSON.parse(upstream.received[1]!.body.toString()) as { stream_options: unknown };
+  t.deepEqual(sent.stream_options, { include_usage: true });
+  t.is(governed.text, asIs.text);
+});
+
+test.serial('a request limit alone does not touch the body', async (t) => {
+  const { key } = gw.createKey('counted');
+  upstream.reset();
+  await streamText(key, STREAM_BODY);
+  t.is(upstream.received[0]!.body.toString(), STREAM_BODY);
+});
+
+test.serial('the official SDK streams through the rewrite without a usage chunk', async (t) => {
+  const { key } = gw.createKey('limited');
+  const client = gw.sdk(key);
+  const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'x' }] });
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  t.is(chunks.length, 4);
+  t.true(chunks.every((c) => c.choices.length === 1 && !('usage' in c)));
+});
+
+test('the event filter gives the same bytes however the stream is split', (t) => {
+  const events = [
+    'data: {"id":"a","choices":[{"index":0,"delta":{"content":"x"}}],"usage":null}\n\n',
+    'data: {"id":"a","choices":[{"index":0,"delta":{}}],"usage":null}\r\n\r\n',
+    ': keep-alive comment\n\n',
+    'data: {"id":"a","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}\n\n',
+    'data: [DONE]\n\n',
+  ];
+  const expected = [
+    'data: {"id":"a","choices":[{"index":0,"delta":{"content":"x"}}]}\n\n',
+    'data: {"id":"a","choices":[{"index":0,"delta":{}}]}\r\n\r\n',
+    ': keep-alive comment\n\n',
+    'data: [DONE]\n\n',
+  ].join('');
+  const whole = Buffer.from(events.join(''));
+  for (let cut = 0; cut <= whole.length; cut++) {
+    const filter = new UsageEventFilter();
+    const out = Buffer.concat([filter.push(whole.subarray(0, cut)), filter.push(whole.subarray(cut)), filter.end()]);
+    if (out.toString() !== expected) {
+      t.fail(`split at ${cut}: ${out.toString()}`);
+      return;
+    }
+  }
+  t.pass();
+});
+
+test('content that merely mentions usage is left alone', (t) => {
+  const event = 'data: {"choices":[{"index":0,"delta":{"content":",\\"usage\\":null"}}]}\n\n';
+  const filter = new UsageEventFilter();
+  t.is(Buffer.concat([filter.push(Buffer.from(event)), filter.end()]).toString(), event);
+});
+
+test('withUsageRequested leaves a body that already asks for usage alone', (t) => {
+  t.is(withUsageRequested(Buffer.from('{"stream":true,"stream_options":{"include_usage":true}}')), null);
+  t.is(withUsageRequested(Buffer.from('{"stream":true,"stream_options":{"include_usage":false,"x":1}}'))?.toString(), '{"stream":true,"stream_options":{"include_usage":true,"x":1}}');
+});
