@@ -24,7 +24,8 @@ import { PolicyWatcher } from './policy/policy-watcher.js';
 import { ProviderRouter } from './proxy/provider-router.js';
 
 /** The event loop sleeps at most this long on a taken lock; the audit writer waits for longer asynchronously. */
-const WRITER_BUSY_TIMEOUT_MS = 10;
+const WRITER_BUSY_TIMEOUT_MS = 2;
+const SHUTDOWN_BUSY_TIMEOUT_MS = 5000;
 
 export interface RunningGateway {
   readonly url: string;
@@ -164,6 +165,8 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
         clearTimeout(deadline);
         // Connections are gone, but their handlers may still be recording outcomes: those rows must make the flush.
         await settled();
+        // The last rows may meet a checkpoint holding the lock; blocking the loop to wait for it no longer matters.
+        db.pragma(`busy_timeout = ${SHUTDOWN_BUSY_TIMEOUT_MS}`);
         audit.flush();
         await Promise.all([providers.close(), checkpointer.stop(), limiter.close()]);
         admin?.close();

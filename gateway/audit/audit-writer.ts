@@ -86,30 +86,33 @@ export class AuditWriter {
 
   constructor(db: Db, private readonly file: StoreFile, private readonly hooks: AuditWriterHooks) {
     this.insertDecision = db.prepare(
-      `INSERT INTO usagelog (id, customer_id, api_key_id, model, operation, meta, risk_score, allowed, reason, created_at, prev_hash, hash)
-       VALUES (@id, @customer_id, @api_key_id, @model, @operation, @meta, @risk_score, @allowed, @reason, @created_at, ?, ?)`,
+      `INSERT INTO usagelog (rowid, id, customer_id, api_key_id, model, operation, meta, risk_score, allowed, reason, created_at, prev_hash, hash)
+       VALUES (?, @id, @customer_id, @api_key_id, @model, @operation, @meta, @risk_score, @allowed, @reason, @created_at, ?, ?)`,
     );
     this.insertOutcome = db.prepare(
-      `INSERT INTO usagelog_outcome (log_id, status, duration_ms, upstream_ms, prompt_tokens, completion_tokens, total_tokens, error, created_at, prev_hash, hash)
-       VALUES (@log_id, @status, @duration_ms, @upstream_ms, @prompt_tokens, @completion_tokens, @total_tokens, @error, @created_at, ?, ?)`,
+      `INSERT INTO usagelog_outcome (rowid, log_id, status, duration_ms, upstream_ms, prompt_tokens, completion_tokens, total_tokens, error, created_at, prev_hash, hash)
+       VALUES (?, @log_id, @status, @duration_ms, @upstream_ms, @prompt_tokens, @completion_tokens, @total_tokens, @error, @created_at, ?, ?)`,
     );
     const tails = new ChainTails(db);
     // IMMEDIATE: the chain's tail is read and extended under the write lock, never from a stale snapshot.
     this.commit = db.transaction((decisions: readonly Pending[], outcomes: readonly OutcomeRow[]) => {
+      // Rowids keep rising across retention (tail.nextRowid), so a pruned rowid never names another row.
       if (decisions.length > 0) {
-        let prev = tails.tail('usagelog');
+        let { hash: prev, nextRowid } = tails.tail('usagelog');
         for (const d of decisions) {
           const hash = rowHash('usagelog', prev, d.row);
-          this.insertDecision.run(d.row, prev, hash);
+          this.insertDecision.run(d.row, nextRowid, prev, hash);
           prev = hash;
+          nextRowid = null;
         }
       }
       if (outcomes.length > 0) {
-        let prev = tails.tail('usagelog_outcome');
+        let { hash: prev, nextRowid } = tails.tail('usagelog_outcome');
         for (const o of outcomes) {
           const hash = rowHash('usagelog_outcome', prev, o);
-          this.insertOutcome.run(o, prev, hash);
+          this.insertOutcome.run(o, nextRowid, prev, hash);
           prev = hash;
+          nextRowid = null;
         }
       }
     }).immediate;
@@ -178,7 +181,10 @@ export class AuditWriter {
       this.file.assertWritable();
       this.commit(decisions, outcomes);
     } catch (err) {
-      if (!final && (err as { code?: string }).code === 'SQLITE_BUSY' && this.waitForLock(decisions, outcomes)) return;
+      // SQLITE_BUSY and its extended codes (_RECOVERY after another process crashed, _SNAPSHOT, _TIMEOUT).
+      const busy = (err as { code?: string }).code?.startsWith('SQLITE_BUSY') ?? false;
+      if (!final && busy && this.waitForLock(decisions, outcomes)) return;
+      if (!busy) this.busySince = null;
       this.lastFailure = err;
       this.hooks.onFailure(err, outcomes.length);
       for (const d of decisions) d.reject(err);

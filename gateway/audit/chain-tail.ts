@@ -2,6 +2,13 @@ import type Database from 'better-sqlite3';
 import { GENESIS_HASH, type ChainName } from './chain.js';
 import type { Db } from './database.js';
 
+/** Where a chain's next row goes: the hash it links to, and its rowid when SQLite's own choice would be wrong. */
+export interface ChainTail {
+  readonly hash: string;
+  /** Set only when retention emptied the table: SQLite would start again at rowid 1, reusing pruned rowids. */
+  readonly nextRowid: number | null;
+}
+
 /**
  * The hash a chain's next row links to: its last row's, or when retention has
  * emptied the table, the hash its latest anchor recorded. Read inside the
@@ -14,13 +21,16 @@ export class ChainTails {
 
   constructor(db: Db) {
     this.lastRow = {
-      usagelog: db.prepare('SELECT hash FROM usagelog ORDER BY rowid DESC LIMIT 1').pluck(),
-      usagelog_outcome: db.prepare('SELECT hash FROM usagelog_outcome ORDER BY rowid DESC LIMIT 1').pluck(),
+      usagelog: db.prepare('SELECT hash FROM usagelog ORDER BY rowid DESC LIMIT 1'),
+      usagelog_outcome: db.prepare('SELECT hash FROM usagelog_outcome ORDER BY rowid DESC LIMIT 1'),
     };
-    this.lastAnchor = db.prepare('SELECT through_hash FROM audit_anchor WHERE chain = ? ORDER BY id DESC LIMIT 1').pluck();
+    this.lastAnchor = db.prepare('SELECT through_rowid, through_hash FROM audit_anchor WHERE chain = ? ORDER BY id DESC LIMIT 1');
   }
 
-  tail(chain: ChainName): string {
-    return (this.lastRow[chain].get() as string | undefined) ?? (this.lastAnchor.get(chain) as string | undefined) ?? GENESIS_HASH;
+  tail(chain: ChainName): ChainTail {
+    const last = this.lastRow[chain].get() as { hash: string | null } | undefined;
+    if (last) return { hash: last.hash ?? GENESIS_HASH, nextRowid: null };
+    const anchor = this.lastAnchor.get(chain) as { through_rowid: number; through_hash: string } | undefined;
+    return anchor ? { hash: anchor.through_hash, nextRowid: anchor.through_rowid + 1 } : { hash: GENESIS_HASH, nextRowid: null };
   }
 }

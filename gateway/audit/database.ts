@@ -169,7 +169,9 @@ function migrate(db: Db): void {
     throw new Error(`the audit database has schema version ${current}, newer than this govgate understands (${MIGRATIONS.length})`);
   }
   db.transaction(() => {
-    for (let v = current; v < MIGRATIONS.length; v++) {
+    // Another process may have migrated while this one waited for the lock.
+    const now = db.pragma('user_version', { simple: true }) as number;
+    for (let v = now; v < MIGRATIONS.length; v++) {
       const migration = MIGRATIONS[v]!;
       if (typeof migration === 'string') db.exec(migration);
       else migration(db);

@@ -52,7 +52,7 @@ export async function pruneAuditRows(db: Db, days: number, now: Date = new Date(
         busySince = null;
       } catch (err) {
         // Another connection holds the write lock (an escalated checkpoint, a CLI): wait without blocking, then give up.
-        if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+        if (!(err as { code?: string }).code?.startsWith('SQLITE_BUSY')) throw err;
         busySince ??= started;
         if (started - busySince > BUSY_GIVE_UP_MS) throw err;
         await new Promise<void>((resolve) => setTimeout(resolve, BUSY_RETRY_MS));

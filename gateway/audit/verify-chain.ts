@@ -1,5 +1,6 @@
 import { CHAIN_COLUMNS, CHAINS, GENESIS_HASH, rowHash, type ChainName } from './chain.js';
 import type { Db } from './database.js';
+import { retentionCutoff } from './retention.js';
 
 /** A chain's last row: what `audit verify --export-head` prints, to be kept off the machine. */
 export interface ChainHead {
@@ -24,8 +25,18 @@ export type VerifyReport =
   | { readonly ok: false; readonly rows: Readonly<Record<ChainName, number>>; readonly broken: ChainBreak };
 
 interface Anchor {
+  readonly id: number;
   readonly through_rowid: number;
   readonly through_hash: string;
+  readonly through_created_at: string;
+}
+
+export interface VerifyOptions {
+  /** A head exported earlier, which must still be in the chain unchanged. */
+  readonly against?: ExportedHead;
+  /** audit.retention_days: a retention anchor may only cover rows older than that. */
+  readonly retentionDays?: number;
+  readonly now?: Date;
 }
 
 type Row = Record<string, unknown> & { row_id: number; prev_hash: unknown; hash: unknown };
@@ -38,20 +49,22 @@ type Row = Record<string, unknown> & { row_id: number; prev_hash: unknown; hash:
  * must link to the one before. With `against`, a head exported earlier must
  * still be in the chain unchanged, which also catches rows cut off the end.
  */
-export function verifyAuditChain(db: Db, against?: ExportedHead): VerifyReport {
+export function verifyAuditChain(db: Db, options: VerifyOptions = {}): VerifyReport {
+  const { against } = options;
+  const cutoff = options.retentionDays === undefined ? null : retentionCutoff(options.retentionDays, options.now);
   const rows: Record<ChainName, number> = { usagelog: 0, usagelog_outcome: 0 };
   const head: Record<ChainName, ChainHead | null> = { usagelog: null, usagelog_outcome: null };
   const notes: string[] = [];
   db.exec('BEGIN');
   try {
     for (const chain of CHAINS) {
-      const result = walk(db, chain);
+      const result = walk(db, chain, cutoff);
       rows[chain] = result.count;
       if ('broken' in result) return { ok: false, rows, broken: result.broken };
       head[chain] = result.head;
       const exported = against?.[chain];
       if (exported) {
-        const problem = checkAgainst(db, chain, exported, notes);
+        const problem = checkAgainst(db, chain, exported, notes, result.anchor);
         if (problem) return { ok: false, rows, broken: problem };
       }
     }
@@ -61,62 +74,99 @@ export function verifyAuditChain(db: Db, against?: ExportedHead): VerifyReport {
   return { ok: true, rows, head, notes };
 }
 
-function walk(db: Db, chain: ChainName): { count: number; head: ChainHead | null } | { count: number; broken: ChainBreak } {
+function walk(db: Db, chain: ChainName, cutoff: string | null): { count: number; head: ChainHead | null; anchor: Anchor | undefined } | { count: number; broken: ChainBreak } {
   const idColumn = CHAIN_COLUMNS[chain][0]![0];
-  const anchor = latestAnchor(db, chain);
+  const anchors = checkAnchors(db, chain, cutoff);
+  if ('broken' in anchors) return { count: 0, broken: anchors.broken };
+  const { anchor } = anchors;
   let expected = anchor ? anchor.through_hash : GENESIS_HASH;
   let previous: Row | null = null;
   let count = 0;
   const iterator = db.prepare(`SELECT rowid AS row_id, * FROM ${chain} ORDER BY rowid`).iterate() as IterableIterator<Row>;
-  const breakAt = (row: Row, problem: string): { count: number; broken: ChainBreak } => {
-    iterator.return?.();
-    return { count, broken: { chain, rowid: row.row_id, id: typeof row[idColumn] === 'string' ? (row[idColumn] as string) : null, problem } };
-  };
-  for (let next = iterator.next(); !next.done; ) {
-    const row = next.value;
-    if (typeof row.hash !== 'string' || typeof row.prev_hash !== 'string') return breakAt(row, 'has no hash: it was not written by govgate');
-    if (rowHash(chain, row.prev_hash, row) !== row.hash) return breakAt(row, 'was changed: its content no longer matches its hash');
-    next = iterator.next();
-    if (row.prev_hash !== expected) {
-      if (previous && row.prev_hash === previous.prev_hash) {
-        return breakAt(previous, `was inserted out of order: row ${row.row_id} after it links to what came before it`);
+  const rowWithHash = db.prepare(`SELECT rowid FROM ${chain} WHERE hash = ?`).pluck();
+  const breakAt = (row: Row, problem: string): { count: number; broken: ChainBreak } => ({
+    count,
+    broken: { chain, rowid: row.row_id, id: typeof row[idColumn] === 'string' ? (row[idColumn] as string) : null, problem },
+  });
+  try {
+    for (let next = iterator.next(); !next.done; ) {
+      const row = next.value;
+      if (typeof row.hash !== 'string' || typeof row.prev_hash !== 'string') return breakAt(row, 'has no hash: it was not written by govgate');
+      if (rowHash(chain, row.prev_hash, row) !== row.hash) return breakAt(row, 'was changed: its content no longer matches its hash');
+      if (!previous && anchor && row.row_id <= anchor.through_rowid) {
+        return breakAt(row, `has a rowid that retention anchor ${anchor.id} says was deleted (through row ${anchor.through_rowid})`);
       }
-      const follower = next.done ? null : next.value;
-      if (follower && follower.prev_hash === expected) {
-        return breakAt(row, `was inserted out of order: the row after it links to ${previous ? `row ${previous.row_id}` : 'the start of the chain'}`);
+      next = iterator.next();
+      if (row.prev_hash !== expected) {
+        if (previous && row.prev_hash === previous.prev_hash) {
+          return breakAt(previous, `was inserted out of order: row ${row.row_id} after it links to what came before it`);
+        }
+        const follower = next.done ? null : next.value;
+        if (follower && follower.prev_hash === expected) {
+          return breakAt(row, `was inserted out of order: the row after it links to ${previous ? `row ${previous.row_id}` : 'the start of the chain'}`);
+        }
+        // The only place a search is needed: a broken link is rare, and it names the cause.
+        const linkedTo = rowWithHash.get(row.prev_hash) as number | undefined;
+        if (linkedTo !== undefined) return breakAt(row, `is out of order: it links to row ${linkedTo}`);
+        if (!previous) {
+          return breakAt(row, anchor
+            ? `does not link to retention anchor ${anchor.id} (through row ${anchor.through_rowid}): rows before it were removed`
+            : 'does not link to the start of the chain: rows before it were removed without a retention anchor');
+        }
+        return breakAt(row, `does not link to row ${previous.row_id}: rows between them were removed, or row ${previous.row_id} was changed and re-hashed`);
       }
-      if (!previous) {
-        return breakAt(row, anchor
-          ? `does not link to the retention anchor (through row ${anchor.through_rowid}): rows before it were removed`
-          : 'does not link to the start of the chain: rows before it were removed without a retention anchor');
-      }
-      return breakAt(row, `does not link to row ${previous.row_id}: rows between them were removed, or row ${previous.row_id} was changed and re-hashed`);
+      expected = row.hash;
+      previous = row;
+      count++;
     }
-    expected = row.hash;
-    previous = row;
-    count++;
+  } finally {
+    iterator.return?.();
   }
   const last = previous;
   return {
     count,
+    anchor,
     head: last ? { rowid: last.row_id, id: String(last[idColumn]), hash: last.hash as string, created_at: String(last.created_at) } : null,
   };
 }
 
-function latestAnchor(db: Db, chain: ChainName): Anchor | undefined {
-  return db.prepare('SELECT through_rowid, through_hash FROM audit_anchor WHERE chain = ? ORDER BY id DESC LIMIT 1').get(chain) as Anchor | undefined;
+/**
+ * Anchors are only written by retention, so each must cover more rows than the
+ * one before and only rows past the retention window: an anchor that covers
+ * rows inside the window was forged to hide a deletion (or the window was
+ * lengthened since, which the README explains).
+ */
+function checkAnchors(db: Db, chain: ChainName, cutoff: string | null): { anchor: Anchor | undefined } | { broken: ChainBreak } {
+  let latest: Anchor | undefined;
+  const all = db.prepare('SELECT id, through_rowid, through_hash, through_created_at FROM audit_anchor WHERE chain = ? ORDER BY id').iterate(chain) as IterableIterator<Anchor>;
+  for (const anchor of all) {
+    const broken = (problem: string) => ({ broken: { chain, rowid: anchor.through_rowid, id: null, problem: `is covered by retention anchor ${anchor.id}, ${problem}` } });
+    if (latest && (anchor.through_rowid <= latest.through_rowid || anchor.through_created_at < latest.through_created_at)) {
+      all.return?.();
+      return broken(`which goes back behind anchor ${latest.id}: anchors were forged or reordered`);
+    }
+    if (cutoff !== null && anchor.through_created_at >= cutoff) {
+      all.return?.();
+      return broken(`which deleted rows up to ${anchor.through_created_at}, inside the retention window: a forged anchor hides a deletion`);
+    }
+    latest = anchor;
+  }
+  return { anchor: latest };
 }
 
-/** An exported head proves everything up to it: that row must still be there with the same hash, or have been pruned by retention. */
-function checkAgainst(db: Db, chain: ChainName, exported: ChainHead, notes: string[]): ChainBreak | null {
+/**
+ * An exported head proves everything up to it: that row (found by its log id,
+ * not its rowid) must still be there with the same hash, or have been deleted
+ * by retention, which anchored rows at least as recent as it.
+ */
+function checkAgainst(db: Db, chain: ChainName, exported: ChainHead, notes: string[], anchor: Anchor | undefined): ChainBreak | null {
   const at = (problem: string): ChainBreak => ({ chain, rowid: exported.rowid, id: exported.id, problem });
-  const row = db.prepare(`SELECT hash FROM ${chain} WHERE rowid = ?`).get(exported.rowid) as { hash: unknown } | undefined;
+  const idColumn = CHAIN_COLUMNS[chain][0]![0];
+  const row = db.prepare(`SELECT hash FROM ${chain} WHERE ${idColumn} = ?`).get(exported.id) as { hash: unknown } | undefined;
   if (row) return row.hash === exported.hash ? null : at('differs from the exported head: the chain was rewritten up to it');
-  const pruned = db.prepare('SELECT through_rowid, through_hash FROM audit_anchor WHERE chain = ? AND through_rowid >= ? ORDER BY id LIMIT 1').get(chain, exported.rowid) as Anchor | undefined;
-  if (!pruned) return at('is missing: the exported head row was removed, or rows were cut off the end of the chain');
-  if (pruned.through_rowid === exported.rowid && pruned.through_hash !== exported.hash) {
-    return at('differs from the exported head: the retention anchor that deleted it recorded another hash');
+  if (!anchor || anchor.through_created_at < exported.created_at) {
+    return at('is missing: the exported head row was removed, or rows were cut off the end of the chain');
   }
-  notes.push(`${chain} head row ${exported.rowid} has since been deleted by retention (anchored through row ${pruned.through_rowid})`);
+  notes.push(`${chain} head row ${exported.rowid} has since been deleted by retention (anchored through row ${anchor.through_rowid})`);
   return null;
 }

@@ -17,8 +17,11 @@ const STOP_TIMEOUT_MS = 2000;
  * worker escalates to TRUNCATE, which holds the write lock while it waits for
  * the readers of old snapshots to finish (new readers are not held up). It
  * waits at most ESCALATED_WAIT_MS, so the gateway's commits are delayed,
- * never refused; if the readers outlast it, it tries again on the next tick
- * and reports the size it is stuck at.
+ * never refused. If the readers outlast it, the WAL is reported stuck and the
+ * next waiting escalation comes ESCALATION_BACKOFF_MS later, doubling up to
+ * MAX_ESCALATION_BACKOFF_MS (a reader that holds its snapshot for minutes must
+ * not turn the escalations into a write lock that is never free); the ticks
+ * in between try a TRUNCATE that waits for nobody.
  */
 const WORKER_SOURCE = `
 const { statSync } = require('node:fs');
@@ -27,10 +30,20 @@ const Database = require(workerData.driver);
 const db = new Database(workerData.file, { fileMustExist: true });
 db.pragma('busy_timeout = 0');
 const walBytes = () => statSync(workerData.file + '-wal', { throwIfNoEntry: false })?.size ?? 0;
+let backoffMs = workerData.backoffMs;
+let escalateAfter = 0;
 const checkpoint = () => {
   try {
     db.pragma('wal_checkpoint(PASSIVE)');
-    if (walBytes() <= workerData.limitBytes) return;
+    if (walBytes() <= workerData.limitBytes) {
+      backoffMs = workerData.backoffMs;
+      return;
+    }
+    // Between waiting escalations, a TRUNCATE that waits for nobody: it resets the WAL the moment the readers are gone.
+    if (Date.now() < escalateAfter) {
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      return;
+    }
     db.pragma('busy_timeout = ' + workerData.escalatedWaitMs);
     try {
       db.pragma('wal_checkpoint(TRUNCATE)');
@@ -38,14 +51,24 @@ const checkpoint = () => {
       db.pragma('busy_timeout = 0');
     }
     const left = walBytes();
-    if (left > workerData.limitBytes) parentPort.postMessage({ pinnedBytes: left });
+    if (left > workerData.limitBytes) {
+      parentPort.postMessage({ pinnedBytes: left });
+      escalateAfter = Date.now() + backoffMs;
+      backoffMs = Math.min(backoffMs * 2, workerData.maxBackoffMs);
+    }
   } catch (err) {
     parentPort.postMessage({ code: err && err.code ? String(err.code) : 'unknown' });
   }
 };
-const timer = setInterval(checkpoint, workerData.intervalMs);
+// A chain of timeouts, not an interval: a slow checkpoint is always followed by a full interval with the lock free.
+let timer;
+const tick = () => {
+  checkpoint();
+  timer = setTimeout(tick, workerData.intervalMs);
+};
+timer = setTimeout(tick, workerData.intervalMs);
 parentPort.on('message', () => {
-  clearInterval(timer);
+  clearTimeout(timer);
   checkpoint();
   db.close();
   parentPort.close();
@@ -60,6 +83,8 @@ parentPort.on('message', () => {
  * loop, instead of failing.
  */
 const ESCALATED_WAIT_MS = 1000;
+const ESCALATION_BACKOFF_MS = 5000;
+const MAX_ESCALATION_BACKOFF_MS = 60_000;
 
 export interface CheckpointEvents {
   onError(code: string): void;
@@ -84,7 +109,10 @@ export class WalCheckpointer {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { file, driver, intervalMs: CHECKPOINT_INTERVAL_MS, limitBytes, escalatedWaitMs: ESCALATED_WAIT_MS },
+      workerData: {
+        file, driver, intervalMs: CHECKPOINT_INTERVAL_MS, limitBytes, escalatedWaitMs: ESCALATED_WAIT_MS,
+        backoffMs: ESCALATION_BACKOFF_MS, maxBackoffMs: MAX_ESCALATION_BACKOFF_MS,
+      },
     });
     this.worker.on('message', (message: { code: string } | { pinnedBytes: number }) => {
       if ('pinnedBytes' in message) events.onPinned(message.pinnedBytes);

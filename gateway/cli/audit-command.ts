@@ -26,7 +26,7 @@ export function auditCommand(config: GatewayConfig, args: string[], out: NodeJS.
   if (!existsSync(config.audit.path)) throw new CliError(`no audit database at ${config.audit.path}`);
   const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, readonly: true });
   try {
-    const report = verifyAuditChain(db, against);
+    const report = verifyAuditChain(db, { against, retentionDays: config.audit.retentionDays });
     if (!report.ok) {
       const { chain, rowid, id, problem } = report.broken;
       out.write(`audit trail BROKEN: ${chain} row ${rowid}${id ? ` (${id})` : ''} ${problem}\n`);

@@ -185,7 +185,7 @@ test('a row edited with the triggers dropped is named by audit verify', async (t
   const tr = trail();
   await fill(tr, 30);
   t.is(verify(tr).status, 0);
-  tamper(tr, 'UPDATE usagelog SET allowed = 1 WHERE rowid = 11;');
+  tamper(tr, 'UPDATE usagelog SET allowed = 1 - allowed WHERE rowid = 11;');
   const r = verify(tr);
   t.is(r.status, 1);
   t.regex(r.stdout, /audit trail BROKEN: usagelog row 11 \(00000000-[0-9a-f-]+\) was changed/);
@@ -195,8 +195,8 @@ test('an edited row whose hash was recomputed breaks the link of the row after i
   const tr = trail();
   await fill(tr, 30);
   const row = tr.db.prepare('SELECT * FROM usagelog WHERE rowid = 8').get() as DecisionRow & { prev_hash: string };
-  const forged = { ...row, reason: 'allowed', allowed: 1 as const };
-  tamper(tr, `UPDATE usagelog SET reason = 'allowed', allowed = 1, hash = '${rowHash('usagelog', row.prev_hash, forged)}' WHERE rowid = 8;`);
+  const forged = { ...row, reason: 'forged', allowed: row.allowed === 1 ? (0 as const) : (1 as const) };
+  tamper(tr, `UPDATE usagelog SET reason = 'forged', allowed = ${forged.allowed}, hash = '${rowHash('usagelog', row.prev_hash, forged)}' WHERE rowid = 8;`);
   const r = verify(tr);
   t.is(r.status, 1);
   t.regex(r.stdout, /usagelog row 9 .*does not link to row 8/);
@@ -315,4 +315,46 @@ test('audit verify reports a missing database and a malformed head as one line w
   const bad = runCli(['audit', 'verify', '--against', '{"usagelog":{"rowid":"x"}}'], { cwd: dir });
   t.is(bad.status, 2);
   t.regex(bad.stderr, /exported head's "usagelog" must have rowid/);
+});
+
+test('an anchor forged to hide a deletion inside the retention window is caught', async (t) => {
+  const tr = trail(90);
+  await fill(tr, 10);
+  const fifth = tr.db.prepare('SELECT hash, created_at FROM usagelog WHERE rowid = 5').get() as { hash: string; created_at: string };
+  tamper(tr, `DELETE FROM usagelog WHERE rowid <= 5;
+    INSERT INTO audit_anchor (chain, through_rowid, through_hash, through_created_at, rows_deleted, created_at)
+      VALUES ('usagelog', 5, '${fifth.hash}', '${fifth.created_at}', 5, '${fifth.created_at}');`);
+  const r = verify(tr);
+  t.is(r.status, 1);
+  t.regex(r.stdout, /usagelog row 5 is covered by retention anchor \d+, which deleted rows up to .* inside the retention window/);
+});
+
+test('after retention empties a table, rowids keep rising and an exported head is still found or accounted for', async (t) => {
+  const tr = trail(30);
+  await fill(tr, 5, 45);
+  const oldHead = verify(tr, '--export-head').stdout.trim();
+  t.deepEqual(await pruneAuditRows(tr.db, 30), { decisions: 5, outcomes: 5 });
+  t.deepEqual(sqliteJson(tr.dbPath, 'SELECT count(*) AS n FROM usagelog'), [{ n: 0 }]);
+
+  await fill(tr, 3);
+  t.deepEqual(sqliteJson<{ r: number }>(tr.dbPath, 'SELECT rowid AS r FROM usagelog ORDER BY rowid').map((x) => x.r), [6, 7, 8]);
+  const r = verify(tr, '--against', oldHead);
+  t.is(r.status, 0, r.stdout);
+  t.regex(r.stdout, /head row 5 has since been deleted by retention/);
+  t.regex(r.stdout, /3 decision rows and 3 outcome rows verified/);
+
+  // A fresh row deleted by hand is not mistaken for one retention took.
+  const newHead = verify(tr, '--export-head').stdout.trim();
+  tamper(tr, 'DELETE FROM usagelog WHERE rowid = 8;');
+  t.regex(verify(tr, '--against', newHead).stdout, /usagelog row 8 .*is missing/);
+});
+
+test('a row moved out of order is named as such', async (t) => {
+  const tr = trail();
+  await fill(tr, 10);
+  // Row 3 moved to the end: its content and hash are intact, so the break shows where its successor points.
+  tamper(tr, 'UPDATE usagelog SET rowid = 100 WHERE rowid = 3;');
+  const r = verify(tr);
+  t.is(r.status, 1);
+  t.regex(r.stdout, /usagelog row 4 \(.*\) is out of order: it links to row 100/);
 });
