@@ -34,14 +34,17 @@ let backoffMs = workerData.backoffMs;
 let escalateAfter = 0;
 const checkpoint = () => {
   try {
-    db.pragma('wal_checkpoint(PASSIVE)');
+    const [{ log, checkpointed }] = db.pragma('wal_checkpoint(PASSIVE)');
     if (walBytes() <= workerData.limitBytes) {
       backoffMs = workerData.backoffMs;
       return;
     }
-    // Between waiting escalations, a TRUNCATE that waits for nobody: it resets the WAL the moment the readers are gone.
-    if (Date.now() < escalateAfter) {
+    // Everything copied, or between waiting escalations: a TRUNCATE that waits for nobody and has
+    // (almost) nothing left to copy, so it holds the write lock for a moment only; it shrinks the
+    // file the moment no reader is left on the WAL.
+    if (checkpointed >= log || Date.now() < escalateAfter) {
       db.pragma('wal_checkpoint(TRUNCATE)');
+      if (checkpointed >= log) backoffMs = workerData.backoffMs;
       return;
     }
     db.pragma('busy_timeout = ' + workerData.escalatedWaitMs);
