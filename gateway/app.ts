@@ -1,7 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { statSync } from 'node:fs';
-import type { ScheduledTask } from 'node-cron';
 import { AdminRoutes } from './admin/admin-routes.js';
 import { AuditWriter } from './audit/audit-writer.js';
 import { scheduleBackup } from './audit/backup-schedule.js';
@@ -121,7 +120,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     reporter.exception(err, { stage: 'auth' });
   });
   policy.start();
-  const cleanup: ScheduledTask = scheduleCleanup(db, config.audit.cleanupSchedule, config.audit.retentionDays, {
+  const cleanup = scheduleCleanup(config.audit, {
     onDone(result) {
       logger.info({ deleted_decisions: result.decisions, deleted_outcomes: result.outcomes, retention_days: config.audit.retentionDays }, 'audit retention ran');
     },
@@ -152,7 +151,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     db,
     close(drainMs = config.server.drainTimeoutMs) {
       closing ??= (async () => {
-        await Promise.all([cleanup.destroy(), backups.stop()]);
+        await Promise.all([cleanup.stop(), backups.stop()]);
         policy.stop();
         keys.stop();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));

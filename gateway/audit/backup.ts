@@ -1,24 +1,9 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { runInWorker } from './module-worker.js';
 
 /** `audit-2026-11-27T030000Z.db`, UTC; a second snapshot in the same second gets milliseconds. */
 const SNAPSHOT_FILE = /^audit-(\d{4})-(\d{2})-(\d{2})T(\d{2})(\d{2})(\d{2})(?:\.(\d{3}))?Z\.db$/;
-
-/**
- * Loads snapshot-worker in a thread, from the sources (through tsx, as in
- * tests and `npm run bench`) or from the build. A worker does not inherit the
- * parent's TypeScript loader, so it registers tsx itself when given one.
- */
-const BOOTSTRAP = `
-const { workerData } = require('node:worker_threads');
-(async () => {
-  if (workerData.tsx) (await import(workerData.tsx)).register();
-  await import(workerData.module);
-})();
-`;
-const FROM_SOURCES = import.meta.url.endsWith('.ts');
-const WORKER_MODULE = new URL(FROM_SOURCES ? './snapshot-worker.ts' : './snapshot-worker.js', import.meta.url).href;
 
 export interface BackupResult {
   readonly file: string;
@@ -50,7 +35,7 @@ export async function backupAuditDatabase(source: string, dir: string, keep: num
   const file = path.join(dir, name);
   const partial = path.join(dir, `.${name}.partial`);
   try {
-    await inWorker(source, partial, options.signal);
+    await runInWorker<null>('snapshot-worker', { source, target: partial }, 'backup', options.signal);
     renameSync(partial, file);
   } finally {
     rmSync(partial, { force: true });
@@ -77,24 +62,3 @@ function snapshotTime(name: string): number | null {
   return Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s), Number(ms ?? 0));
 }
 
-/** Aborting terminates the thread: a gateway shutting down does not wait for a snapshot of a large file. */
-function inWorker(source: string, target: string, signal: AbortSignal | undefined): Promise<void> {
-  signal?.throwIfAborted();
-  const tsx = FROM_SOURCES ? import.meta.resolve('tsx/esm/api') : null;
-  const worker = new Worker(BOOTSTRAP, { eval: true, workerData: { source, target, tsx, module: WORKER_MODULE } });
-  const abort = () => void worker.terminate();
-  signal?.addEventListener('abort', abort, { once: true });
-  void new Promise((resolve) => worker.once('exit', resolve)).then(() => signal?.removeEventListener('abort', abort));
-  return new Promise<void>((resolve, reject) => {
-    let answered = false;
-    worker.once('message', (m: { ok: boolean; message?: string; code?: string | null }) => {
-      answered = true;
-      if (m.ok) resolve();
-      else reject(Object.assign(new Error(m.message ?? 'backup failed'), m.code ? { code: m.code } : {}));
-    });
-    worker.once('error', reject);
-    worker.once('exit', (code) => {
-      if (!answered) reject(new Error(`the backup thread exited (${code}) before finishing`));
-    });
-  });
-}

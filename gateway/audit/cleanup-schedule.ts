@@ -1,25 +1,57 @@
-import cron, { type ScheduledTask } from 'node-cron';
-import type { Db } from './database.js';
-import { pruneAuditRows } from './retention.js';
+import cron from 'node-cron';
+import type { SyncMode } from '../config/gateway-config.js';
+import { runInWorker } from './module-worker.js';
+import type { PruneResult } from './retention.js';
 
 export interface CleanupHooks {
-  onDone(result: { decisions: number; outcomes: number }): void;
+  onDone(result: PruneResult): void;
   onError(err: unknown): void;
 }
 
-/** Runs retention inside the gateway on a node-cron schedule, evaluated in UTC; never keeps the process alive. */
-export function scheduleCleanup(db: Db, schedule: string, retentionDays: number, hooks: CleanupHooks): ScheduledTask {
+export interface CleanupSettings {
+  readonly path: string;
+  readonly synchronous: SyncMode;
+  readonly cleanupSchedule: string;
+  readonly retentionDays: number;
+}
+
+export interface ScheduledCleanup {
+  /** Stops the schedule and abandons a prune in progress (its current batch rolls back). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs retention inside the gateway on a node-cron schedule, evaluated in
+ * UTC, in a worker thread on its own connection (retention-worker.ts), so
+ * pruning a large backlog never holds the event loop; never keeps the
+ * process alive.
+ */
+export function scheduleCleanup(audit: CleanupSettings, hooks: CleanupHooks): ScheduledCleanup {
+  const stopping = new AbortController();
+  let running: Promise<void> | null = null;
+  const run = async () => {
+    try {
+      const data = { file: audit.path, days: audit.retentionDays, synchronous: audit.synchronous };
+      hooks.onDone(await runInWorker<PruneResult>('retention-worker', data, 'retention', stopping.signal));
+    } catch (err) {
+      if (!stopping.signal.aborted) hooks.onError(err);
+    }
+  };
   const task = cron.schedule(
-    schedule,
+    audit.cleanupSchedule,
     async () => {
-      try {
-        hooks.onDone(await pruneAuditRows(db, retentionDays));
-      } catch (err) {
-        hooks.onError(err);
-      }
+      running = run();
+      await running;
+      running = null;
     },
     { timezone: 'UTC', name: 'govgate-audit-retention', noOverlap: true },
   );
   task.unref();
-  return task;
+  return {
+    async stop() {
+      await task.destroy();
+      stopping.abort();
+      await running;
+    },
+  };
 }

@@ -34,7 +34,12 @@ interface ChainHead {
  * an anchor holding the hash of the last row it deleted, which is what the
  * first remaining row's `prev_hash` links to.
  */
-export async function pruneAuditRows(db: Db, days: number, now: Date = new Date()): Promise<{ decisions: number; outcomes: number }> {
+export interface PruneResult {
+  readonly decisions: number;
+  readonly outcomes: number;
+}
+
+export async function pruneAuditRows(db: Db, days: number, now: Date = new Date()): Promise<PruneResult> {
   const cutoff = retentionCutoff(days, now);
   const anchor = db.prepare(
     `INSERT INTO audit_anchor (chain, through_rowid, through_hash, through_created_at, rows_deleted, created_at) VALUES (?, ?, ?, ?, ?, ?)`,

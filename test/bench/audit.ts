@@ -107,7 +107,7 @@ function startChild(args: string[], cwd: string, ready: RegExp, from: 'stdout' |
   });
 }
 
-async function retentionUnderLoad(): Promise<{ pruneS: number; during: Window; after: Window; lagMaxMs: number; kept: number }> {
+async function retentionUnderLoad(): Promise<{ pruneS: number; during: Window; after: Window; lagMaxMs: number; lagAfterMs: number; kept: number }> {
   const dir = gatewayDir();
   const dbPath = path.join(dir, 'data/audit.db');
   try {
@@ -159,11 +159,12 @@ async function retentionUnderLoad(): Promise<{ pruneS: number; during: Window; a
     stop = true;
     await Promise.all(loops);
     const after = summarise(samples.splice(0), errors);
+    const lagAfterMs = await scrapeLag(pool);
     const kept = reader.prepare('SELECT count(*) FROM usagelog').pluck().get() as number;
     reader.close();
     await pool.close();
     if (statuses.size > 0) console.error(`bench:audit: non-200 answers by status: ${JSON.stringify(Object.fromEntries(statuses))}`);
-    return { pruneS, during, after, lagMaxMs, kept };
+    return { pruneS, during, after, lagMaxMs, lagAfterMs, kept };
   } finally {
     children.forEach((c) => c.kill('SIGKILL'));
     rmSync(dir, { recursive: true, force: true });
@@ -235,7 +236,7 @@ async function main(): Promise<void> {
     `| requests during the prune (${LOAD_CONNECTIONS} connections): count / errors | ${r.during.requests} / ${r.during.errors} |`,
     `| … latency p50 / p99 / max | ${f(r.during.p50ms, 2)} / ${f(r.during.p99ms, 2)} / ${f(r.during.maxMs, 2)} ms |`,
     `| same load after the prune: p50 / p99 / max | ${f(r.after.p50ms, 2)} / ${f(r.after.p99ms, 2)} / ${f(r.after.maxMs, 2)} ms |`,
-    `| gateway event-loop lag, max during the prune (prom-client) | ${f(r.lagMaxMs, 2)} ms |`,
+    `| gateway event-loop lag, max during the prune / during the same load after it (prom-client) | ${f(r.lagMaxMs, 2)} / ${f(r.lagAfterMs, 2)} ms |`,
     `| rows left after the prune (all inside the window) | ${r.kept} |`,
     `| synchronous NORMAL: group commit (32/turn) rows/s; one-row commit p50 | ${f(normal.groupRowsPerS, 0)}; ${f(normal.singleCommitUs, 0)} µs |`,
     `| synchronous FULL: group commit (32/turn) rows/s; one-row commit p50 | ${f(full.groupRowsPerS, 0)}; ${f(full.singleCommitUs, 0)} µs |`,
