@@ -52,8 +52,9 @@ export async function pruneAuditRows(db: Db, days: number, now: Date = new Date(
     for (;;) {
       const started = performance.now();
       let deleted: number;
+      let ms: number;
       try {
-        deleted = batch(cutoff, size);
+        ({ deleted, ms } = batch(cutoff, size));
         busySince = null;
       } catch (err) {
         // Another connection holds the write lock (an escalated checkpoint, a CLI): wait without blocking, then give up.
@@ -63,7 +64,6 @@ export async function pruneAuditRows(db: Db, days: number, now: Date = new Date(
         await new Promise<void>((resolve) => setTimeout(resolve, BUSY_RETRY_MS));
         continue;
       }
-      const ms = performance.now() - started;
       total[chain === 'usagelog' ? 'decisions' : 'outcomes'] += deleted;
       if (deleted < size) break;
       if (ms > TARGET_BATCH_MS) size = Math.max(MIN_BATCH_ROWS, Math.floor(size / 2));
@@ -74,18 +74,20 @@ export async function pruneAuditRows(db: Db, days: number, now: Date = new Date(
   return total;
 }
 
-function pruneBatch(db: Db, chain: ChainName, anchor: Database.Statement): (cutoff: string, size: number) => number {
+/** A batch reports how long it held the write lock: waiting for the lock must not shrink the batches. */
+function pruneBatch(db: Db, chain: ChainName, anchor: Database.Statement): (cutoff: string, size: number) => { deleted: number; ms: number } {
   const oldest = db.prepare(`SELECT rowid AS row_id, hash, created_at FROM ${chain} ORDER BY rowid LIMIT ?`);
   const remove = db.prepare(`DELETE FROM ${chain} WHERE rowid <= ?`);
-  return db.transaction((cutoff: string, size: number): number => {
+  return db.transaction((cutoff: string, size: number): { deleted: number; ms: number } => {
+    const locked = performance.now();
     const rows = oldest.all(size) as ChainHead[];
     let expired = 0;
     while (expired < rows.length && rows[expired]!.created_at < cutoff) expired++;
-    if (expired === 0) return 0;
+    if (expired === 0) return { deleted: 0, ms: performance.now() - locked };
     const last = rows[expired - 1]!;
     remove.run(last.row_id);
     // A row inserted by hand may have no hash; the anchor then records none and verification flags what follows.
     anchor.run(chain, last.row_id, last.hash ?? '', last.created_at, expired, sqliteTime());
-    return expired;
+    return { deleted: expired, ms: performance.now() - locked };
   }).immediate;
 }
