@@ -4,11 +4,11 @@ import type { Db } from './database.js';
 import { sqliteTime } from './database.js';
 
 /**
- * Each batch runs on the event loop that serves requests and holds the write
- * lock, so its size adapts to take about TARGET_BATCH_MS: deleting a row
- * touches a random leaf of every index (ids are random UUIDs), and what that
- * costs depends on the disk, the cache and the other load. Requests' rows
- * commit in between, when the loop is yielded.
+ * Each batch holds the write lock the gateway's commits wait for (the
+ * gateway prunes in a worker thread, cleanup-logs in its own process), so
+ * its size adapts to hold it about TARGET_BATCH_MS: deleting a row touches a
+ * random leaf of every index (ids are random UUIDs), and what that costs
+ * depends on the disk, the cache and the other load.
  */
 const TARGET_BATCH_MS = 2;
 const MIN_BATCH_ROWS = 8;
