@@ -49,12 +49,12 @@ const OUTCOME_DELAY_MS = 50;
 const OUTCOME_BATCH = 512;
 /**
  * How long rows wait for a write lock someone else holds (an escalated
- * checkpoint, a CLI, an admin's `sqlite3`) before their requests are refused.
+ * checkpoint, a retention batch, a CLI, an admin's `sqlite3`) before their requests are refused.
  * The wait is asynchronous, retried every BUSY_RETRY_MS, so the event loop
  * keeps serving; the connection's own busy_timeout stays a few milliseconds.
  */
 const BUSY_WAIT_MS = 2000;
-const BUSY_RETRY_MS = 10;
+const BUSY_RETRY_MS = 2;
 
 /**
  * Group commit. Every decision recorded during one turn of the event loop goes

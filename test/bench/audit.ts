@@ -19,8 +19,8 @@ import { StoreFile } from '../../gateway/audit/store-file.js';
 import { createKey } from '../../gateway/auth/key-store.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const VERIFY_ROWS = 1_000_000;
-const PRUNE_ROWS = 1_000_000;
+const VERIFY_ROWS = Number(process.env.BENCH_VERIFY_ROWS ?? 1_000_000);
+const PRUNE_ROWS = Number(process.env.BENCH_PRUNE_ROWS ?? 1_000_000);
 const LOAD_CONNECTIONS = 8;
 const SYNC_ROWS = 20_000;
 /** The same load, once the prune is over, for comparison. */
