@@ -1,10 +1,5 @@
-import cron, { type ScheduledTask } from 'node-cron';
 import { backupAuditDatabase, type BackupResult } from './backup.js';
-
-export interface BackupHooks {
-  onDone(result: BackupResult): void;
-  onError(err: unknown): void;
-}
+import { scheduleJob, type ScheduledJob, type ScheduleHooks } from './background-schedule.js';
 
 export interface BackupSettings {
   readonly path: string;
@@ -13,37 +8,12 @@ export interface BackupSettings {
   readonly backupKeep: number;
 }
 
-export interface ScheduledBackup {
-  /** Stops the schedule and abandons a snapshot in progress (its partial file is removed). */
-  stop(): Promise<void>;
-}
-
-/** Snapshots the audit database on a node-cron schedule, evaluated in UTC; never keeps the process alive. */
-export function scheduleBackup(audit: BackupSettings, hooks: BackupHooks): ScheduledBackup {
-  const stopping = new AbortController();
-  let running: Promise<void> | null = null;
-  const run = async () => {
-    try {
-      hooks.onDone(await backupAuditDatabase(audit.path, audit.backupDir, audit.backupKeep, { signal: stopping.signal }));
-    } catch (err) {
-      if (!stopping.signal.aborted) hooks.onError(err);
-    }
-  };
-  const task: ScheduledTask = cron.schedule(
+/** Snapshots the audit database on `audit.backup_schedule`; stopping abandons a snapshot in progress (its partial file is removed). */
+export function scheduleBackup(audit: BackupSettings, hooks: ScheduleHooks<BackupResult>): ScheduledJob {
+  return scheduleJob(
     audit.backupSchedule,
-    async () => {
-      running = run();
-      await running;
-      running = null;
-    },
-    { timezone: 'UTC', name: 'govgate-audit-backup', noOverlap: true },
+    'govgate-audit-backup',
+    (signal) => backupAuditDatabase(audit.path, audit.backupDir, audit.backupKeep, { signal }),
+    hooks,
   );
-  task.unref();
-  return {
-    async stop() {
-      await task.destroy();
-      stopping.abort();
-      await running;
-    },
-  };
 }

@@ -1,12 +1,7 @@
-import cron from 'node-cron';
 import type { SyncMode } from '../config/gateway-config.js';
+import { scheduleJob, type ScheduledJob, type ScheduleHooks } from './background-schedule.js';
 import { runInWorker } from './module-worker.js';
 import type { PruneResult } from './retention.js';
-
-export interface CleanupHooks {
-  onDone(result: PruneResult): void;
-  onError(err: unknown): void;
-}
 
 export interface CleanupSettings {
   readonly path: string;
@@ -15,43 +10,13 @@ export interface CleanupSettings {
   readonly retentionDays: number;
 }
 
-export interface ScheduledCleanup {
-  /** Stops the schedule and abandons a prune in progress (its current batch rolls back). */
-  stop(): Promise<void>;
-}
-
 /**
- * Runs retention inside the gateway on a node-cron schedule, evaluated in
- * UTC, in a worker thread on its own connection (retention-worker.ts), so
- * pruning a large backlog never holds the event loop; never keeps the
- * process alive.
+ * Runs retention inside the gateway on `audit.cleanup_schedule`, in a worker
+ * thread on its own connection (retention-worker.ts), so pruning a large
+ * backlog never holds the event loop; stopping abandons a prune in progress
+ * (its current batch rolls back).
  */
-export function scheduleCleanup(audit: CleanupSettings, hooks: CleanupHooks): ScheduledCleanup {
-  const stopping = new AbortController();
-  let running: Promise<void> | null = null;
-  const run = async () => {
-    try {
-      const data = { file: audit.path, days: audit.retentionDays, synchronous: audit.synchronous };
-      hooks.onDone(await runInWorker<PruneResult>('retention-worker', data, 'retention', stopping.signal));
-    } catch (err) {
-      if (!stopping.signal.aborted) hooks.onError(err);
-    }
-  };
-  const task = cron.schedule(
-    audit.cleanupSchedule,
-    async () => {
-      running = run();
-      await running;
-      running = null;
-    },
-    { timezone: 'UTC', name: 'govgate-audit-retention', noOverlap: true },
-  );
-  task.unref();
-  return {
-    async stop() {
-      await task.destroy();
-      stopping.abort();
-      await running;
-    },
-  };
+export function scheduleCleanup(audit: CleanupSettings, hooks: ScheduleHooks<PruneResult>): ScheduledJob {
+  const data = { file: audit.path, days: audit.retentionDays, synchronous: audit.synchronous };
+  return scheduleJob(audit.cleanupSchedule, 'govgate-audit-retention', (signal) => runInWorker<PruneResult>('retention-worker', data, 'retention', signal), hooks);
 }
