@@ -33,8 +33,11 @@ export interface OutcomeRow {
 }
 
 export interface AuditWriterHooks {
-  onCommit(ms: number): void;
+  /** `ms`: the transaction itself; `waitedMs`: how long the batch waited for a write lock someone else held (0 if free). */
+  onCommit(ms: number, waitedMs: number): void;
   onFailure(err: unknown, lostOutcomes: number): void;
+  /** A batch found the write lock taken and will be retried (onCommit or onFailure follows). */
+  onBusy?(): void;
 }
 
 interface Pending {
@@ -51,7 +54,7 @@ const OUTCOME_BATCH = 512;
  * How long rows wait for a write lock someone else holds (an escalated
  * checkpoint, a retention batch, a CLI, an admin's `sqlite3`) before their requests are refused.
  * The wait is asynchronous, retried every BUSY_RETRY_MS, so the event loop
- * keeps serving; the connection's own busy_timeout stays a few milliseconds.
+ * keeps serving; the connection's own busy_timeout is 0 (app.ts).
  */
 const BUSY_WAIT_MS = 2000;
 const BUSY_RETRY_MS = 2;
@@ -190,9 +193,10 @@ export class AuditWriter {
       for (const d of decisions) d.reject(err);
       return;
     }
+    const waitedMs = this.busySince === null ? 0 : started - this.busySince;
     this.lastFailure = null;
     this.busySince = null;
-    this.hooks.onCommit(performance.now() - started);
+    this.hooks.onCommit(performance.now() - started, waitedMs);
     for (const d of decisions) d.resolve();
   }
 
@@ -205,6 +209,7 @@ export class AuditWriter {
     const now = performance.now();
     this.busySince ??= now;
     if (now - this.busySince >= BUSY_WAIT_MS) return false;
+    this.hooks.onBusy?.();
     this.decisions = decisions.concat(this.decisions);
     this.outcomes = outcomes.concat(this.outcomes);
     this.retryTimer ??= setTimeout(this.retryBusy, BUSY_RETRY_MS);

@@ -11,10 +11,10 @@ import { pruneAuditRows, type PruneResult } from './retention.js';
  * this connection may wait for the gateway's commits, the gateway's never
  * waits long for it.
  */
-const { file, days, synchronous } = workerData as { file: string; days: number; synchronous: SyncMode };
-const db = openDatabase(file, { synchronous, busyTimeoutMs: 1000 });
+const { file, days, synchronous, writerWaiting } = workerData as { file: string; days: number; synchronous: SyncMode; writerWaiting: SharedArrayBuffer };
+const db = openDatabase(file, { synchronous, busyTimeoutMs: 1000, checkpointsElsewhere: true });
 try {
-  parentPort!.postMessage({ ok: true, result: await pruneAuditRows(db, days) } satisfies WorkerAnswer<PruneResult>);
+  parentPort!.postMessage({ ok: true, result: await pruneAuditRows(db, days, { writerWaiting }) } satisfies WorkerAnswer<PruneResult>);
 } catch (err) {
   parentPort!.postMessage(failureAnswer(err));
 } finally {

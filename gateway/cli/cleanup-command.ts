@@ -16,7 +16,7 @@ export async function cleanupCommand(config: GatewayConfig, args: string[], out:
   const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, retentionDays: config.audit.retentionDays });
   try {
     const now = new Date();
-    const deleted = await pruneAuditRows(db, days, now);
+    const deleted = await pruneAuditRows(db, days, { now });
     out.write(`Deleted ${deleted.decisions} audit rows (and ${deleted.outcomes} outcome rows) created before ${retentionCutoff(days, now)} UTC (older than ${days} days).\n`);
   } finally {
     db.close();

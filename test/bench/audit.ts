@@ -2,14 +2,15 @@
  * `npm run bench:audit`: the audit trail's own figures (issue 4), on this machine.
  *  1. `audit verify` over a chain of VERIFY_ROWS decision rows: time and peak RSS of the CLI process.
  *  2. Retention pruning PRUNE_ROWS expired rows inside a serving gateway (its own node-cron job),
- *     while LOAD_CONNECTIONS clients keep requesting: the slowest request and p99 during the prune,
- *     against the same load after it, and the gateway's event-loop lag.
+ *     while LOAD_CONNECTIONS clients keep requesting: latency at the client, and what the gateway
+ *     itself saw (its overhead and lock-wait histograms, its event-loop lag, the WAL's size),
+ *     during the prune against the same load after it.
  *  3. The cost of `audit.synchronous`: group-commit rows per second and single-row commit latency,
  *     FULL against NORMAL.
  * Writes test/bench/AUDIT-RESULTS.md and prints it.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Pool } from 'undici';
@@ -91,6 +92,30 @@ async function verifyFigures(): Promise<{ generateS: number; verifyS: number; rs
 
 interface Window { requests: number; errors: number; p50ms: number; p99ms: number; maxMs: number }
 
+/** Cumulative bucket counts of one of the gateway's histograms, by upper bound in seconds. */
+type Buckets = Map<number, number>;
+
+interface GatewayView {
+  /** govgate_overhead_seconds: authentication, policy and the audit commit, before forwarding. */
+  overhead: Buckets;
+  /** govgate_audit_lock_wait_seconds: how long group commits waited for another connection's write lock. */
+  lockWait: Buckets;
+  lagMaxMs: number;
+}
+
+/** What the gateway itself saw between two scrapes, so the load generator's own stalls do not count. */
+interface GatewayWindow {
+  requests: number;
+  overOverhead: Record<string, number>;
+  commits: number;
+  overWait: Record<string, number>;
+  /** Smallest bucket bound that holds every wait (a histogram keeps no maximum). */
+  longestWaitMs: number;
+  lagMaxMs: number;
+}
+
+const THRESHOLDS_S = [0.005, 0.01, 0.025];
+
 function startChild(args: string[], cwd: string, ready: RegExp, from: 'stdout' | 'stderr', env: NodeJS.ProcessEnv = {}): Promise<RegExpExecArray> {
   const child = spawn(process.execPath, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
@@ -107,7 +132,9 @@ function startChild(args: string[], cwd: string, ready: RegExp, from: 'stdout' |
   });
 }
 
-async function retentionUnderLoad(): Promise<{ pruneS: number; during: Window; after: Window; lagMaxMs: number; lagAfterMs: number; kept: number }> {
+interface RetentionFigures { pruneS: number; during: Window; after: Window; gwDuring: GatewayWindow; gwAfter: GatewayWindow; walMaxMb: number; kept: number }
+
+async function retentionUnderLoad(): Promise<RetentionFigures> {
   const dir = gatewayDir();
   const dbPath = path.join(dir, 'data/audit.db');
   try {
@@ -131,7 +158,7 @@ async function retentionUnderLoad(): Promise<{ pruneS: number; during: Window; a
     const oldest = reader.prepare('SELECT created_at FROM usagelog_outcome ORDER BY rowid LIMIT 1').pluck();
     const cutoff = reader.prepare("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now', '-90 days')").pluck();
     const expired = { get: () => ((oldest.get() as string | undefined) ?? '9') < (cutoff.get() as string) };
-    await scrapeLag(pool);
+    const atStart = await scrapeView(pool);
 
     const samples: number[] = [];
     let errors = 0;
@@ -150,32 +177,62 @@ async function retentionUnderLoad(): Promise<{ pruneS: number; during: Window; a
       }
     });
     const pruneStarted = performance.now();
-    while (expired.get()) await new Promise((r) => setTimeout(r, 50));
+    let walMaxMb = 0;
+    while (expired.get()) {
+      walMaxMb = Math.max(walMaxMb, (statSync(`${dbPath}-wal`, { throwIfNoEntry: false })?.size ?? 0) / 2 ** 20);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const pruneS = (performance.now() - pruneStarted) / 1000;
     const during = summarise(samples.splice(0), errors);
-    const lagMaxMs = await scrapeLag(pool);
+    const atPruneEnd = await scrapeView(pool);
     errors = 0;
     await new Promise((r) => setTimeout(r, AFTER_MS));
     stop = true;
     await Promise.all(loops);
     const after = summarise(samples.splice(0), errors);
-    const lagAfterMs = await scrapeLag(pool);
+    const atEnd = await scrapeView(pool);
     const kept = reader.prepare('SELECT count(*) FROM usagelog').pluck().get() as number;
     reader.close();
     await pool.close();
     if (statuses.size > 0) console.error(`bench:audit: non-200 answers by status: ${JSON.stringify(Object.fromEntries(statuses))}`);
-    return { pruneS, during, after, lagMaxMs, lagAfterMs, kept };
+    return { pruneS, during, after, gwDuring: gatewayWindow(atStart, atPruneEnd), gwAfter: gatewayWindow(atPruneEnd, atEnd), walMaxMb, kept };
   } finally {
     children.forEach((c) => c.kill('SIGKILL'));
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-/** prom-client's event-loop lag gauges cover the time since the previous scrape. */
-async function scrapeLag(pool: Pool): Promise<number> {
+/** prom-client's event-loop lag gauges cover the time since the previous scrape; the histograms are cumulative. */
+async function scrapeView(pool: Pool): Promise<GatewayView> {
   const res = await pool.request({ path: '/metrics', method: 'GET' });
   const text = await res.body.text();
-  return Number(/^govgate_nodejs_eventloop_lag_max_seconds (\S+)/m.exec(text)?.[1] ?? NaN) * 1000;
+  const buckets = (name: string): Buckets => {
+    const out: Buckets = new Map();
+    for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\d+)`, 'gm'))) out.set(m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2]));
+    return out;
+  };
+  return {
+    overhead: buckets('govgate_overhead_seconds'),
+    lockWait: buckets('govgate_audit_lock_wait_seconds'),
+    lagMaxMs: Number(/^govgate_nodejs_eventloop_lag_max_seconds (\S+)/m.exec(text)?.[1] ?? NaN) * 1000,
+  };
+}
+
+function gatewayWindow(from: GatewayView, to: GatewayView): GatewayWindow {
+  const delta = (b: 'overhead' | 'lockWait', le: number) => (to[b].get(le) ?? 0) - (from[b].get(le) ?? 0);
+  const requests = delta('overhead', Infinity);
+  const commits = delta('lockWait', Infinity);
+  const label = (le: number) => `${le * 1000} ms`;
+  const bounds = [...to.lockWait.keys()].sort((a, b) => a - b);
+  const longest = bounds.find((le) => delta('lockWait', le) === commits) ?? Infinity;
+  return {
+    requests,
+    overOverhead: Object.fromEntries(THRESHOLDS_S.map((le) => [label(le), requests - delta('overhead', le)])),
+    commits,
+    overWait: Object.fromEntries(THRESHOLDS_S.map((le) => [label(le), commits - delta('lockWait', le)])),
+    longestWaitMs: longest * 1000,
+    lagMaxMs: to.lagMaxMs,
+  };
 }
 
 function summarise(ms: number[], errors: number): Window {
@@ -236,7 +293,12 @@ async function main(): Promise<void> {
     `| requests during the prune (${LOAD_CONNECTIONS} connections): count / errors | ${r.during.requests} / ${r.during.errors} |`,
     `| … latency p50 / p99 / max | ${f(r.during.p50ms, 2)} / ${f(r.during.p99ms, 2)} / ${f(r.during.maxMs, 2)} ms |`,
     `| same load after the prune: p50 / p99 / max | ${f(r.after.p50ms, 2)} / ${f(r.after.p99ms, 2)} / ${f(r.after.maxMs, 2)} ms |`,
-    `| gateway event-loop lag, max during the prune / during the same load after it (prom-client) | ${f(r.lagMaxMs, 2)} / ${f(r.lagAfterMs, 2)} ms |`,
+    `| gateway event-loop lag, max during the prune / during the same load after it (prom-client) | ${f(r.gwDuring.lagMaxMs, 2)} / ${f(r.gwAfter.lagMaxMs, 2)} ms |`,
+    `| requests whose gateway overhead (auth, policy, audit commit; govgate_overhead_seconds) exceeded ${Object.keys(r.gwDuring.overOverhead).join(' / ')}: during the prune | ${Object.values(r.gwDuring.overOverhead).join(' / ')} of ${r.gwDuring.requests} |`,
+    `| … after it | ${Object.values(r.gwAfter.overOverhead).join(' / ')} of ${r.gwAfter.requests} |`,
+    `| audit commits that waited for another connection's write lock longer than ${Object.keys(r.gwDuring.overWait).join(' / ')}: during the prune | ${Object.values(r.gwDuring.overWait).join(' / ')} of ${r.gwDuring.commits}; longest ≤ ${r.gwDuring.longestWaitMs} ms |`,
+    `| … after it | ${Object.values(r.gwAfter.overWait).join(' / ')} of ${r.gwAfter.commits}; longest ≤ ${r.gwAfter.longestWaitMs} ms |`,
+    `| largest WAL during the prune (sampled every 50 ms) | ${f(r.walMaxMb)} MiB |`,
     `| rows left after the prune (all inside the window) | ${r.kept} |`,
     `| synchronous NORMAL: group commit (32/turn) rows/s; one-row commit p50 | ${f(normal.groupRowsPerS, 0)}; ${f(normal.singleCommitUs, 0)} µs |`,
     `| synchronous FULL: group commit (32/turn) rows/s; one-row commit p50 | ${f(full.groupRowsPerS, 0)}; ${f(full.singleCommitUs, 0)} µs |`,
