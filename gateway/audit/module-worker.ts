@@ -18,6 +18,13 @@ const FROM_SOURCES = import.meta.url.endsWith('.ts');
 /** What a worker module posts once, when it is done. */
 export type WorkerAnswer<T> = { readonly ok: true; readonly result: T } | { readonly ok: false; readonly message: string; readonly code: string | null };
 
+/** Starts `name` (a module of this folder, e.g. 'checkpoint-worker') in a thread with `data` as its workerData. */
+export function startModuleWorker(name: string, data: Record<string, unknown>): Worker {
+  const module = new URL(`./${name}${FROM_SOURCES ? '.ts' : '.js'}`, import.meta.url).href;
+  const tsx = FROM_SOURCES ? import.meta.resolve('tsx/esm/api') : null;
+  return new Worker(BOOTSTRAP, { eval: true, workerData: { ...data, tsx, module } });
+}
+
 /**
  * Runs `name` (e.g. 'snapshot-worker') with `data` as its workerData and
  * resolves with the result it posts. Aborting terminates the thread: a
@@ -25,9 +32,7 @@ export type WorkerAnswer<T> = { readonly ok: true; readonly result: T } | { read
  */
 export function runInWorker<T>(name: string, data: Record<string, unknown>, what: string, signal?: AbortSignal): Promise<T> {
   signal?.throwIfAborted();
-  const module = new URL(`./${name}${FROM_SOURCES ? '.ts' : '.js'}`, import.meta.url).href;
-  const tsx = FROM_SOURCES ? import.meta.resolve('tsx/esm/api') : null;
-  const worker = new Worker(BOOTSTRAP, { eval: true, workerData: { ...data, tsx, module } });
+  const worker = startModuleWorker(name, data);
   const abort = () => void worker.terminate();
   signal?.addEventListener('abort', abort, { once: true });
   void new Promise((resolve) => worker.once('exit', resolve)).then(() => signal?.removeEventListener('abort', abort));

@@ -1,0 +1,84 @@
+import { statSync } from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { copyBackAndReset, fullyCopied } from './wal-reset.js';
+
+/**
+ * Runs in the thread WalCheckpointer starts, on its own connection. Each tick
+ * copies the WAL back and resets it early (wal-reset.ts), which keeps it far
+ * below `limitBytes` whenever no reader holds an old snapshot.
+ *
+ * Readers that always overlap (an admin's long queries, a dashboard) keep any
+ * reset from happening, and the WAL grows. Past `limitBytes` the worker
+ * escalates to TRUNCATE, which holds the write lock while it waits for the
+ * readers of old snapshots to finish (new readers are not held up). It waits
+ * at most `escalatedWaitMs`, so the gateway's commits are delayed, never
+ * refused. If the readers outlast it, the WAL is reported pinned and the next
+ * waiting escalation comes `backoffMs` later, doubling up to `maxBackoffMs`
+ * (a reader that holds its snapshot for minutes must not turn the escalations
+ * into a write lock that is never free); the ticks in between try a TRUNCATE
+ * that waits for nobody.
+ */
+interface CheckpointWorkerData {
+  readonly file: string;
+  readonly intervalMs: number;
+  readonly limitBytes: number;
+  readonly escalatedWaitMs: number;
+  readonly backoffMs: number;
+  readonly maxBackoffMs: number;
+}
+
+/** Small enough that a reset is cheap and the WAL stays well under the limit, as big as 8 MiB so resets stay rare. */
+const MAX_RESET_BYTES = 8 * 1024 * 1024;
+
+const data = workerData as CheckpointWorkerData;
+const db = new Database(data.file, { fileMustExist: true });
+db.pragma('busy_timeout = 0');
+const resetBytes = Math.min(MAX_RESET_BYTES, Math.floor(data.limitBytes / 2));
+const walBytes = () => statSync(`${data.file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+let backoffMs = data.backoffMs;
+let escalateAfter = 0;
+
+function checkpoint(): void {
+  try {
+    const copied = copyBackAndReset(db, resetBytes);
+    if (walBytes() <= data.limitBytes) {
+      backoffMs = data.backoffMs;
+      return;
+    }
+    // Everything copied, or between waiting escalations: a TRUNCATE that waits for nobody and has
+    // (almost) nothing left to copy; it shrinks the file the moment no reader is left on the WAL.
+    if (fullyCopied(copied) || Date.now() < escalateAfter) {
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      if (fullyCopied(copied)) backoffMs = data.backoffMs;
+      return;
+    }
+    db.pragma(`busy_timeout = ${data.escalatedWaitMs}`);
+    try {
+      db.pragma('wal_checkpoint(TRUNCATE)');
+    } finally {
+      db.pragma('busy_timeout = 0');
+    }
+    const left = walBytes();
+    if (left > data.limitBytes) {
+      parentPort!.postMessage({ pinnedBytes: left });
+      escalateAfter = Date.now() + backoffMs;
+      backoffMs = Math.min(backoffMs * 2, data.maxBackoffMs);
+    }
+  } catch (err) {
+    parentPort!.postMessage({ code: (err as { code?: string }).code ?? 'unknown' });
+  }
+}
+
+// A chain of timeouts, not an interval: a slow checkpoint is always followed by a full interval with the lock free.
+let timer = setTimeout(function tick() {
+  checkpoint();
+  timer = setTimeout(tick, data.intervalMs);
+}, data.intervalMs);
+
+parentPort!.on('message', () => {
+  clearTimeout(timer);
+  checkpoint();
+  db.close();
+  parentPort!.close();
+});
