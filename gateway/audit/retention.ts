@@ -2,7 +2,6 @@ import type Database from 'better-sqlite3';
 import { CHAINS, type ChainName } from './chain.js';
 import type { Db } from './database.js';
 import { sqliteTime } from './database.js';
-import { copyBackAndReset } from './wal-reset.js';
 import { yieldToWriter } from './writer-priority.js';
 
 /**
@@ -19,15 +18,6 @@ const BUSY_RETRY_MS = 50;
 /** Longer than a waiting writer needs (its retry comes every 2 ms), short enough that a stuck one does not stall the prune. */
 export const MAX_YIELD_MS = 50;
 const BUSY_GIVE_UP_MS = 60_000;
-/**
- * A prune writes the WAL far faster than serving does (each batch rewrites a
- * random leaf of every index: ~100 MB/s on the bench machine); left to the
- * background checkpointer's once-a-second pass it grew to gigabytes, and the
- * checkpoint that finally reset it held the write lock for seconds. So the
- * prune keeps it short itself, every KEEP_INTERVAL_MS (wal-reset.ts).
- */
-const KEEP_INTERVAL_MS = 100;
-const WAL_RESET_BYTES = 8 * 1024 * 1024;
 
 export function retentionCutoff(days: number, now: Date = new Date()): string {
   return sqliteTime(new Date(now.getTime() - days * 86_400_000));
@@ -65,7 +55,6 @@ export async function pruneAuditRows(db: Db, days: number, options: PruneOptions
     `INSERT INTO audit_anchor (chain, through_rowid, through_hash, through_created_at, rows_deleted, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
   );
   const total = { decisions: 0, outcomes: 0 };
-  const wal = walKeeper(db);
   let size = 64;
   for (const chain of CHAINS) {
     const batch = pruneBatch(db, chain, anchor);
@@ -90,7 +79,6 @@ export async function pruneAuditRows(db: Db, days: number, options: PruneOptions
         continue;
       }
       total[chain === 'usagelog' ? 'decisions' : 'outcomes'] += deleted;
-      wal();
       if (deleted < size) break;
       if (ms > TARGET_BATCH_MS) size = Math.max(MIN_BATCH_ROWS, Math.floor(size / 2));
       else if (ms < TARGET_BATCH_MS / 2) size = Math.min(MAX_BATCH_ROWS, size * 2);
@@ -101,17 +89,6 @@ export async function pruneAuditRows(db: Db, days: number, options: PruneOptions
     }
   }
   return total;
-}
-
-/** The WAL upkeep run after each batch (see KEEP_INTERVAL_MS). */
-function walKeeper(db: Db): () => void {
-  let nextCheck = 0;
-  return () => {
-    const now = performance.now();
-    if (now < nextCheck) return;
-    nextCheck = now + KEEP_INTERVAL_MS;
-    copyBackAndReset(db, WAL_RESET_BYTES);
-  };
 }
 
 /** A batch reports when it took the write lock: waiting for the lock must not shrink the batches. */

@@ -5,11 +5,11 @@ import type { Db } from './database.js';
  * into the database before the next write, which never happens by itself
  * while writes keep coming (the gateway's commits, a prune's batches): left
  * alone it grows until a checkpoint resets it, and resetting a large WAL held
- * the write lock for a long time (50 ms to truncate 73 MB; seconds when a
- * prune had grown it to gigabytes). Resetting early and cheaply keeps every
- * hold short: copy back without any lock (PASSIVE), copy again what was
- * written meanwhile until little is left, then RESTART, which holds the write
- * lock for those few pages and two fsyncs (~10 ms on the bench machine) and
+ * the write lock for a long time (40-50 ms to truncate 73 MB; seconds when a
+ * prune had grown it to gigabytes). Resetting early keeps every hold short:
+ * copy back without any lock (PASSIVE), copy again what was written
+ * meanwhile until little is left, then RESTART, which holds the write lock
+ * for those few pages and two fsyncs (~10-20 ms on the bench machine) and
  * waits at most RESET_WAIT_MS for readers to let go. RESTART, not TRUNCATE:
  * the file is reused at its size instead of being cut and grown again.
  */

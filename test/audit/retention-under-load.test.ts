@@ -17,9 +17,9 @@ import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.j
  * looks like is the benchmark's job (`npm run bench:audit`); these tests pin
  * down the two mechanisms it rests on, without timing anything that a slow
  * machine could make fail:
- *  - the prune keeps the WAL short while the gateway writes between its
- *    batches (without it the WAL grew by ~100 MB/s, and resetting it held the
- *    write lock for seconds);
+ *  - the WAL stays short while the prune and the gateway write in turn (the
+ *    checkpointer resets it early and often; left to grow, a prune took it
+ *    past 375 MiB, and resetting it then held the write lock for seconds);
  *  - the prune lets the gateway's writer through before each batch while the
  *    writer waits for the lock (SQLite's lock is not fair).
  */
@@ -30,9 +30,8 @@ const SAMPLE_MS = 20;
 const PRUNE_DEADLINE_MS = 120_000;
 /**
  * audit.wal_limit_bytes as shipped, the size past which the checkpointer would
- * escalate. The prune resets the WAL once 8 MiB were copied back, checking
- * every 100 ms (seen here: 19–39 MiB at most); left alone, the same prune
- * took it past 375 MiB.
+ * escalate. It resets the WAL once 16 MiB were copied back, checking every
+ * 100 ms; without early resets the same prune took the WAL past 375 MiB.
  */
 const WAL_BOUND_BYTES = 64 * 1024 * 1024;
 

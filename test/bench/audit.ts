@@ -143,7 +143,7 @@ async function retentionUnderLoad(): Promise<RetentionFigures> {
     const keepDb = openDatabase(dbPath, { synchronous: 'NORMAL' });
     const { key } = createKey(keepDb, 'bench', 'bench');
     keepDb.close();
-    // The gateway's own schedule does the pruning, every second, so it runs on the event loop that serves requests.
+    // The gateway's own schedule does the pruning (checked every second), in its retention thread.
     writeFileSync(path.join(dir, 'config/gateway.yaml'), [
       'server: { host: 127.0.0.1, port: 0 }',
       `providers: [{ name: openai, base_url: "http://127.0.0.1:${upstreamPort}/v1", api_key_env: OPENAI_API_KEY }]`,
