@@ -18,7 +18,7 @@ const SETTLE_PASSES = 3;
 const SETTLED_FRAMES = 16;
 
 export interface CheckpointResult {
-  /** 1 when another connection was checkpointing, or readers kept a RESTART from finishing. */
+  /** 1 when another connection was checkpointing at the same time. */
   readonly busy: number;
   /** Frames in the WAL since it last restarted. */
   readonly log: number;
