@@ -20,14 +20,21 @@ export function auditWritable(db: Db, writer: AuditWriter, file: StoreFile): boo
   if (!writer.failing) return true;
   // Taking the write lock writes nothing, so after a full disk it proves nothing: free space must be back.
   if ((writer.failure as { code?: string } | null)?.code === 'SQLITE_FULL' && freeBytes(file.path) < MIN_FREE_BYTES) return false;
+  // The connection never waits for a lock (app.ts); the probe may, briefly, or a 2 ms retention batch would fail it.
+  const busyTimeoutMs = db.pragma('busy_timeout', { simple: true }) as number;
+  db.pragma(`busy_timeout = ${PROBE_WAIT_MS}`);
   try {
     db.exec('BEGIN IMMEDIATE; ROLLBACK;');
     return true;
   } catch {
     if (db.inTransaction) db.exec('ROLLBACK');
     return false;
+  } finally {
+    db.pragma(`busy_timeout = ${busyTimeoutMs}`);
   }
 }
+
+const PROBE_WAIT_MS = 5;
 
 /** Room for a few group commits and a checkpoint's WAL growth. */
 const MIN_FREE_BYTES = 1024 * 1024;

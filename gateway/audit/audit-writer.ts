@@ -193,7 +193,8 @@ export class AuditWriter {
       for (const d of decisions) d.reject(err);
       return;
     }
-    const waitedMs = this.busySince === null ? 0 : started - this.busySince;
+    // Capped: after BUSY_WAIT_MS batches stop waiting, so an outage's length is not one commit's wait.
+    const waitedMs = this.busySince === null ? 0 : Math.min(started - this.busySince, BUSY_WAIT_MS);
     this.lastFailure = null;
     this.busySince = null;
     this.hooks.onCommit(performance.now() - started, waitedMs);

@@ -138,7 +138,7 @@ export interface OpenOptions {
   readonly busyTimeoutMs?: number;
   /** audit.retention_days: writable opens (re)install the triggers that protect rows inside the window. */
   readonly retentionDays?: number;
-  /** Set on the gateway's connections (its writer, its retention thread), whose WAL is checkpointed by `WalCheckpointer`. */
+  /** Set on the gateway's writer connection, whose WAL is checkpointed by `WalCheckpointer`. */
   readonly checkpointsElsewhere?: boolean;
 }
 

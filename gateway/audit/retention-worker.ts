@@ -12,7 +12,7 @@ import { pruneAuditRows, type PruneResult } from './retention.js';
  * waits long for it.
  */
 const { file, days, synchronous, writerWaiting } = workerData as { file: string; days: number; synchronous: SyncMode; writerWaiting: SharedArrayBuffer };
-const db = openDatabase(file, { synchronous, busyTimeoutMs: 1000, checkpointsElsewhere: true });
+const db = openDatabase(file, { synchronous, busyTimeoutMs: 1000 });
 try {
   parentPort!.postMessage({ ok: true, result: await pruneAuditRows(db, days, { writerWaiting }) } satisfies WorkerAnswer<PruneResult>);
 } catch (err) {

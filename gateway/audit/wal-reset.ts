@@ -8,8 +8,8 @@ import type { Db } from './database.js';
  * the write lock for a long time (40-50 ms to truncate 73 MB; seconds when a
  * prune had grown it to gigabytes). Resetting early keeps every hold short:
  * copy back without any lock (PASSIVE), copy again what was written
- * meanwhile until little is left, then RESTART, which holds the write lock
- * for those few pages and two fsyncs (~10-20 ms on the bench machine) and
+ * meanwhile (up to SETTLE_PASSES times, until little is left), then RESTART,
+ * which holds the write lock for the pages still left and two fsyncs (~10-20 ms on the bench machine) and
  * waits at most RESET_WAIT_MS for readers to let go. RESTART, not TRUNCATE:
  * the file is reused at its size instead of being cut and grown again.
  */

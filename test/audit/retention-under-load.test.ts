@@ -145,7 +145,7 @@ test('while the gateway writer waits for the lock, each prune batch lets it thro
 
   const db = openDatabase(file, { synchronous: 'NORMAL', readonly: true });
   cleanups.push(() => void db.close());
-  // One anchor per batch that deleted rows, and per chain one last batch that found none.
-  const batches = (db.prepare('SELECT count(*) FROM audit_anchor').pluck().get() as number) + 2;
+  // One anchor per batch that deleted rows: at least that many batches, each of which waited first.
+  const batches = db.prepare('SELECT count(*) FROM audit_anchor').pluck().get() as number;
   t.true(elapsed >= batches * MAX_YIELD_MS, `${batches} batches took ${elapsed.toFixed(0)} ms`);
 });
