@@ -2,13 +2,12 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { AuditWriter, type DecisionRow, type OutcomeRow } from '../../gateway/audit/audit-writer.js';
 import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
 import { runInWorker } from '../../gateway/audit/module-worker.js';
 import { MAX_YIELD_MS, type PruneResult } from '../../gateway/audit/retention.js';
-import { StoreFile } from '../../gateway/audit/store-file.js';
 import { verifyAuditChain } from '../../gateway/audit/verify-chain.js';
 import { WriterPriority } from '../../gateway/audit/writer-priority.js';
+import { writeAuditRows } from '../helpers/audit-rows.js';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 
@@ -50,37 +49,12 @@ test.after.always(async () => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function decision(i: number, createdAt: string): DecisionRow {
-  return {
-    id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, customer_id: `customer-${i % 50}`, api_key_id: `key_${i % 200}`, model: 'gpt-4o-mini',
-    operation: 'chat.completions', meta: JSON.stringify({ metadata: { department: 'engineering' }, stream: false, max_tokens: 256, messages: 2, tools: null, body_bytes: 1024 }),
-    risk_score: 10, allowed: 1, reason: 'allowed', created_at: createdAt,
-  };
-}
-
-function outcome(i: number, createdAt: string): OutcomeRow {
-  return { log_id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, status: 200, duration_ms: 12.5, upstream_ms: 11, prompt_tokens: 250, completion_tokens: 20, total_tokens: 270, error: null, created_at: createdAt };
-}
-
 /** A fresh audit file holding `rows` decisions and outcomes written `ageDays` ago by the gateway's own writer. */
 async function expiredTrail(rows: number, ageDays: number): Promise<string> {
   const dir = mkdtempSync(path.join(tmpdir(), 'govgate-prune-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'audit.db');
-  const db = openDatabase(file, { synchronous: 'NORMAL' });
-  const writer = new AuditWriter(db, new StoreFile(file), { onCommit() {}, onFailure() {} });
-  const createdAt = sqliteTime(new Date(Date.now() - ageDays * 86_400_000));
-  for (let i = 0; i < rows; i += 1000) {
-    const turn: Promise<void>[] = [];
-    for (let j = i; j < Math.min(i + 1000, rows); j++) {
-      turn.push(writer.record(decision(j, createdAt)));
-      writer.recordOutcome(outcome(j, createdAt));
-    }
-    await Promise.all(turn);
-  }
-  writer.flush();
-  db.pragma('wal_checkpoint(TRUNCATE)');
-  db.close();
+  await writeAuditRows(file, rows, ageDays, true);
   return file;
 }
 

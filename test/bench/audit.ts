@@ -14,10 +14,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Pool } from 'undici';
-import { AuditWriter, type DecisionRow, type OutcomeRow } from '../../gateway/audit/audit-writer.js';
+import { AuditWriter } from '../../gateway/audit/audit-writer.js';
 import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
 import { StoreFile } from '../../gateway/audit/store-file.js';
 import { createKey } from '../../gateway/auth/key-store.js';
+import { syntheticDecision, writeAuditRows } from '../helpers/audit-rows.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const VERIFY_ROWS = Number(process.env.BENCH_VERIFY_ROWS ?? 1_000_000);
@@ -30,35 +31,10 @@ const AFTER_MS = 15_000;
 const children: ChildProcess[] = [];
 process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
 
-function decision(i: number, createdAt: string): DecisionRow {
-  return {
-    id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, customer_id: `customer-${i % 50}`, api_key_id: `key_${i % 200}`, model: 'gpt-4o-mini',
-    operation: 'chat.completions', meta: JSON.stringify({ metadata: { department: 'engineering' }, stream: false, max_tokens: 256, messages: 2, tools: null, body_bytes: 1024 }),
-    risk_score: i % 7 === 0 ? 90 : 10, allowed: i % 7 === 0 ? 0 : 1, reason: i % 7 === 0 ? 'rule pii-to-external: risk 90' : 'allowed', created_at: createdAt,
-  };
-}
-
-function outcome(i: number, createdAt: string): OutcomeRow {
-  return { log_id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, status: 200, duration_ms: 12.5, upstream_ms: 11, prompt_tokens: 250, completion_tokens: 20, total_tokens: 270, error: null, created_at: createdAt };
-}
-
-/** Writes `rows` chained decision rows (and outcomes) with the gateway's own writer, `perTurn` per group commit. */
+/** Writes the rows with the gateway's own writer; resolves to the seconds it took. */
 async function generate(file: string, rows: number, ageDays: number, withOutcomes: boolean): Promise<number> {
-  const db = openDatabase(file, { synchronous: 'NORMAL' });
-  const writer = new AuditWriter(db, new StoreFile(file), { onCommit() {}, onFailure(err) { throw err; } });
-  const createdAt = sqliteTime(new Date(Date.now() - ageDays * 86_400_000));
   const started = performance.now();
-  for (let i = 0; i < rows; i += 1000) {
-    const turn: Promise<void>[] = [];
-    for (let j = i; j < Math.min(i + 1000, rows); j++) {
-      turn.push(writer.record(decision(j, createdAt)));
-      if (withOutcomes) writer.recordOutcome(outcome(j, createdAt));
-    }
-    await Promise.all(turn);
-  }
-  writer.flush();
-  db.pragma('wal_checkpoint(TRUNCATE)');
-  db.close();
+  await writeAuditRows(file, rows, ageDays, withOutcomes);
   return (performance.now() - started) / 1000;
 }
 
@@ -251,12 +227,12 @@ async function syncCost(mode: 'FULL' | 'NORMAL'): Promise<{ groupRowsPerS: numbe
     const writer = new AuditWriter(db, new StoreFile(file), { onCommit() {}, onFailure(err) { throw err; } });
     const now = sqliteTime();
     let started = performance.now();
-    for (let i = 0; i < SYNC_ROWS; i += 32) await Promise.all(Array.from({ length: 32 }, (_, j) => writer.record(decision(i + j, now))));
+    for (let i = 0; i < SYNC_ROWS; i += 32) await Promise.all(Array.from({ length: 32 }, (_, j) => writer.record(syntheticDecision(i + j, now))));
     const groupRowsPerS = SYNC_ROWS / ((performance.now() - started) / 1000);
     const singles: number[] = [];
     for (let i = 0; i < 2000; i++) {
       started = performance.now();
-      await writer.record(decision(SYNC_ROWS + i, now));
+      await writer.record(syntheticDecision(SYNC_ROWS + i, now));
       singles.push((performance.now() - started) * 1000);
     }
     db.close();
