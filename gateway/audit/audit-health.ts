@@ -1,7 +1,7 @@
 import { statfsSync } from 'node:fs';
 import path from 'node:path';
 import type { AuditWriter } from './audit-writer.js';
-import type { Db } from './database.js';
+import { withBusyTimeout, type Db } from './database.js';
 import type { StoreFile } from './store-file.js';
 
 /**
@@ -21,17 +21,15 @@ export function auditWritable(db: Db, writer: AuditWriter, file: StoreFile): boo
   // Taking the write lock writes nothing, so after a full disk it proves nothing: free space must be back.
   if ((writer.failure as { code?: string } | null)?.code === 'SQLITE_FULL' && freeBytes(file.path) < MIN_FREE_BYTES) return false;
   // The connection never waits for a lock (app.ts); the probe may, briefly, or a 2 ms retention batch would fail it.
-  const busyTimeoutMs = db.pragma('busy_timeout', { simple: true }) as number;
-  db.pragma(`busy_timeout = ${PROBE_WAIT_MS}`);
-  try {
-    db.exec('BEGIN IMMEDIATE; ROLLBACK;');
-    return true;
-  } catch {
-    if (db.inTransaction) db.exec('ROLLBACK');
-    return false;
-  } finally {
-    db.pragma(`busy_timeout = ${busyTimeoutMs}`);
-  }
+  return withBusyTimeout(db, PROBE_WAIT_MS, () => {
+    try {
+      db.exec('BEGIN IMMEDIATE; ROLLBACK;');
+      return true;
+    } catch {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      return false;
+    }
+  });
 }
 
 const PROBE_WAIT_MS = 5;

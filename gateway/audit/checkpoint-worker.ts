@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { withBusyTimeout } from './database.js';
 import { copyBackAndReset, fullyCopied } from './wal-reset.js';
 
 /**
@@ -57,12 +58,7 @@ function checkpoint(): void {
       if (fullyCopied(copied)) backoffMs = data.backoffMs;
       return;
     }
-    db.pragma(`busy_timeout = ${data.escalatedWaitMs}`);
-    try {
-      db.pragma('wal_checkpoint(TRUNCATE)');
-    } finally {
-      db.pragma('busy_timeout = 0');
-    }
+    withBusyTimeout(db, data.escalatedWaitMs, () => db.pragma('wal_checkpoint(TRUNCATE)'));
     const left = walBytes();
     if (left > data.limitBytes) {
       parentPort!.postMessage({ pinnedBytes: left });

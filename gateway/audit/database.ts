@@ -127,6 +127,17 @@ function installDeleteGuards(db: Db, retentionDays: number): void {
   }).immediate();
 }
 
+/** Runs `fn` with the connection's busy_timeout at `ms`, then puts the previous value back. */
+export function withBusyTimeout<T>(db: Db, ms: number, fn: () => T): T {
+  const before = db.pragma('busy_timeout', { simple: true }) as number;
+  db.pragma(`busy_timeout = ${ms}`);
+  try {
+    return fn();
+  } finally {
+    db.pragma(`busy_timeout = ${before}`);
+  }
+}
+
 export interface OpenOptions {
   readonly synchronous: SyncMode;
   readonly readonly?: boolean;

@@ -1,4 +1,4 @@
-import type { Db } from './database.js';
+import { withBusyTimeout, type Db } from './database.js';
 
 /**
  * The WAL is reused from its start only once everything in it was copied back
@@ -49,12 +49,6 @@ export function copyBackAndReset(db: Db, resetBytes: number): CheckpointResult {
     if (!fullyCopied(passive) || passive.log - before <= SETTLED_FRAMES) break;
   }
   if (!fullyCopied(passive)) return passive;
-  const busyTimeoutMs = db.pragma('busy_timeout', { simple: true }) as number;
-  db.pragma(`busy_timeout = ${RESET_WAIT_MS}`);
-  try {
-    db.pragma('wal_checkpoint(RESTART)');
-  } finally {
-    db.pragma(`busy_timeout = ${busyTimeoutMs}`);
-  }
+  withBusyTimeout(db, RESET_WAIT_MS, () => db.pragma('wal_checkpoint(RESTART)'));
   return passive;
 }
