@@ -112,7 +112,7 @@ test('cleanup-logs deletes on demand and prints how many', (t) => {
   // With DAYS: that window instead.
   const byArgument = runCli(['cleanup-logs', '100'], { cwd: dir });
   t.is(byArgument.status, 0, byArgument.stderr);
-  t.regex(byArgument.stdout, /\b37\b/, 'prints the number of deleted rows');
+  t.regex(byArgument.stdout, /\bDeleted 37 audit rows\b/, 'prints the number of deleted rows');
   t.deepEqual(countTagged(dbPath, 'old'), { decisions: 0, outcomes: 0 });
   t.deepEqual(countTagged(dbPath, 'middle'), { decisions: 23, outcomes: 23 });
 
@@ -125,8 +125,8 @@ test('cleanup-logs deletes on demand and prints how many', (t) => {
   // Without DAYS: the configured retention_days (30).
   const byConfig = runCli(['cleanup-logs'], { cwd: dir });
   t.is(byConfig.status, 0, byConfig.stderr);
-  t.regex(byConfig.stdout, /\b23\b/);
-  t.notRegex(byConfig.stdout, /\b37\b/);
+  // Not a bare number: the cutoff time printed beside it may hold one.
+  t.regex(byConfig.stdout, /\bDeleted 23 audit rows\b/);
   t.deepEqual(countTagged(dbPath, 'middle'), { decisions: 0, outcomes: 0 });
   t.deepEqual(countTagged(dbPath, 'fresh'), { decisions: 4, outcomes: 4 });
 });
