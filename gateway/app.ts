@@ -7,7 +7,6 @@ import { scheduleBackup } from './audit/backup-schedule.js';
 import { scheduleCleanup } from './audit/cleanup-schedule.js';
 import { openDatabase, type Db } from './audit/database.js';
 import { WalCheckpointer } from './audit/wal-checkpointer.js';
-import { WriterPriority } from './audit/writer-priority.js';
 import { auditWritable } from './audit/audit-health.js';
 import { StoreFile } from './audit/store-file.js';
 import { GatewayMetrics } from './observability/metrics.js';
@@ -25,9 +24,10 @@ import { ProviderRouter } from './proxy/provider-router.js';
 
 /**
  * The event loop never sleeps on a taken lock: the audit writer retries
- * asynchronously. Even 2 ms was too much: while a retention prune held the
- * lock most of the time, the gateway's thread spent a fifth of its time asleep
- * in SQLite's busy handler (strace: 7,159 sleeps of ~1.1 ms in 45 s).
+ * asynchronously. Even 2 ms was too much: while another connection held the
+ * lock most of the time (a retention prune, when it still ran on its own),
+ * the gateway's thread spent a fifth of its time asleep in SQLite's busy
+ * handler (strace: 7,159 sleeps of ~1.1 ms in 45 s).
  */
 const WRITER_BUSY_TIMEOUT_MS = 0;
 const SHUTDOWN_BUSY_TIMEOUT_MS = 5000;
@@ -79,17 +79,11 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const keys = new KeyRegistry(db);
   const metrics = new GatewayMetrics(() => audit.queued, () => statSync(`${config.audit.path}-wal`, { throwIfNoEntry: false })?.size ?? 0);
   metrics.policyLoaded(initialPolicy.hash);
-  const priority = new WriterPriority();
   const audit = new AuditWriter(db, storeFile, {
-    onBusy() {
-      priority.waiting();
-    },
     onCommit(ms, waitedMs) {
-      priority.done();
       metrics.auditCommitted(ms, waitedMs);
     },
     onFailure(err, lostOutcomes) {
-      priority.done();
       metrics.auditFailed();
       logger.error({ err: errorSummary(err), lost_outcomes: lostOutcomes }, 'audit write failed');
       reporter.exception(err, { stage: 'audit' });
@@ -132,7 +126,10 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     reporter.exception(err, { stage: 'auth' });
   });
   policy.start();
-  const cleanup = scheduleCleanup(config.audit, priority, {
+  const cleanup = scheduleCleanup(config.audit, db, audit, checkpointer, {
+    onBatch(ms) {
+      metrics.pruneBatch(ms);
+    },
     onDone(result) {
       logger.info({ deleted_decisions: result.decisions, deleted_outcomes: result.outcomes, retention_days: config.audit.retentionDays }, 'audit retention ran');
     },

@@ -36,8 +36,6 @@ export interface AuditWriterHooks {
   /** `ms`: the transaction itself; `waitedMs`: how long the batch waited for a write lock someone else held (0 if free). */
   onCommit(ms: number, waitedMs: number): void;
   onFailure(err: unknown, lostOutcomes: number): void;
-  /** A batch found the write lock taken and will be retried (onCommit or onFailure follows). */
-  onBusy?(): void;
 }
 
 interface Pending {
@@ -52,7 +50,7 @@ const OUTCOME_DELAY_MS = 50;
 const OUTCOME_BATCH = 512;
 /**
  * How long rows wait for a write lock someone else holds (an escalated
- * checkpoint, a retention batch, a CLI, an admin's `sqlite3`) before their requests are refused.
+ * checkpoint, `cleanup-logs`, an admin's `sqlite3`) before their requests are refused.
  * The wait is asynchronous, retried every BUSY_RETRY_MS, so the event loop
  * keeps serving; the connection's own busy_timeout is 0 (app.ts).
  */
@@ -149,6 +147,11 @@ export class AuditWriter {
     return this.decisions.length + this.outcomes.length;
   }
 
+  /** Whether requests are waiting for their decision rows (queued for the next commit, or waiting for the lock). */
+  get decisionsPending(): boolean {
+    return this.decisions.length > 0;
+  }
+
   /** Whether the last commit failed: the store is unhealthy until one succeeds again. */
   get failing(): boolean {
     return this.lastFailure !== null;
@@ -210,7 +213,6 @@ export class AuditWriter {
     const now = performance.now();
     this.busySince ??= now;
     if (now - this.busySince >= BUSY_WAIT_MS) return false;
-    this.hooks.onBusy?.();
     this.decisions = decisions.concat(this.decisions);
     this.outcomes = outcomes.concat(this.outcomes);
     this.retryTimer ??= setTimeout(this.retryBusy, BUSY_RETRY_MS);

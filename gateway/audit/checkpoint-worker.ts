@@ -24,29 +24,27 @@ interface CheckpointWorkerData {
   readonly file: string;
   readonly intervalMs: number;
   readonly limitBytes: number;
+  readonly resetBytes: number;
   readonly escalatedWaitMs: number;
   readonly backoffMs: number;
   readonly maxBackoffMs: number;
+  /** One Int32: KiB of WAL in use after each tick, for the gateway (WalCheckpointer.behind). */
+  readonly inUse: SharedArrayBuffer;
 }
-
-/**
- * Each reset holds the write lock ~10-20 ms (two fsyncs): 16 MiB makes them a
- * few a second at the heaviest write load while the WAL stays well under the
- * shipped 64 MiB limit (8 MiB meant ten a second during a prune).
- */
-const MAX_RESET_BYTES = 16 * 1024 * 1024;
 
 const data = workerData as CheckpointWorkerData;
 const db = new Database(data.file, { fileMustExist: true });
 db.pragma('busy_timeout = 0');
-const resetBytes = Math.min(MAX_RESET_BYTES, Math.floor(data.limitBytes / 2));
 const walBytes = () => statSync(`${data.file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+const inUse = new Int32Array(data.inUse);
+const pageKiB = (db.pragma('page_size', { simple: true }) as number) / 1024;
 let backoffMs = data.backoffMs;
 let escalateAfter = 0;
 
 function checkpoint(): void {
   try {
-    const copied = copyBackAndReset(db, resetBytes);
+    const copied = copyBackAndReset(db, data.resetBytes);
+    Atomics.store(inUse, 0, Math.round(copied.log * pageKiB));
     if (walBytes() <= data.limitBytes) {
       backoffMs = data.backoffMs;
       return;

@@ -1,23 +1,43 @@
-import type { SyncMode } from '../config/gateway-config.js';
 import { scheduleJob, type ScheduledJob, type ScheduleHooks } from './background-schedule.js';
-import { runInWorker } from './module-worker.js';
-import type { PruneResult } from './retention.js';
-import type { WriterPriority } from './writer-priority.js';
+import type { Db } from './database.js';
+import { pruneAuditRows, type PruneResult } from './retention.js';
 
 export interface CleanupSettings {
-  readonly path: string;
-  readonly synchronous: SyncMode;
   readonly cleanupSchedule: string;
   readonly retentionDays: number;
 }
 
+/** What the prune needs of the gateway's audit writer: whether requests are waiting for their rows. */
+export interface PendingDecisions {
+  readonly decisionsPending: boolean;
+}
+
+/** What it needs of the checkpointer: whether the WAL has grown past the size it resets it at. */
+export interface WalProgress {
+  readonly behind: boolean;
+}
+
+export interface CleanupHooks extends ScheduleHooks<PruneResult> {
+  onBatch(ms: number): void;
+}
+
 /**
- * Runs retention inside the gateway on `audit.cleanup_schedule`, in a worker
- * thread on its own connection (retention-worker.ts), so pruning a large
- * backlog never holds the event loop; stopping abandons a prune in progress
- * (its current batch rolls back).
+ * Runs retention inside the gateway on `audit.cleanup_schedule`, on the
+ * audit writer's own connection, in batches of about a millisecond taken
+ * between its commits and never while decisions wait for theirs. With the
+ * prune on a connection of its own (a worker thread, before), the two
+ * competed for SQLite's write lock, which is not fair, and a batch
+ * descheduled while holding it on a busy machine kept commits waiting
+ * 10-100 ms; here a request waits for the prune at most one batch.
+ *
+ * A prune writes the WAL faster than the gateway does: while the WAL holds
+ * more than the checkpointer resets it at, the prune holds off, so that the
+ * WAL is reset before it reaches the limit whose escalation holds the write
+ * lock while it waits for readers. Stopping ends the prune between two
+ * batches.
  */
-export function scheduleCleanup(audit: CleanupSettings, priority: WriterPriority, hooks: ScheduleHooks<PruneResult>): ScheduledJob {
-  const data = { file: audit.path, days: audit.retentionDays, synchronous: audit.synchronous, writerWaiting: priority.buffer };
-  return scheduleJob(audit.cleanupSchedule, 'govgate-audit-retention', (signal) => runInWorker<PruneResult>('retention-worker', data, 'retention', signal), hooks);
+export function scheduleCleanup(audit: CleanupSettings, db: Db, writer: PendingDecisions, wal: WalProgress, hooks: CleanupHooks): ScheduledJob {
+  const holdOff = () => writer.decisionsPending || wal.behind;
+  const prune = (signal: AbortSignal) => pruneAuditRows(db, audit.retentionDays, { signal, holdOff, onBatch: hooks.onBatch });
+  return scheduleJob(audit.cleanupSchedule, 'govgate-audit-retention', prune, hooks);
 }

@@ -12,6 +12,8 @@ const OVERFLOW = '_other';
 const OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
 /** Up to the writer's 2 s give-up (BUSY_WAIT_MS), with the first bucket for "not at all". */
 const LOCK_WAIT_BUCKETS = [0, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2];
+/** A retention batch is sized to about a millisecond. */
+const PRUNE_BATCH_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1];
 const UPSTREAM_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
 export interface RequestObservation {
@@ -38,6 +40,7 @@ export class GatewayMetrics {
   private readonly auditCommit: Histogram;
   private readonly auditLockWait: Histogram;
   private readonly auditFailures: Counter;
+  private readonly auditPruneBatch: Histogram;
   private readonly unaudited: Counter;
   private readonly policyReloads: Counter<'result'>;
   private readonly policyInfo: Gauge<'hash'>;
@@ -53,7 +56,8 @@ export class GatewayMetrics {
     this.upstreamErrors = new Counter({ name: 'govgate_upstream_errors_total', help: 'Forwarded requests that ended in an error, by kind', labelNames: ['provider', 'kind'], registers });
     this.authFailures = new Counter({ name: 'govgate_auth_failures_total', help: 'Requests refused with 401, by why the key failed', labelNames: ['failure'], registers });
     this.auditCommit = new Histogram({ name: 'govgate_audit_commit_seconds', help: 'Duration of one audit group commit', buckets: OVERHEAD_BUCKETS, registers });
-    this.auditLockWait = new Histogram({ name: 'govgate_audit_lock_wait_seconds', help: 'How long an audit group commit waited for a write lock held by another connection (retention, a checkpoint, a CLI); 0 when it was free', buckets: LOCK_WAIT_BUCKETS, registers });
+    this.auditLockWait = new Histogram({ name: 'govgate_audit_lock_wait_seconds', help: 'How long an audit group commit waited for a write lock held by another connection (a checkpoint, a CLI, an admin\'s sqlite3); 0 when it was free', buckets: LOCK_WAIT_BUCKETS, registers });
+    this.auditPruneBatch = new Histogram({ name: 'govgate_audit_prune_batch_seconds', help: 'Duration of one retention batch, which holds the audit writer (and the event loop) while it runs', buckets: PRUNE_BATCH_BUCKETS, registers });
     this.auditFailures = new Counter({ name: 'govgate_audit_write_failures_total', help: 'Audit commits the database refused', registers });
     this.unaudited = new Counter({ name: 'govgate_unaudited_requests_total', help: 'Requests forwarded without an audit row (on_write_failure: allow)', registers });
     this.policyReloads = new Counter({ name: 'govgate_policy_reloads_total', help: 'Policy edits picked up or rejected', labelNames: ['result'], registers });
@@ -84,6 +88,10 @@ export class GatewayMetrics {
   auditCommitted(ms: number, waitedMs: number): void {
     this.auditCommit.observe(ms / 1000);
     this.auditLockWait.observe(waitedMs / 1000);
+  }
+
+  pruneBatch(ms: number): void {
+    this.auditPruneBatch.observe(ms / 1000);
   }
 
   auditFailed(): void {

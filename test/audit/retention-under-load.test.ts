@@ -3,10 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
-import { runInWorker } from '../../gateway/audit/module-worker.js';
-import { MAX_YIELD_MS, type PruneResult } from '../../gateway/audit/retention.js';
+import { MAX_YIELD_MS, pruneAuditRows } from '../../gateway/audit/retention.js';
 import { verifyAuditChain } from '../../gateway/audit/verify-chain.js';
-import { WriterPriority } from '../../gateway/audit/writer-priority.js';
 import { writeAuditRows } from '../helpers/audit-rows.js';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
@@ -19,8 +17,9 @@ import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.j
  *  - the WAL stays short while the prune and the gateway write in turn (the
  *    checkpointer resets it early and often; left to grow, a prune took it
  *    past 375 MiB, and resetting it then held the write lock for seconds);
- *  - the prune lets the gateway's writer through before each batch while the
- *    writer waits for the lock (SQLite's lock is not fair).
+ *  - the prune runs on the audit writer's connection between its commits,
+ *    and lets decisions waiting for their commit go before each batch;
+ *  - a stop ends it between two batches.
  */
 
 const EXPIRED_ROWS = 30_000;
@@ -104,22 +103,46 @@ test('the gateway prunes a backlog under load with its WAL kept short, answering
   t.is(reader.prepare('SELECT count(*) FROM usagelog').pluck().get(), statuses.length, 'what is left is exactly the rows written during the prune');
   const metrics = await (await fetch(`${h.url}/metrics`)).text();
   t.regex(metrics, /^govgate_audit_lock_wait_seconds_count [1-9]/m, 'commits report how long they waited for the lock');
+  t.regex(metrics, /^govgate_audit_prune_batch_seconds_count [1-9]/m, 'the prune reports its batches');
 });
 
-test('while the gateway writer waits for the lock, each prune batch lets it through first', async (t) => {
+test('while the gateway asks it to hold off, each prune batch waits first', async (t) => {
   const rows = 2000;
   const file = await expiredTrail(rows, 100);
-  const priority = new WriterPriority();
-  // A writer that waits and never gets through: every batch waits for it, as long as a batch may.
-  priority.waiting();
+  const db = openDatabase(file, { synchronous: 'NORMAL' });
+  cleanups.push(() => void db.close());
+  // A gateway that always has decisions pending: every batch waits for it, as long as a batch may.
+  let asked = 0;
   const started = performance.now();
-  const result = await runInWorker<PruneResult>('retention-worker', { file, days: 90, synchronous: 'NORMAL', writerWaiting: priority.buffer }, 'retention');
+  const result = await pruneAuditRows(db, 90, { holdOff: () => (asked++, true) });
   const elapsed = performance.now() - started;
   t.deepEqual(result, { decisions: rows, outcomes: rows });
-
-  const db = openDatabase(file, { synchronous: 'NORMAL', readonly: true });
-  cleanups.push(() => void db.close());
   // One anchor per batch that deleted rows: at least that many batches, each of which waited first.
   const batches = db.prepare('SELECT count(*) FROM audit_anchor').pluck().get() as number;
+  t.true(batches > 1);
+  t.true(asked > batches, 'the gateway was asked before each batch');
   t.true(elapsed >= batches * MAX_YIELD_MS, `${batches} batches took ${elapsed.toFixed(0)} ms`);
+});
+
+test('a stopped prune ends between two batches and reports what it deleted', async (t) => {
+  const rows = 2000;
+  const file = await expiredTrail(rows, 100);
+  const db = openDatabase(file, { synchronous: 'NORMAL' });
+  cleanups.push(() => void db.close());
+  const stop = new AbortController();
+  let batches = 0;
+  const result = await pruneAuditRows(db, 90, {
+    signal: stop.signal,
+    // Asked once before each batch: stop after the second.
+    holdOff: () => {
+      if (++batches === 3) stop.abort();
+      return false;
+    },
+  });
+  const left = db.prepare('SELECT count(*) FROM usagelog').pluck().get() as number;
+  t.true(result.decisions > 0 && result.decisions < rows, `deleted ${result.decisions}`);
+  t.is(result.outcomes, 0);
+  t.is(left, rows - result.decisions, 'the count reported is what was deleted');
+  const report = verifyAuditChain(db, { retentionDays: 90 });
+  t.true(report.ok, report.ok ? '' : JSON.stringify(report.broken));
 });

@@ -76,6 +76,8 @@ interface GatewayView {
   overhead: Buckets;
   /** govgate_audit_lock_wait_seconds: how long group commits waited for another connection's write lock. */
   lockWait: Buckets;
+  /** govgate_audit_prune_batch_seconds: how long each retention batch held the writer and the event loop. */
+  pruneBatch: Buckets;
   lagMaxMs: number;
 }
 
@@ -87,10 +89,14 @@ interface GatewayWindow {
   overWait: Record<string, number>;
   /** Smallest bucket bound that holds every wait (a histogram keeps no maximum). */
   longestWaitMs: number;
+  batches: number;
+  overBatch: Record<string, number>;
+  longestBatchMs: number;
   lagMaxMs: number;
 }
 
 const THRESHOLDS_S = [0.005, 0.01, 0.025];
+const BATCH_THRESHOLDS_S = [0.002, 0.005, 0.01];
 
 function startChild(args: string[], cwd: string, ready: RegExp, from: 'stdout' | 'stderr', env: NodeJS.ProcessEnv = {}): Promise<RegExpExecArray> {
   const child = spawn(process.execPath, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -119,7 +125,7 @@ async function retentionUnderLoad(): Promise<RetentionFigures> {
     const keepDb = openDatabase(dbPath, { synchronous: 'NORMAL' });
     const { key } = createKey(keepDb, 'bench', 'bench');
     keepDb.close();
-    // The gateway's own schedule does the pruning (checked every second), in its retention thread.
+    // The gateway's own schedule does the pruning (checked every second), on its audit writer's connection.
     writeFileSync(path.join(dir, 'config/gateway.yaml'), [
       'server: { host: 127.0.0.1, port: 0 }',
       `providers: [{ name: openai, base_url: "http://127.0.0.1:${upstreamPort}/v1", api_key_env: OPENAI_API_KEY }]`,
@@ -190,23 +196,27 @@ async function scrapeView(pool: Pool): Promise<GatewayView> {
   return {
     overhead: buckets('govgate_overhead_seconds'),
     lockWait: buckets('govgate_audit_lock_wait_seconds'),
+    pruneBatch: buckets('govgate_audit_prune_batch_seconds'),
     lagMaxMs: Number(/^govgate_nodejs_eventloop_lag_max_seconds (\S+)/m.exec(text)?.[1] ?? NaN) * 1000,
   };
 }
 
 function gatewayWindow(from: GatewayView, to: GatewayView): GatewayWindow {
-  const delta = (b: 'overhead' | 'lockWait', le: number) => (to[b].get(le) ?? 0) - (from[b].get(le) ?? 0);
+  const delta = (b: 'overhead' | 'lockWait' | 'pruneBatch', le: number) => (to[b].get(le) ?? 0) - (from[b].get(le) ?? 0);
   const requests = delta('overhead', Infinity);
   const commits = delta('lockWait', Infinity);
+  const batches = delta('pruneBatch', Infinity);
   const label = (le: number) => `${le * 1000} ms`;
-  const bounds = [...to.lockWait.keys()].sort((a, b) => a - b);
-  const longest = bounds.find((le) => delta('lockWait', le) === commits) ?? Infinity;
+  const longest = (b: 'lockWait' | 'pruneBatch', total: number) => [...to[b].keys()].sort((x, y) => x - y).find((le) => delta(b, le) === total) ?? Infinity;
   return {
     requests,
     overOverhead: Object.fromEntries(THRESHOLDS_S.map((le) => [label(le), requests - delta('overhead', le)])),
     commits,
     overWait: Object.fromEntries(THRESHOLDS_S.map((le) => [label(le), commits - delta('lockWait', le)])),
-    longestWaitMs: longest * 1000,
+    longestWaitMs: longest('lockWait', commits) * 1000,
+    batches,
+    overBatch: Object.fromEntries(BATCH_THRESHOLDS_S.map((le) => [label(le), batches - delta('pruneBatch', le)])),
+    longestBatchMs: batches === 0 ? 0 : longest('pruneBatch', batches) * 1000,
     lagMaxMs: to.lagMaxMs,
   };
 }
@@ -258,6 +268,7 @@ async function main(): Promise<void> {
     '',
     `- Date: ${new Date().toISOString()}; machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`,
     '- Command: `npm run bench:audit` (test/bench/audit.ts); the gateway runs from dist/ as a child process.',
+    '- Pinning: none; the load generator (this process), the mock upstream and the gateway share both cores.',
     '',
     '| figure | value |',
     '| --- | --- |',
@@ -274,6 +285,7 @@ async function main(): Promise<void> {
     `| … after it | ${Object.values(r.gwAfter.overOverhead).join(' / ')} of ${r.gwAfter.requests} |`,
     `| audit commits that waited for another connection's write lock longer than ${Object.keys(r.gwDuring.overWait).join(' / ')}: during the prune | ${Object.values(r.gwDuring.overWait).join(' / ')} of ${r.gwDuring.commits}; longest ≤ ${r.gwDuring.longestWaitMs} ms |`,
     `| … after it | ${Object.values(r.gwAfter.overWait).join(' / ')} of ${r.gwAfter.commits}; longest ≤ ${r.gwAfter.longestWaitMs} ms |`,
+    `| retention batches (each holds the audit writer and the event loop) longer than ${Object.keys(r.gwDuring.overBatch).join(' / ')} | ${Object.values(r.gwDuring.overBatch).join(' / ')} of ${r.gwDuring.batches}; longest ≤ ${r.gwDuring.longestBatchMs} ms |`,
     `| largest WAL during the prune (sampled every 50 ms) | ${f(r.walMaxMb)} MiB |`,
     `| rows left after the prune (all inside the window) | ${r.kept} |`,
     `| synchronous NORMAL: group commit (32/turn) rows/s; one-row commit p50 | ${f(normal.groupRowsPerS, 0)}; ${f(normal.singleCommitUs, 0)} µs |`,

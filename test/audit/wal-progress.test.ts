@@ -1,0 +1,63 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import test from 'ava';
+import { openDatabase, type Db } from '../../gateway/audit/database.js';
+import { WalCheckpointer } from '../../gateway/audit/wal-checkpointer.js';
+
+/**
+ * The gateway's retention holds off while the checkpointer is behind (the WAL
+ * holds more than the checkpointer resets it at). The file's size cannot tell:
+ * it stays at its high-water mark after a reset.
+ */
+
+const LIMIT = 1024 * 1024;
+const DEADLINE_MS = 10_000;
+const NO_EVENTS = { onError() {}, onPinned() {}, onDied() {} };
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until(condition: () => boolean): Promise<boolean> {
+  const deadline = Date.now() + DEADLINE_MS;
+  while (!condition()) {
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+/** About `bytes` of new pages in the WAL. */
+function write(db: Db, bytes: number): void {
+  const insert = db.prepare('INSERT INTO filler (payload) VALUES (randomblob(?))');
+  db.transaction(() => {
+    for (let written = 0; written < bytes; written += 4000) insert.run(4000);
+  })();
+}
+
+test('behind while a reader keeps the WAL from being reset, caught up once it is', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'govgate-wal-progress-'));
+  const file = path.join(dir, 'audit.db');
+  const db = openDatabase(file, { synchronous: 'NORMAL', checkpointsElsewhere: true });
+  const reader = openDatabase(file, { synchronous: 'NORMAL', readonly: true });
+  const checkpointer = new WalCheckpointer(file, LIMIT, NO_EVENTS);
+  try {
+    db.exec('CREATE TABLE filler (payload BLOB)');
+    t.false(checkpointer.behind);
+    // A snapshot taken now pins every frame written after it.
+    reader.exec('BEGIN');
+    reader.prepare('SELECT count(*) FROM filler').get();
+    write(db, 2 * LIMIT);
+    t.true(await until(() => checkpointer.behind), 'behind with 2 MiB in the WAL and a reset at 512 KiB');
+    reader.exec('COMMIT');
+    // The WAL restarts from its beginning at the first write after the reset.
+    t.true(await until(() => {
+      write(db, 4000);
+      return !checkpointer.behind;
+    }), 'caught up once the reader let go');
+  } finally {
+    await checkpointer.stop();
+    reader.close();
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
