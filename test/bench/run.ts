@@ -5,6 +5,7 @@
  * neighbour hurts every arm alike. Writes test/bench/RESULTS.md and prints it.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
@@ -268,13 +269,15 @@ async function inFlight(url: string, key: string): Promise<{ ok: number; latenci
 
 // ---------------------------------------------------------------- audit writer alone
 
-async function auditWriterRowsPerSecond(perTurn: number): Promise<number> {
+async function auditWriterRowsPerSecond(perTurn: number, ids: 'random' | 'sequential' = 'random'): Promise<number> {
   const dir = mkdtempSync(path.join(tmpdir(), 'govgate-bench-audit-'));
   const file = path.join(dir, 'audit.db');
   const db = openDatabase(file, { synchronous: 'NORMAL' });
   const writer = new AuditWriter(db, new StoreFile(file), { onCommit: () => {}, onFailure: (err) => { throw err; } });
+  // Random v4 ids, as the gateway writes them: each lands on its own page of the primary key index.
+  // Sequential ones show what that costs.
   const row = (i: number): DecisionRow => ({
-    id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, customer_id: 'bench', api_key_id: 'key_bench', model: 'gpt-4o-mini',
+    id: ids === 'random' ? randomUUID() : `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, customer_id: 'bench', api_key_id: 'key_bench', model: 'gpt-4o-mini',
     operation: 'chat.completions', meta: JSON.stringify({ metadata: { department: 'engineering' }, stream: false, max_tokens: 256, messages: 2, tools: null, body_bytes: 1024 }),
     risk_score: 0, allowed: 1, reason: 'allowed', created_at: sqliteTime(),
   });
@@ -346,12 +349,12 @@ async function main(): Promise<void> {
   }
   console.error('bench: streaming done');
 
-  const flight: Record<'D' | 'G', number[]> = { D: [], G: [] };
+  const flight: Record<Arm, number[]> = { D: [], B: [], G: [] };
   let flightOk = 0;
   let flightTotal = 0;
   let flightPeak = 0;
   for (let round = 0; round < IN_FLIGHT_ROUNDS; round++) {
-    for (const arm of ['D', 'G'] as const) {
+    for (const arm of ARMS) {
       const r = await inFlight(urls[arm], gov.key);
       flight[arm].push(...r.latenciesMs);
       if (arm === 'G') { flightOk += r.ok; flightTotal += IN_FLIGHT; flightPeak = Math.max(flightPeak, r.peak); }
@@ -362,6 +365,7 @@ async function main(): Promise<void> {
   const auditBig = await auditWriterRowsPerSecond(1000);
   const audit32 = await auditWriterRowsPerSecond(32);
   const auditOne = await auditWriterRowsPerSecond(1);
+  const auditSequential = await auditWriterRowsPerSecond(1000, 'sequential');
 
   // ------------------------------------------------------------ figures
   const T = { D: median(tput.D), B: median(tput.B), G: median(tput.G) };
@@ -376,6 +380,15 @@ async function main(): Promise<void> {
   const readsG = stream.G.reduce((n, s) => n + s.reads, 0);
   const perStreamEqual = stream.G.every((s) => s.events === stream.D[0]?.events);
   const flightAdded = median(flight.G) - median(flight.D);
+  // What the targets leave to governance, measured in this run: the bare proxy's own distance from
+  // D, and what the audit rows alone cost on the proxy's one core.
+  const bareP99 = L99.B - L99.D;
+  const bareTtfcP99 = ttfc('B', 99) - ttfc('D', 99);
+  const bareGapP99 = gaps('B', 99) - gaps('D', 99);
+  const bareFlightAdded = median(flight.B) - median(flight.D);
+  const rowsPerRequest = 2;
+  const ceilingGB = 1 / (1 + (T.B * rowsPerRequest) / auditBig);
+  const loneCommitUs = 1e6 / auditOne;
 
   const rows: [string, string, string, boolean | null][] = [
     ['Throughput, 32 connections (req/s): D / B / G', `${fmt(T.D)} / ${fmt(T.B)} / ${fmt(T.G)}`, '', null],
@@ -385,25 +398,33 @@ async function main(): Promise<void> {
     ['G−B p50 (µs)', fmt(L50.G - L50.B), '≤ 100', L50.G - L50.B <= 100],
     ['G−D p50 (µs)', fmt(L50.G - L50.D), '≤ 250', L50.G - L50.D <= 250],
     ['G−D p99 (µs)', fmt(L99.G - L99.D), '≤ 1000', L99.G - L99.D <= 1000],
+    ['B−D p99 (µs): the bare proxy against the same target', fmt(bareP99), '', null],
     ['Streaming: time to first chunk p50 / p99 (µs): D', `${fmt(ttfc('D', 50))} / ${fmt(ttfc('D', 99))}`, '', null],
     ['Streaming: time to first chunk p50 / p99 (µs): B', `${fmt(ttfc('B', 50))} / ${fmt(ttfc('B', 99))}`, '', null],
     ['Streaming: time to first chunk p50 / p99 (µs): G', `${fmt(ttfc('G', 50))} / ${fmt(ttfc('G', 99))}`, '', null],
     ['Streaming: added time to first chunk p50 / p99, G−B (µs)', `${fmt(ttfc('G', 50) - ttfc('B', 50))} / ${fmt(ttfc('G', 99) - ttfc('B', 99))}`, '', null],
     ['Streaming: added time to first chunk p50, G−D (µs)', fmt(ttfc('G', 50) - ttfc('D', 50)), '', null],
     ['Streaming: added time to first chunk p99, G−D (µs)', fmt(ttfc('G', 99) - ttfc('D', 99)), '≤ 1000', ttfc('G', 99) - ttfc('D', 99) <= 1000],
+    ['Streaming: added time to first chunk p99, B−D (µs): the bare proxy against the same target', fmt(bareTtfcP99), '', null],
     ['Streaming: inter-chunk gap p50 / p99 (µs): D', `${fmt(gaps('D', 50))} / ${fmt(gaps('D', 99))}`, '', null],
+    ['Streaming: inter-chunk gap p50 / p99 (µs): B', `${fmt(gaps('B', 50))} / ${fmt(gaps('B', 99))}`, '', null],
     ['Streaming: inter-chunk gap p50 / p99 (µs): G', `${fmt(gaps('G', 50))} / ${fmt(gaps('G', 99))}`, '', null],
     ['Streaming: added inter-chunk gap p99, G−D (µs)', fmt(gaps('G', 99) - gaps('D', 99)), '≤ 100', gaps('G', 99) - gaps('D', 99) <= 100],
+    ['Streaming: added inter-chunk gap p99, B−D (µs): the bare proxy against the same target', fmt(bareGapP99), '', null],
     ['Streaming: per-event delivery latency p50 / p99 (µs): D', `${fmt(delivery('D', 50))} / ${fmt(delivery('D', 99))}`, '', null],
     ['Streaming: per-event delivery latency p50 / p99 (µs): B', `${fmt(delivery('B', 50))} / ${fmt(delivery('B', 99))}`, '', null],
     ['Streaming: per-event delivery latency p50 / p99 (µs): G', `${fmt(delivery('G', 50))} / ${fmt(delivery('G', 99))}`, '', null],
     ['Streaming: events received D / G (reads D / G)', `${eventsD} / ${eventsG} (${readsD} / ${readsG})`, 'identical', eventsD === eventsG && perStreamEqual],
     [`${IN_FLIGHT} in flight, upstream delays 1 s: G success (peak in flight)`, `${flightOk}/${flightTotal} (${flightPeak})`, '100 %', flightOk === flightTotal],
-    [`${IN_FLIGHT} in flight: p50 D / G (ms)`, `${fmt(median(flight.D), 2)} / ${fmt(median(flight.G), 2)}`, '', null],
+    [`${IN_FLIGHT} in flight: p50 D / B / G (ms)`, `${fmt(median(flight.D), 2)} / ${fmt(median(flight.B), 2)} / ${fmt(median(flight.G), 2)}`, '', null],
     [`${IN_FLIGHT} in flight: G added p50 (µs)`, fmt(flightAdded * 1000), '≤ 1000', flightAdded * 1000 <= 1000],
+    [`${IN_FLIGHT} in flight: B added p50 (µs): the bare proxy against the same target`, fmt(bareFlightAdded * 1000), '', null],
     ['Audit writer alone, group commit of 1000 rows per turn (rows/s)', fmt(auditBig), '≥ 50000', auditBig >= 50_000],
+    ['Audit writer alone, 1000 rows per turn, sequential ids instead of random v4 (rows/s)', fmt(auditSequential), '', null],
     ['Audit writer alone, 32 rows per turn (rows/s)', fmt(audit32), '', null],
     ['Audit writer alone, 1 row per turn (rows/s)', fmt(auditOne), '', null],
+    [`Ceiling on G/B from the audit rows alone (${rowsPerRequest} rows per request at the 1000-row rate, on B's core, everything else free)`, fmt(ceilingGB, 3), '', null],
+    ['Floor on G−B p50 at 1 connection from the decision commit alone (one row per turn, µs)', fmt(loneCommitUs), '', null],
     ['Peak RSS during the throughput rounds (MB): B / G', `${fmt(rssB, 1)} / ${fmt(rssG, 1)}`, '', null],
     ['Load-generator errors (all arms)', String(errors), '0', errors === 0],
   ];
