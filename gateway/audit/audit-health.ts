@@ -20,7 +20,7 @@ export function auditWritable(db: Db, writer: AuditWriter, file: StoreFile): boo
   if (!writer.failing) return true;
   // Taking the write lock writes nothing, so after a full disk it proves nothing: free space must be back.
   if ((writer.failure as { code?: string } | null)?.code === 'SQLITE_FULL' && freeBytes(file.path) < MIN_FREE_BYTES) return false;
-  // The connection never waits for a lock (app.ts); the probe may, briefly, or a 2 ms retention batch would fail it.
+  // The connection never waits for a lock (app.ts); the probe may, briefly, or a checkpoint or a cleanup-logs batch would fail it.
   return withBusyTimeout(db, PROBE_WAIT_MS, () => {
     try {
       db.exec('BEGIN IMMEDIATE; ROLLBACK;');

@@ -44,7 +44,8 @@ let escalateAfter = 0;
 function checkpoint(): void {
   try {
     const copied = copyBackAndReset(db, data.resetBytes);
-    Atomics.store(inUse, 0, Math.round(copied.log * pageKiB));
+    // After a reset SQLite still reports the old frame count until the next write: the WAL is empty.
+    Atomics.store(inUse, 0, copied.reset ? 0 : Math.round(copied.log * pageKiB));
     if (walBytes() <= data.limitBytes) {
       backoffMs = data.backoffMs;
       return;
@@ -54,18 +55,28 @@ function checkpoint(): void {
     if (fullyCopied(copied) || Date.now() < escalateAfter) {
       db.pragma('wal_checkpoint(TRUNCATE)');
       if (fullyCopied(copied)) backoffMs = data.backoffMs;
+      publishFileSize();
       return;
     }
     withBusyTimeout(db, data.escalatedWaitMs, () => db.pragma('wal_checkpoint(TRUNCATE)'));
-    const left = walBytes();
+    const left = publishFileSize();
     if (left > data.limitBytes) {
       parentPort!.postMessage({ pinnedBytes: left });
       escalateAfter = Date.now() + backoffMs;
       backoffMs = Math.min(backoffMs * 2, data.maxBackoffMs);
     }
   } catch (err) {
+    // What is in use is unknown: nothing should wait on a figure that may never be updated again.
+    Atomics.store(inUse, 0, 0);
     parentPort!.postMessage({ code: (err as { code?: string }).code ?? 'unknown' });
   }
+}
+
+/** After a TRUNCATE, what is in use is at most the file: all of it if readers kept it, nothing if it was cut. */
+function publishFileSize(): number {
+  const bytes = walBytes();
+  Atomics.store(inUse, 0, Math.round(bytes / 1024));
+  return bytes;
 }
 
 // A chain of timeouts, not an interval: a slow checkpoint is always followed by a full interval with the lock free.

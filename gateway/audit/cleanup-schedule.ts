@@ -24,7 +24,9 @@ export interface CleanupHooks extends ScheduleHooks<PruneResult> {
 /**
  * Runs retention inside the gateway on `audit.cleanup_schedule`, on the
  * audit writer's own connection, in batches of about a millisecond taken
- * between its commits and never while decisions wait for theirs. With the
+ * between its commits, holding off (up to 50 ms a batch) while decisions
+ * wait for theirs, which mostly happens while the writer waits for another
+ * connection's lock. With the
  * prune on a connection of its own (a worker thread, before), the two
  * competed for SQLite's write lock, which is not fair, and a batch
  * descheduled while holding it on a busy machine kept commits waiting

@@ -18,7 +18,7 @@ const MAX_BATCH_ROWS = 1000;
 const BUSY_RETRY_MS = 50;
 const BUSY_GIVE_UP_MS = 60_000;
 /** How long a batch holds off for the gateway; bounded, so steady traffic cannot stall a prune for good. */
-export const MAX_YIELD_MS = 50;
+export const MAX_HOLD_OFF_MS = 50;
 const HOLD_OFF_POLL_MS = 1;
 /**
  * After each batch the prune rests this many times as long as the batch took,
@@ -51,7 +51,7 @@ export interface PruneOptions {
   /**
    * True while the gateway needs the prune to wait (decisions waiting for
    * their commit, a WAL the checkpointer has not caught up with): no batch
-   * starts until it is false, or MAX_YIELD_MS has passed.
+   * starts until it is false, or MAX_HOLD_OFF_MS has passed.
    */
   readonly holdOff?: () => boolean;
   /** Each batch's time from taking the write lock to the end of its commit. */
@@ -79,7 +79,7 @@ export async function pruneAuditRows(db: Db, days: number, options: PruneOptions
     const batch = pruneBatch(db, chain, anchor);
     let busySince: number | null = null;
     while (!signal?.aborted) {
-      if (holdOff) await whileHeldOff(holdOff);
+      if (holdOff) await whileHeldOff(holdOff, signal);
       if (signal?.aborted) break;
       const started = performance.now();
       let deleted: number;
@@ -109,9 +109,9 @@ export async function pruneAuditRows(db: Db, days: number, options: PruneOptions
   return total;
 }
 
-async function whileHeldOff(holdOff: () => boolean): Promise<void> {
-  const until = performance.now() + MAX_YIELD_MS;
-  while (holdOff() && performance.now() < until) await sleep(HOLD_OFF_POLL_MS);
+async function whileHeldOff(holdOff: () => boolean, signal: AbortSignal | undefined): Promise<void> {
+  const until = performance.now() + MAX_HOLD_OFF_MS;
+  while (!signal?.aborted && holdOff() && performance.now() < until) await rest(HOLD_OFF_POLL_MS, signal);
 }
 
 /** A rest that a stop cuts short: the caller sees the signal and returns what it deleted. */

@@ -15,6 +15,7 @@ const CHECKPOINT_INTERVAL_MS = 100;
  */
 const MAX_RESET_BYTES = 16 * 1024 * 1024;
 const STOP_TIMEOUT_MS = 2000;
+const GONE = -1;
 
 /**
  * Long enough for readers of old snapshots to finish, twice over (those that
@@ -45,7 +46,7 @@ export class WalCheckpointer {
   private readonly worker: Worker;
   private readonly exited: Promise<void>;
   private stopping = false;
-  /** KiB of WAL not yet reset, as the thread last saw it: the file's size stays at its high-water mark after a reset. */
+  /** KiB of WAL not yet reset, as the thread last saw it (the file's size stays at its high-water mark after a reset); GONE once the thread is. */
   private readonly inUse = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
   /** The WAL is reset once this much of it was copied back. */
   private readonly resetBytes: number;
@@ -63,7 +64,7 @@ export class WalCheckpointer {
     this.worker.on('error', (err) => events.onError((err as { code?: string }).code ?? err.name));
     this.exited = new Promise((resolve) => {
       this.worker.once('exit', () => {
-        Atomics.store(this.inUse, 0, 0);
+        Atomics.store(this.inUse, 0, GONE);
         if (!this.stopping) events.onDied();
         resolve();
       });
@@ -72,9 +73,14 @@ export class WalCheckpointer {
     this.worker.unref();
   }
 
-  /** Whether the WAL held more than a reset's worth at the last tick: writers that can wait should (never, once the thread is gone). */
+  /**
+   * Whether writers that can wait should: the WAL held more than a reset's
+   * worth at the last tick, or the thread is gone and the gateway's writer
+   * checkpoints inline, on the event loop, after its commits.
+   */
   get behind(): boolean {
-    return Atomics.load(this.inUse, 0) * 1024 > this.resetBytes;
+    const kib = Atomics.load(this.inUse, 0);
+    return kib === GONE || kib * 1024 > this.resetBytes;
   }
 
   /** A last checkpoint, then the thread ends; never waits more than STOP_TIMEOUT_MS. */

@@ -35,20 +35,26 @@ export function fullyCopied(r: CheckpointResult): boolean {
   return r.busy === 0 && r.checkpointed >= r.log;
 }
 
+export interface CopyBackResult extends CheckpointResult {
+  /** The WAL was reset: the next write starts it again from its beginning. */
+  readonly reset: boolean;
+}
+
 /**
  * Copies the WAL back; once it holds `resetBytes`, also resets it. Returns
- * the last PASSIVE's result. Never waits for a lock except the short
- * RESTART; a reset that readers hold up is tried again at the next call.
+ * the last PASSIVE's result, and whether the reset happened. Never waits for
+ * a lock except the short RESTART; a reset that readers hold up is tried
+ * again at the next call.
  */
-export function copyBackAndReset(db: Db, resetBytes: number): CheckpointResult {
+export function copyBackAndReset(db: Db, resetBytes: number): CopyBackResult {
   let passive = copyBack(db);
-  if (!fullyCopied(passive) || passive.log * (db.pragma('page_size', { simple: true }) as number) < resetBytes) return passive;
+  if (!fullyCopied(passive) || passive.log * (db.pragma('page_size', { simple: true }) as number) < resetBytes) return { ...passive, reset: false };
   for (let i = 0; i < SETTLE_PASSES; i++) {
     const before = passive.log;
     passive = copyBack(db);
     if (!fullyCopied(passive) || passive.log - before <= SETTLED_FRAMES) break;
   }
-  if (!fullyCopied(passive)) return passive;
-  withBusyTimeout(db, RESET_WAIT_MS, () => db.pragma('wal_checkpoint(RESTART)'));
-  return passive;
+  if (!fullyCopied(passive)) return { ...passive, reset: false };
+  const [restart] = withBusyTimeout(db, RESET_WAIT_MS, () => db.pragma('wal_checkpoint(RESTART)') as [CheckpointResult]);
+  return { ...passive, reset: restart!.busy === 0 };
 }
