@@ -34,8 +34,8 @@ export interface CleanupHooks extends ScheduleHooks<PruneResult> {
  *
  * A prune writes the WAL faster than the gateway does: while the WAL holds
  * more than the checkpointer resets it at, the prune holds off, so that the
- * WAL is reset before it reaches the limit whose escalation holds the write
- * lock while it waits for readers. Stopping ends the prune between two
+ * WAL rarely reaches the limit whose escalation holds the write lock while it
+ * waits for readers. Stopping ends the prune between two
  * batches.
  */
 export function scheduleCleanup(audit: CleanupSettings, db: Db, writer: PendingDecisions, wal: WalProgress, hooks: CleanupHooks): ScheduledJob {
