@@ -34,46 +34,51 @@ function write(db: Db, bytes: number): void {
   })();
 }
 
-test('behind while a reader keeps the WAL from being reset, caught up once it is', async (t) => {
+/**
+ * A fresh audit file with a gateway-style writer connection and its checkpointer; resolves to the
+ * checkpointer once stopped and everything is closed.
+ */
+async function withCheckpointedFile(run: (db: Db, file: string, checkpointer: WalCheckpointer) => Promise<void>): Promise<WalCheckpointer> {
   const dir = mkdtempSync(path.join(tmpdir(), 'govgate-wal-progress-'));
   const file = path.join(dir, 'audit.db');
   const db = openDatabase(file, { synchronous: 'NORMAL', checkpointsElsewhere: true });
-  const reader = openDatabase(file, { synchronous: 'NORMAL', readonly: true });
   const checkpointer = new WalCheckpointer(file, LIMIT, NO_EVENTS);
   try {
     db.exec('CREATE TABLE filler (payload BLOB)');
-    t.false(checkpointer.behind);
-    // A snapshot taken now pins every frame written after it.
-    reader.exec('BEGIN');
-    reader.prepare('SELECT count(*) FROM filler').get();
-    write(db, 2 * LIMIT);
-    t.true(await until(() => checkpointer.behind), 'behind with 2 MiB in the WAL and a reset at 512 KiB');
-    reader.exec('COMMIT');
-    // Reset, with nothing written since: SQLite still counts the old frames until the next write.
-    t.true(await until(() => !checkpointer.behind), 'caught up once the reader let go');
+    await run(db, file, checkpointer);
   } finally {
     await checkpointer.stop();
-    t.true(checkpointer.behind, 'without its thread the writer checkpoints inline: writers that can wait should');
-    reader.close();
     db.close();
     rmSync(dir, { recursive: true, force: true });
   }
+  return checkpointer;
+}
+
+test('behind while a reader keeps the WAL from being reset, caught up once it is', async (t) => {
+  const stopped = await withCheckpointedFile(async (db, file, checkpointer) => {
+    const reader = openDatabase(file, { synchronous: 'NORMAL', readonly: true });
+    try {
+      t.false(checkpointer.behind);
+      // A snapshot taken now pins every frame written after it.
+      reader.exec('BEGIN');
+      reader.prepare('SELECT count(*) FROM filler').get();
+      write(db, 2 * LIMIT);
+      t.true(await until(() => checkpointer.behind), 'behind with 2 MiB in the WAL and a reset at 512 KiB');
+      reader.exec('COMMIT');
+      // Reset, with nothing written since: SQLite still counts the old frames until the next write.
+      t.true(await until(() => !checkpointer.behind), 'caught up once the reader let go');
+    } finally {
+      reader.close();
+    }
+  });
+  t.true(stopped.behind, 'without its thread the writer checkpoints inline: writers that can wait should');
 });
 
 test('not behind once a reset emptied the WAL, though nothing was written since', async (t) => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'govgate-wal-progress-'));
-  const file = path.join(dir, 'audit.db');
-  const db = openDatabase(file, { synchronous: 'NORMAL', checkpointsElsewhere: true });
-  const checkpointer = new WalCheckpointer(file, LIMIT, NO_EVENTS);
-  try {
-    db.exec('CREATE TABLE filler (payload BLOB)');
+  await withCheckpointedFile(async (db, _file, checkpointer) => {
     // More than a reset's worth (half the limit), then nothing: SQLite counts the old frames until the next write.
     write(db, LIMIT * 0.6);
     await sleep(1000);
     t.false(checkpointer.behind);
-  } finally {
-    await checkpointer.stop();
-    db.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
