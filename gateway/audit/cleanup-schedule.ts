@@ -26,17 +26,16 @@ export interface CleanupHooks extends ScheduleHooks<PruneResult> {
  * audit writer's own connection, in batches of about a millisecond taken
  * between its commits, holding off (up to 50 ms a batch) while decisions
  * wait for theirs, which mostly happens while the writer waits for another
- * connection's lock. With the
- * prune on a connection of its own (a worker thread, before), the two
- * competed for SQLite's write lock, which is not fair, and a batch
- * descheduled while holding it on a busy machine kept commits waiting
- * 10-100 ms; here a request waits for the prune at most one batch.
+ * connection's lock. With the prune on a connection of its own (a worker
+ * thread, before), the two competed for SQLite's write lock, which is not
+ * fair, and a batch descheduled while holding it on a busy machine kept
+ * commits waiting 10-100 ms; here a request waits for the prune at most one
+ * batch.
  *
  * A prune writes the WAL faster than the gateway does: while the WAL holds
  * more than the checkpointer resets it at, the prune holds off, so that the
  * WAL rarely reaches the limit whose escalation holds the write lock while it
- * waits for readers. Stopping ends the prune between two
- * batches.
+ * waits for readers. Stopping ends the prune between two batches.
  */
 export function scheduleCleanup(audit: CleanupSettings, db: Db, writer: PendingDecisions, wal: WalProgress, hooks: CleanupHooks): ScheduledJob {
   const holdOff = () => writer.decisionsPending || wal.behind;
