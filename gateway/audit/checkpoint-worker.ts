@@ -37,13 +37,15 @@ const db = new Database(data.file, { fileMustExist: true });
 db.pragma('busy_timeout = 0');
 const walBytes = () => statSync(`${data.file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
 const inUse = new Int32Array(data.inUse);
-const pageKiB = (db.pragma('page_size', { simple: true }) as number) / 1024;
+const pageBytes = db.pragma('page_size', { simple: true }) as number;
+const pageKiB = pageBytes / 1024;
+const resetFrames = Math.ceil(data.resetBytes / pageBytes);
 let backoffMs = data.backoffMs;
 let escalateAfter = 0;
 
 function checkpoint(): void {
   try {
-    const copied = copyBackAndReset(db, data.resetBytes);
+    const copied = copyBackAndReset(db, resetFrames);
     // After a reset SQLite still reports the old frame count until the next write: the WAL is empty.
     Atomics.store(inUse, 0, copied.reset ? 0 : Math.round(copied.log * pageKiB));
     if (walBytes() <= data.limitBytes) {

@@ -41,14 +41,14 @@ export interface CopyBackResult extends CheckpointResult {
 }
 
 /**
- * Copies the WAL back; once it holds `resetBytes`, also resets it. Returns
+ * Copies the WAL back; once it holds `resetFrames` pages, also resets it. Returns
  * the last PASSIVE's result, and whether the reset happened. Never waits for
  * a lock except the short RESTART; a reset that readers hold up is tried
  * again at the next call.
  */
-export function copyBackAndReset(db: Db, resetBytes: number): CopyBackResult {
+export function copyBackAndReset(db: Db, resetFrames: number): CopyBackResult {
   let passive = copyBack(db);
-  if (!fullyCopied(passive) || passive.log * (db.pragma('page_size', { simple: true }) as number) < resetBytes) return { ...passive, reset: false };
+  if (!fullyCopied(passive) || passive.log < resetFrames) return { ...passive, reset: false };
   for (let i = 0; i < SETTLE_PASSES; i++) {
     const before = passive.log;
     passive = copyBack(db);
