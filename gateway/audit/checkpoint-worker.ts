@@ -1,8 +1,8 @@
-import { statSync } from 'node:fs';
+import { fdatasyncSync, openSync, statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { withBusyTimeout } from './database.js';
-import { copyBackAndReset, fullyCopied } from './wal-reset.js';
+import { copyBackAndReset, fullyCopied, type ResetHooks } from './wal-reset.js';
 
 /**
  * Runs in the thread WalCheckpointer starts, on its own connection. Each tick
@@ -36,22 +36,40 @@ const data = workerData as CheckpointWorkerData;
 const db = new Database(data.file, { fileMustExist: true });
 db.pragma('busy_timeout = 0');
 const walBytes = () => statSync(`${data.file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+/**
+ * For fsyncs of the database file outside SQLite (wal-reset.ts). Never closed,
+ * on purpose: closing any descriptor of a file drops every POSIX lock the
+ * process holds on it, SQLite's included (the shared lock each connection
+ * keeps on a WAL database), and a `sqlite3` closing meanwhile could then
+ * delete the WAL the gateway is using. One descriptor per gateway.
+ */
+const dbFd = openSync(data.file, 'r');
 const inUse = new Int32Array(data.inUse);
 const pageBytes = db.pragma('page_size', { simple: true }) as number;
 const pageKiB = pageBytes / 1024;
 const resetFrames = Math.ceil(data.resetBytes / pageBytes);
 let backoffMs = data.backoffMs;
 let escalateAfter = 0;
+let resetLog: number | undefined;
+const syncDatabase = () => fdatasyncSync(dbFd);
+const resetHooks: ResetHooks = {
+  syncDatabase,
+  // Published as soon as a reset starts, so that the prune holds off while it settles.
+  onResetting: (frames) => Atomics.store(inUse, 0, Math.round(frames * pageKiB)),
+};
 
 function checkpoint(): void {
   try {
-    const copied = copyBackAndReset(db, resetFrames);
+    const copied = copyBackAndReset(db, resetFrames, resetHooks, resetLog);
+    resetLog = copied.reset ? copied.log : undefined;
     // After a reset SQLite still reports the old frame count until the next write: the WAL is empty.
     Atomics.store(inUse, 0, copied.reset ? 0 : Math.round(copied.log * pageKiB));
     if (walBytes() <= data.limitBytes) {
       backoffMs = data.backoffMs;
       return;
     }
+    // What the PASSIVE copied is synced here, not by the TRUNCATE under the write lock (wal-reset.ts).
+    syncDatabase();
     // Everything copied, or between waiting escalations: a TRUNCATE that waits for nobody and has
     // (almost) nothing left to copy; it shrinks the file the moment no reader is left on the WAL.
     if (fullyCopied(copied) || Date.now() < escalateAfter) {

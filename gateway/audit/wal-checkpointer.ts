@@ -9,13 +9,20 @@ import { startModuleWorker } from './module-worker.js';
  */
 const CHECKPOINT_INTERVAL_MS = 100;
 /**
- * Each reset holds the write lock ~10-20 ms (two fsyncs): 16 MiB makes them a
- * few a second at the heaviest write load while the WAL stays well under the
- * shipped 64 MiB limit (8 MiB meant ten a second during a prune).
+ * Each reset holds the write lock for its last few pages and their fsyncs: 16
+ * MiB makes them a few a second at the heaviest write load while the WAL
+ * stays well under the shipped 64 MiB limit (8 MiB meant ten a second during a
+ * prune).
  */
 const MAX_RESET_BYTES = 16 * 1024 * 1024;
 const STOP_TIMEOUT_MS = 2000;
 const GONE = -1;
+/**
+ * Writers that can wait do not add to a WAL this full (of its limit): between
+ * two ticks the gateway alone may add ~7 MiB, which leaves room below the
+ * shipped 64 MiB limit.
+ */
+const NEAR_LIMIT = 0.75;
 
 /**
  * Long enough for readers of old snapshots to finish, twice over (those that
@@ -50,9 +57,11 @@ export class WalCheckpointer {
   private readonly inUse = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
   /** The WAL is reset once this much of it was copied back. */
   private readonly resetBytes: number;
+  private readonly nearLimitBytes: number;
 
   constructor(file: string, limitBytes: number, events: CheckpointEvents) {
     this.resetBytes = Math.min(MAX_RESET_BYTES, Math.floor(limitBytes / 2));
+    this.nearLimitBytes = limitBytes * NEAR_LIMIT;
     this.worker = startModuleWorker('checkpoint-worker', {
       file, intervalMs: CHECKPOINT_INTERVAL_MS, limitBytes, resetBytes: this.resetBytes, escalatedWaitMs: ESCALATED_WAIT_MS,
       backoffMs: ESCALATION_BACKOFF_MS, maxBackoffMs: MAX_ESCALATION_BACKOFF_MS, inUse: this.inUse.buffer,
@@ -74,13 +83,26 @@ export class WalCheckpointer {
   }
 
   /**
-   * Whether writers that can wait should: the WAL held more than a reset's
-   * worth at the last tick, or the thread is gone and the gateway's writer
-   * checkpoints inline, on the event loop, after its commits.
+   * Whether writers that can wait should: a reset is under way (what is
+   * written meanwhile, its RESTART copies while holding the write lock), the
+   * WAL held a reset's worth or more at the last tick, or the thread is gone
+   * and the gateway's writer checkpoints inline, on the event loop, after its
+   * commits.
    */
   get behind(): boolean {
     const kib = Atomics.load(this.inUse, 0);
-    return kib === GONE || kib * 1024 > this.resetBytes;
+    return kib === GONE || kib * 1024 >= this.resetBytes;
+  }
+
+  /**
+   * Whether writers that can wait should, for as long as it lasts: the WAL
+   * held three quarters of its limit at the last tick (readers kept it from
+   * being reset, or writes outran the resets). Unknown, so false, once the
+   * thread is gone.
+   */
+  get nearLimit(): boolean {
+    const kib = Atomics.load(this.inUse, 0);
+    return kib !== GONE && kib * 1024 >= this.nearLimitBytes;
   }
 
   /** A last checkpoint, then the thread ends; never waits more than STOP_TIMEOUT_MS. */

@@ -64,14 +64,17 @@ test('behind while a reader keeps the WAL from being reset, caught up once it is
       reader.prepare('SELECT count(*) FROM filler').get();
       write(db, 2 * LIMIT);
       t.true(await until(() => checkpointer.behind), 'behind with 2 MiB in the WAL and a reset at 512 KiB');
+      t.true(checkpointer.nearLimit, 'near the limit: 2 MiB against 1 MiB');
       reader.exec('COMMIT');
       // Reset, with nothing written since: SQLite still counts the old frames until the next write.
       t.true(await until(() => !checkpointer.behind), 'caught up once the reader let go');
+      t.false(checkpointer.nearLimit);
     } finally {
       reader.close();
     }
   });
   t.true(stopped.behind, 'without its thread the writer checkpoints inline: writers that can wait should');
+  t.false(stopped.nearLimit, 'without its thread nobody knows, and a pause could last for ever');
 });
 
 test('not behind once a reset emptied the WAL, though nothing was written since', async (t) => {
