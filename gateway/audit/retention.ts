@@ -20,6 +20,8 @@ const BUSY_GIVE_UP_MS = 60_000;
 /** How long a batch holds off for the gateway; bounded, so steady traffic cannot stall a prune for good. */
 export const MAX_HOLD_OFF_MS = 50;
 const HOLD_OFF_POLL_MS = 1;
+/** A pause may last minutes (a reader pinning the WAL): checked less often than a hold-off. */
+const PAUSE_POLL_MS = 10;
 /**
  * After each batch the prune rests this many times as long as the batch took,
  * so it takes at most a third of the event loop from the requests (150,000
@@ -54,6 +56,13 @@ export interface PruneOptions {
    * starts until it is false, or MAX_HOLD_OFF_MS has passed.
    */
   readonly holdOff?: () => boolean;
+  /**
+   * True while any batch would do harm, however long the prune waits (a WAL
+   * near its limit, where the checkpointer's escalation holds the write lock
+   * while it waits for readers): no batch starts until it is false, or the
+   * prune is stopped. Expired rows can wait; requests cannot.
+   */
+  readonly pauseWhile?: () => boolean;
   /** Each batch's time from taking the write lock to the end of its commit. */
   readonly onBatch?: (ms: number) => void;
 }
@@ -67,7 +76,7 @@ export interface PruneOptions {
  * first remaining row's `prev_hash` links to.
  */
 export async function pruneAuditRows(db: Db, days: number, options: PruneOptions = {}): Promise<PruneResult> {
-  const { now = new Date(), signal, holdOff, onBatch } = options;
+  const { now = new Date(), signal, holdOff, pauseWhile, onBatch } = options;
   const cutoff = retentionCutoff(days, now);
   const anchor = db.prepare(
     `INSERT INTO audit_anchor (chain, through_rowid, through_hash, through_created_at, rows_deleted, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -79,7 +88,7 @@ export async function pruneAuditRows(db: Db, days: number, options: PruneOptions
     const batch = pruneBatch(db, chain, anchor);
     let busySince: number | null = null;
     while (!signal?.aborted) {
-      if (holdOff) await whileHeldOff(holdOff, signal);
+      await whileHeldOff(holdOff, pauseWhile, signal);
       if (signal?.aborted) break;
       const started = performance.now();
       let deleted: number;
@@ -109,9 +118,19 @@ export async function pruneAuditRows(db: Db, days: number, options: PruneOptions
   return total;
 }
 
-async function whileHeldOff(holdOff: () => boolean, signal: AbortSignal | undefined): Promise<void> {
-  const until = performance.now() + MAX_HOLD_OFF_MS;
-  while (!signal?.aborted && holdOff() && performance.now() < until) await rest(HOLD_OFF_POLL_MS, signal);
+async function whileHeldOff(holdOff: (() => boolean) | undefined, pauseWhile: (() => boolean) | undefined, signal: AbortSignal | undefined): Promise<void> {
+  let until = performance.now() + MAX_HOLD_OFF_MS;
+  while (!signal?.aborted) {
+    if (pauseWhile?.()) {
+      await rest(PAUSE_POLL_MS, signal);
+      // A hold-off spent during a pause would let the next batch run into pending decisions.
+      until = performance.now() + MAX_HOLD_OFF_MS;
+    } else if (holdOff?.() && performance.now() < until) {
+      await rest(HOLD_OFF_POLL_MS, signal);
+    } else {
+      return;
+    }
+  }
 }
 
 /** A rest that a stop cuts short: the caller sees the signal and returns what it deleted. */

@@ -4,7 +4,7 @@ import path from 'node:path';
 import test from 'ava';
 import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
 import type { ScheduledJob } from '../../gateway/audit/background-schedule.js';
-import { scheduleCleanup } from '../../gateway/audit/cleanup-schedule.js';
+import { scheduleCleanup, type WalProgress } from '../../gateway/audit/cleanup-schedule.js';
 import { MAX_HOLD_OFF_MS, pruneAuditRows } from '../../gateway/audit/retention.js';
 import { verifyAuditChain } from '../../gateway/audit/verify-chain.js';
 import { writeAuditRows } from '../helpers/audit-rows.js';
@@ -21,7 +21,8 @@ import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.j
  *    past 375 MiB, and resetting it then held the write lock for seconds);
  *  - the prune runs on the audit writer's connection between its commits,
  *    and holds off before each batch while decisions wait for their commit
- *    or the checkpointer is behind;
+ *    or the checkpointer is behind, and pauses, however long, while the WAL
+ *    is near its limit;
  *  - a stop ends it between two batches.
  */
 
@@ -126,15 +127,31 @@ test('while the gateway asks it to hold off, each prune batch waits first', asyn
   t.true(elapsed >= batches * MAX_HOLD_OFF_MS, `${batches} batches took ${elapsed.toFixed(0)} ms`);
 });
 
+test('while the gateway asks it to pause, no batch starts, however long that takes', async (t) => {
+  const rows = 500;
+  const file = await expiredTrail(rows, 100);
+  const db = openDatabase(file, { synchronous: 'NORMAL' });
+  cleanups.push(() => void db.close());
+  const pausedFor = 4 * MAX_HOLD_OFF_MS;
+  const started = performance.now();
+  const batches: number[] = [];
+  const result = await pruneAuditRows(db, 90, {
+    pauseWhile: () => performance.now() - started < pausedFor,
+    onBatch: () => void batches.push(performance.now() - started),
+  });
+  t.deepEqual(result, { decisions: rows, outcomes: rows });
+  t.true(batches[0]! >= pausedFor, `first batch at ${batches[0]!.toFixed(0)} ms, paused for ${pausedFor} ms`);
+});
+
 /** The times of the batches of the gateway's scheduled prune, given what its writer and its checkpointer say. */
-async function scheduledBatchTimes(pending: boolean, behind: boolean): Promise<number[]> {
+async function scheduledBatchTimes(pending: boolean, wal: WalProgress): Promise<number[]> {
   const file = await expiredTrail(300, 100);
   const db = openDatabase(file, { synchronous: 'NORMAL' });
   cleanups.push(() => void db.close());
   const times: number[] = [];
   let job: ScheduledJob | undefined;
   const done = new Promise<void>((resolve, reject) => {
-    job = scheduleCleanup({ cleanupSchedule: '* * * * * *', retentionDays: 90 }, db, { decisionsPending: pending }, { behind }, {
+    job = scheduleCleanup({ cleanupSchedule: '* * * * * *', retentionDays: 90 }, db, { decisionsPending: pending }, wal, {
       onBatch: () => void times.push(performance.now()),
       onDone: () => resolve(),
       onError: reject,
@@ -150,7 +167,7 @@ async function scheduledBatchTimes(pending: boolean, behind: boolean): Promise<n
 
 for (const [pending, behind] of [[true, false], [false, true]] as const) {
   test(`the scheduled prune holds off while ${pending ? 'decisions are pending' : 'the checkpointer is behind'}`, async (t) => {
-    const times = await scheduledBatchTimes(pending, behind);
+    const times = await scheduledBatchTimes(pending, { behind, nearLimit: false });
     const gaps = times.slice(1).map((at, i) => at - times[i]!);
     t.true(gaps.length > 1);
     // Timers may fire a millisecond early; a batch that did not hold off follows the last by about 2 ms.
@@ -158,6 +175,15 @@ for (const [pending, behind] of [[true, false], [false, true]] as const) {
   });
 }
 
+test('the scheduled prune pauses while the WAL is near its limit', async (t) => {
+  const pausedFor = 4 * MAX_HOLD_OFF_MS;
+  let since: number | undefined;
+  // The clock starts when the prune first asks, so the cron job's own start does not count.
+  const wal = { behind: false, get nearLimit() { since ??= performance.now(); return performance.now() - since < pausedFor; } };
+  const times = await scheduledBatchTimes(false, wal);
+  t.true(times.length > 1);
+  t.true(times[0]! - since! >= pausedFor, `first batch ${(times[0]! - since!).toFixed(0)} ms after the first question`);
+});
 
 test('a stopped prune ends between two batches and reports what it deleted', async (t) => {
   const rows = 2000;
