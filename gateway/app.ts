@@ -118,6 +118,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     await Promise.all([providers.close(), checkpointer.stop(), limiter.close()]);
     admin?.close();
     db.close();
+    checkpointer.release();
     throw err;
   }
 
@@ -129,6 +130,9 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const cleanup = scheduleCleanup(config.audit, db, audit, checkpointer, {
     onBatch(ms) {
       metrics.pruneBatch(ms);
+    },
+    onLongPause() {
+      logger.warn({ wal_limit_bytes: config.audit.walLimitBytes }, 'audit retention paused for a minute: the WAL is near its limit, kept from being reset by a long-running reader');
     },
     onDone(result) {
       logger.info({ deleted_decisions: result.decisions, deleted_outcomes: result.outcomes, retention_days: config.audit.retentionDays }, 'audit retention ran');
@@ -179,6 +183,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
         await Promise.all([providers.close(), checkpointer.stop(), limiter.close()]);
         admin?.close();
         db.close();
+        checkpointer.release();
       })();
       return closing;
     },

@@ -1,4 +1,4 @@
-import { fdatasyncSync, openSync, statSync } from 'node:fs';
+import { fdatasyncSync, statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { withBusyTimeout } from './database.js';
@@ -22,13 +22,15 @@ import { copyBackAndReset, fullyCopied, type ResetHooks } from './wal-reset.js';
  */
 interface CheckpointWorkerData {
   readonly file: string;
+  /** The database file, for fsyncs outside SQLite; owned, and closed, by WalCheckpointer. */
+  readonly dbFd: number;
   readonly intervalMs: number;
   readonly limitBytes: number;
   readonly resetBytes: number;
   readonly escalatedWaitMs: number;
   readonly backoffMs: number;
   readonly maxBackoffMs: number;
-  /** One Int32: KiB of WAL in use after each tick, for the gateway (WalCheckpointer.behind). */
+  /** One Int32: KiB of WAL in use, for the gateway (WalCheckpointer.behind, nearLimit): after each tick, and as a reset starts. */
   readonly inUse: SharedArrayBuffer;
 }
 
@@ -36,22 +38,14 @@ const data = workerData as CheckpointWorkerData;
 const db = new Database(data.file, { fileMustExist: true });
 db.pragma('busy_timeout = 0');
 const walBytes = () => statSync(`${data.file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
-/**
- * For fsyncs of the database file outside SQLite (wal-reset.ts). Never closed,
- * on purpose: closing any descriptor of a file drops every POSIX lock the
- * process holds on it, SQLite's included (the shared lock each connection
- * keeps on a WAL database), and a `sqlite3` closing meanwhile could then
- * delete the WAL the gateway is using. One descriptor per gateway.
- */
-const dbFd = openSync(data.file, 'r');
 const inUse = new Int32Array(data.inUse);
 const pageBytes = db.pragma('page_size', { simple: true }) as number;
 const pageKiB = pageBytes / 1024;
 const resetFrames = Math.ceil(data.resetBytes / pageBytes);
 let backoffMs = data.backoffMs;
 let escalateAfter = 0;
-let resetLog: number | undefined;
-const syncDatabase = () => fdatasyncSync(dbFd);
+let resetVersion: number | undefined;
+const syncDatabase = () => fdatasyncSync(data.dbFd);
 const resetHooks: ResetHooks = {
   syncDatabase,
   // Published as soon as a reset starts, so that the prune holds off while it settles.
@@ -60,8 +54,8 @@ const resetHooks: ResetHooks = {
 
 function checkpoint(): void {
   try {
-    const copied = copyBackAndReset(db, resetFrames, resetHooks, resetLog);
-    resetLog = copied.reset ? copied.log : undefined;
+    const copied = copyBackAndReset(db, resetFrames, resetHooks, resetVersion);
+    resetVersion = copied.resetVersion;
     // After a reset SQLite still reports the old frame count until the next write: the WAL is empty.
     Atomics.store(inUse, 0, copied.reset ? 0 : Math.round(copied.log * pageKiB));
     if (walBytes() <= data.limitBytes) {
@@ -69,7 +63,7 @@ function checkpoint(): void {
       return;
     }
     // What the PASSIVE copied is synced here, not by the TRUNCATE under the write lock (wal-reset.ts).
-    syncDatabase();
+    if (!copied.reset) syncDatabase();
     // Everything copied, or between waiting escalations: a TRUNCATE that waits for nobody and has
     // (almost) nothing left to copy; it shrinks the file the moment no reader is left on the WAL.
     if (fullyCopied(copied) || Date.now() < escalateAfter) {

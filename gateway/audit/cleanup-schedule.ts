@@ -20,6 +20,8 @@ export interface WalProgress {
 
 export interface CleanupHooks extends ScheduleHooks<PruneResult> {
   onBatch(ms: number): void;
+  /** The prune has been paused for a minute: readers keep the WAL near its limit. */
+  onLongPause(): void;
 }
 
 /**
@@ -44,6 +46,6 @@ export interface CleanupHooks extends ScheduleHooks<PruneResult> {
 export function scheduleCleanup(audit: CleanupSettings, db: Db, writer: PendingDecisions, wal: WalProgress, hooks: CleanupHooks): ScheduledJob {
   const holdOff = () => writer.decisionsPending || wal.behind;
   const pauseWhile = () => wal.nearLimit;
-  const prune = (signal: AbortSignal) => pruneAuditRows(db, audit.retentionDays, { signal, holdOff, pauseWhile, onBatch: hooks.onBatch });
+  const prune = (signal: AbortSignal) => pruneAuditRows(db, audit.retentionDays, { signal, holdOff, pauseWhile, onLongPause: hooks.onLongPause, onBatch: hooks.onBatch });
   return scheduleJob(audit.cleanupSchedule, 'govgate-audit-retention', prune, hooks);
 }

@@ -22,6 +22,8 @@ export const MAX_HOLD_OFF_MS = 50;
 const HOLD_OFF_POLL_MS = 1;
 /** A pause may last minutes (a reader pinning the WAL): checked less often than a hold-off. */
 const PAUSE_POLL_MS = 10;
+/** A pause this long is reported, once a prune: expired rows are being kept, and only the admin can end it. */
+export const LONG_PAUSE_MS = 60_000;
 /**
  * After each batch the prune rests this many times as long as the batch took,
  * so it takes at most a third of the event loop from the requests (150,000
@@ -63,6 +65,8 @@ export interface PruneOptions {
    * prune is stopped. Expired rows can wait; requests cannot.
    */
   readonly pauseWhile?: () => boolean;
+  /** A pause lasted LONG_PAUSE_MS; called at most once a prune. */
+  readonly onLongPause?: () => void;
   /** Each batch's time from taking the write lock to the end of its commit. */
   readonly onBatch?: (ms: number) => void;
 }
@@ -76,19 +80,20 @@ export interface PruneOptions {
  * first remaining row's `prev_hash` links to.
  */
 export async function pruneAuditRows(db: Db, days: number, options: PruneOptions = {}): Promise<PruneResult> {
-  const { now = new Date(), signal, holdOff, pauseWhile, onBatch } = options;
+  const { now = new Date(), signal, holdOff, pauseWhile, onLongPause, onBatch } = options;
   const cutoff = retentionCutoff(days, now);
   const anchor = db.prepare(
     `INSERT INTO audit_anchor (chain, through_rowid, through_hash, through_created_at, rows_deleted, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
   );
   const total = { decisions: 0, outcomes: 0 };
+  const waits: HoldOffs = { holdOff, pauseWhile, onLongPause, longPauseReported: false };
   // Grown from the smallest: the first batch meets a cold cache, and it must not be the one that holds the loop for long.
   let size = MIN_BATCH_ROWS;
   for (const chain of CHAINS) {
     const batch = pruneBatch(db, chain, anchor);
     let busySince: number | null = null;
     while (!signal?.aborted) {
-      await whileHeldOff(holdOff, pauseWhile, signal);
+      await whileHeldOff(waits, signal);
       if (signal?.aborted) break;
       const started = performance.now();
       let deleted: number;
@@ -118,14 +123,27 @@ export async function pruneAuditRows(db: Db, days: number, options: PruneOptions
   return total;
 }
 
-async function whileHeldOff(holdOff: (() => boolean) | undefined, pauseWhile: (() => boolean) | undefined, signal: AbortSignal | undefined): Promise<void> {
+interface HoldOffs {
+  readonly holdOff: (() => boolean) | undefined;
+  readonly pauseWhile: (() => boolean) | undefined;
+  readonly onLongPause: (() => void) | undefined;
+  longPauseReported: boolean;
+}
+
+async function whileHeldOff(waits: HoldOffs, signal: AbortSignal | undefined): Promise<void> {
   let until = performance.now() + MAX_HOLD_OFF_MS;
+  let pausedSince: number | undefined;
   while (!signal?.aborted) {
-    if (pauseWhile?.()) {
+    if (waits.pauseWhile?.()) {
+      pausedSince ??= performance.now();
+      if (!waits.longPauseReported && performance.now() - pausedSince >= LONG_PAUSE_MS) {
+        waits.longPauseReported = true;
+        waits.onLongPause?.();
+      }
       await rest(PAUSE_POLL_MS, signal);
       // A hold-off spent during a pause would let the next batch run into pending decisions.
       until = performance.now() + MAX_HOLD_OFF_MS;
-    } else if (holdOff?.() && performance.now() < until) {
+    } else if (waits.holdOff?.() && performance.now() < until) {
       await rest(HOLD_OFF_POLL_MS, signal);
     } else {
       return;

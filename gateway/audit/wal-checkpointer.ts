@@ -1,3 +1,4 @@
+import { closeSync, openSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
 import { startModuleWorker } from './module-worker.js';
 
@@ -58,12 +59,22 @@ export class WalCheckpointer {
   /** The WAL is reset once this much of it was copied back. */
   private readonly resetBytes: number;
   private readonly nearLimitBytes: number;
+  /**
+   * The thread fsyncs the database file through it (wal-reset.ts). Closed only
+   * by release(), once this process has no connection to the file left:
+   * closing any descriptor of a file drops every POSIX lock the process holds
+   * on it, SQLite's included (a connection to a WAL database keeps a shared
+   * lock between transactions), and a `sqlite3` closing meanwhile could then
+   * delete the WAL the gateway is using.
+   */
+  private readonly dbFd: number;
 
   constructor(file: string, limitBytes: number, events: CheckpointEvents) {
     this.resetBytes = Math.min(MAX_RESET_BYTES, Math.floor(limitBytes / 2));
     this.nearLimitBytes = limitBytes * NEAR_LIMIT;
+    this.dbFd = openSync(file, 'r');
     this.worker = startModuleWorker('checkpoint-worker', {
-      file, intervalMs: CHECKPOINT_INTERVAL_MS, limitBytes, resetBytes: this.resetBytes, escalatedWaitMs: ESCALATED_WAIT_MS,
+      file, dbFd: this.dbFd, intervalMs: CHECKPOINT_INTERVAL_MS, limitBytes, resetBytes: this.resetBytes, escalatedWaitMs: ESCALATED_WAIT_MS,
       backoffMs: ESCALATION_BACKOFF_MS, maxBackoffMs: MAX_ESCALATION_BACKOFF_MS, inUse: this.inUse.buffer,
     });
     this.worker.on('message', (message: { code: string } | { pinnedBytes: number }) => {
@@ -112,5 +123,10 @@ export class WalCheckpointer {
     const timeout = setTimeout(() => void this.worker.terminate(), STOP_TIMEOUT_MS);
     await this.exited;
     clearTimeout(timeout);
+  }
+
+  /** After stop(), once every connection of this process to the file is closed: see dbFd. */
+  release(): void {
+    closeSync(this.dbFd);
   }
 }

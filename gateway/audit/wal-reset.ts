@@ -15,8 +15,9 @@ import { withBusyTimeout, type Db } from './database.js';
  * instead of being cut and grown again.
  *
  * The sync before the RESTART is the one that matters: SQLite syncs the
- * database file at the end of a PASSIVE only if no commit came while it
- * copied, which under load is never, so the pages every pass copied waited for
+ * database file at the end of a PASSIVE only if it copied up to the WAL's
+ * current end (no commit came while it copied, no reader held it back), which
+ * under load is never, so the pages every pass copied waited for
  * the RESTART's sync, under the write lock: 15-28 ms a reset during a prune on
  * the bench machine, against 1.5-4 ms for the resets whose last pass happened
  * to catch up.
@@ -44,8 +45,10 @@ export function fullyCopied(r: CheckpointResult): boolean {
 }
 
 export interface CopyBackResult extends CheckpointResult {
-  /** The WAL is reset (now, or by an earlier call with nothing written since): the next write starts it again from its beginning. */
+  /** The WAL is reset (now, or by an earlier call with nothing committed since): the next write starts it again from its beginning. */
   readonly reset: boolean;
+  /** While it is: the database's data_version when it was reset, for the next call. */
+  readonly resetVersion?: number;
 }
 
 export interface ResetHooks {
@@ -59,14 +62,14 @@ export interface ResetHooks {
  * Copies the WAL back; once it holds `resetFrames` pages, also resets it. Returns
  * the last PASSIVE's result, and whether the WAL is reset. Never waits for
  * a lock except the short RESTART; a reset that readers hold up is tried
- * again at the next call. `resetLog` is the frame count the last call's reset
- * left: SQLite goes on reporting it until the next write, so meeting it again
- * means the WAL is still empty, and resetting it again would take the write
- * lock and sync for nothing.
+ * again at the next call. `resetVersion`, from the last call's result: while
+ * nothing was committed since that reset the WAL is still empty, though SQLite
+ * goes on reporting its old frame count, and resetting it again would take the
+ * write lock and sync for nothing.
  */
-export function copyBackAndReset(db: Db, resetFrames: number, hooks: ResetHooks, resetLog?: number): CopyBackResult {
+export function copyBackAndReset(db: Db, resetFrames: number, hooks: ResetHooks, resetVersion?: number): CopyBackResult {
+  if (resetVersion !== undefined && dataVersion(db) === resetVersion) return { busy: 0, log: 0, checkpointed: 0, reset: true, resetVersion };
   let passive = copyBack(db);
-  if (fullyCopied(passive) && passive.log === resetLog) return { ...passive, reset: true };
   if (!fullyCopied(passive) || passive.log < resetFrames) return { ...passive, reset: false };
   hooks.onResetting(passive.log);
   for (let i = 0; i < SETTLE_PASSES; i++) {
@@ -79,6 +82,13 @@ export function copyBackAndReset(db: Db, resetFrames: number, hooks: ResetHooks,
   // What was committed during the sync; the RESTART then has only what comes after this pass.
   passive = copyBack(db);
   if (!fullyCopied(passive)) return { ...passive, reset: false };
+  // Read before the RESTART: a commit in between makes the next call reset once more, never skip one.
+  const version = dataVersion(db);
   const [restart] = withBusyTimeout(db, RESET_WAIT_MS, () => db.pragma('wal_checkpoint(RESTART)') as [CheckpointResult]);
-  return { ...passive, reset: restart!.busy === 0 };
+  return restart!.busy === 0 ? { ...passive, reset: true, resetVersion: version } : { ...passive, reset: false };
+}
+
+/** Changes whenever another connection commits. */
+function dataVersion(db: Db): number {
+  return db.pragma('data_version', { simple: true }) as number;
 }

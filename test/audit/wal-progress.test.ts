@@ -49,6 +49,7 @@ async function withCheckpointedFile(run: (db: Db, file: string, checkpointer: Wa
   } finally {
     await checkpointer.stop();
     db.close();
+    checkpointer.release();
     rmSync(dir, { recursive: true, force: true });
   }
   return checkpointer;

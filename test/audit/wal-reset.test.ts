@@ -39,6 +39,15 @@ function write(db: Db): void {
   })();
 }
 
+/** Records the RESTART among the hooks' events. */
+function spyOnRestart(db: Db, events: string[]): void {
+  const pragma = db.pragma.bind(db);
+  db.pragma = ((source: string, options?: Database.PragmaOptions) => {
+    if (source.includes('RESTART')) events.push('restart');
+    return pragma(source, options);
+  }) as Db['pragma'];
+}
+
 function recordingHooks(events: string[], duringSync: () => void = () => {}): ResetHooks {
   return {
     syncDatabase: () => {
@@ -53,6 +62,7 @@ test('a reset syncs the database file before its RESTART, while other connection
   withFiles((writer, checkpointer, file) => {
     write(writer);
     const events: string[] = [];
+    spyOnRestart(checkpointer, events);
     const other = new Database(file, { fileMustExist: true });
     try {
       other.pragma('busy_timeout = 0');
@@ -65,7 +75,7 @@ test('a reset syncs the database file before its RESTART, while other connection
     } finally {
       other.close();
     }
-    t.deepEqual(events, ['resetting enough', 'sync', 'someone wrote']);
+    t.deepEqual(events, ['resetting enough', 'sync', 'someone wrote', 'restart']);
   });
 });
 
@@ -75,14 +85,14 @@ test('a WAL that is still empty since its last reset is not reset again', (t) =>
     const first = copyBackAndReset(checkpointer, RESET_FRAMES, recordingHooks([]));
     t.true(first.reset);
     const events: string[] = [];
-    const again = copyBackAndReset(checkpointer, RESET_FRAMES, recordingHooks(events), first.log);
+    spyOnRestart(checkpointer, events);
+    const again = copyBackAndReset(checkpointer, RESET_FRAMES, recordingHooks(events), first.resetVersion);
     t.true(again.reset, 'still reset');
+    t.is(again.resetVersion, first.resetVersion);
     t.deepEqual(events, [], 'no lock taken, no sync');
-    // Twice as much as before, so that the new count cannot be the old one by chance.
     write(writer);
-    write(writer);
-    const afterWrites = copyBackAndReset(checkpointer, RESET_FRAMES, recordingHooks(events), first.log);
+    const afterWrites = copyBackAndReset(checkpointer, RESET_FRAMES, recordingHooks(events), again.resetVersion);
     t.true(afterWrites.reset);
-    t.deepEqual(events, ['resetting enough', 'sync'], 'new frames are reset again');
+    t.deepEqual(events, ['resetting enough', 'sync', 'restart'], 'new frames are reset again');
   });
 });
