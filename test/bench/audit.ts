@@ -2,9 +2,11 @@
  * `npm run bench:audit`: the audit trail's own figures (issue 4), on this machine.
  *  1. `audit verify` over a chain of VERIFY_ROWS decision rows: time and peak RSS of the CLI process.
  *  2. Retention pruning PRUNE_ROWS expired rows inside a serving gateway (its own node-cron job),
- *     while LOAD_CONNECTIONS clients keep requesting: latency at the client, and what the gateway
- *     itself saw (its overhead and lock-wait histograms, its event-loop lag, the WAL's size),
- *     during the prune against the same load after it.
+ *     twice: while LOAD_CONNECTIONS clients keep requesting (a closed load: as many requests as the
+ *     machine serves, every core busy), then at a fixed rate of half what that load got during
+ *     its prune (an open load, with the headroom a gateway is run with). Latency at the client, and what the gateway itself
+ *     saw (its overhead, lock-wait and batch histograms, its event-loop lag, the WAL's size), during
+ *     the prune against the same load after it.
  *  3. The cost of `audit.synchronous`: group-commit rows per second and single-row commit latency,
  *     FULL against NORMAL.
  * Writes test/bench/AUDIT-RESULTS.md and prints it.
@@ -27,6 +29,14 @@ const LOAD_CONNECTIONS = 8;
 const SYNC_ROWS = 20_000;
 /** The same load, once the prune is over, for comparison. */
 const AFTER_MS = 15_000;
+/**
+ * The prune starts this long after the gateway is configured, the load soon
+ * after it listens: a gateway that has just started answers its first
+ * requests slowly (open load at 850/s: p50 over 300 ms in its first two
+ * seconds, with no prune), which is not the prune's doing.
+ */
+const WARMUP_MS = 12_000;
+const PRUNE_START_TIMEOUT_MS = 60_000;
 
 const children: ChildProcess[] = [];
 process.on('exit', () => children.forEach((c) => c.kill('SIGKILL')));
@@ -66,7 +76,17 @@ async function verifyFigures(): Promise<{ generateS: number; verifyS: number; rs
 
 // ---------------------------------------------------------------- 2. retention under load
 
-interface Window { requests: number; errors: number; p50ms: number; p99ms: number; maxMs: number }
+interface Window { requests: number; errors: number; p50ms: number; p99ms: number; p999ms: number; maxMs: number; over: Record<string, number> }
+
+/**
+ * Closed: `connections` clients, each sending its next request when its last is answered. Open:
+ * `perSecond` requests whatever the pace of the answers, each timed from when it was due, so that
+ * the load generator falling behind (it shares the cores) counts against the latency, not for it.
+ */
+type LoadShape = { readonly connections: number } | { readonly perSecond: number };
+
+const OPEN_LOAD_CONNECTIONS = 64;
+const OPEN_LOAD_SHARE = 0.5;
 
 /** Cumulative bucket counts of one of the gateway's histograms, by upper bound in seconds. */
 type Buckets = Map<number, number>;
@@ -114,9 +134,43 @@ function startChild(args: string[], cwd: string, ready: RegExp, from: 'stdout' |
   });
 }
 
-interface RetentionFigures { pruneS: number; during: Window; after: Window; gwDuring: GatewayWindow; gwAfter: GatewayWindow; walMaxMb: number; kept: number }
+interface RetentionFigures { warmupS: number; pruneS: number; during: Window; after: Window; gwDuring: GatewayWindow; gwAfter: GatewayWindow; walMaxMb: number; kept: number }
 
-async function retentionUnderLoad(): Promise<RetentionFigures> {
+/**
+ * Runs `send` at the shape's pace, with the time each request was due, until the returned
+ * function is called; that resolves once every request is answered. `send` must not reject.
+ */
+function startLoad(shape: LoadShape, send: (dueAt: number) => Promise<void>): () => Promise<void> {
+  let stop = false;
+  if ('connections' in shape) {
+    const loops = Array.from({ length: shape.connections }, async () => {
+      while (!stop) await send(performance.now());
+    });
+    return async () => {
+      stop = true;
+      await Promise.all(loops);
+    };
+  }
+  const interval = 1000 / shape.perSecond;
+  const inFlight = new Set<Promise<void>>();
+  const ticker = (async () => {
+    let next = performance.now();
+    while (!stop) {
+      for (; next <= performance.now(); next += interval) {
+        const request: Promise<void> = send(next).finally(() => inFlight.delete(request));
+        inFlight.add(request);
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  })();
+  return async () => {
+    stop = true;
+    await ticker;
+    await Promise.all(inFlight);
+  };
+}
+
+async function retentionUnderLoad(shape: LoadShape): Promise<RetentionFigures> {
   const dir = gatewayDir();
   const dbPath = path.join(dir, 'data/audit.db');
   try {
@@ -125,40 +179,55 @@ async function retentionUnderLoad(): Promise<RetentionFigures> {
     const keepDb = openDatabase(dbPath, { synchronous: 'NORMAL' });
     const { key } = createKey(keepDb, 'bench', 'bench');
     keepDb.close();
-    // The gateway's own schedule does the pruning (checked every second), on its audit writer's connection.
+    // The gateway's own schedule does the pruning, on its audit writer's connection, once the load
+    // has warmed it up; on a whole second, as cron has no finer field.
+    const pruneAt = new Date(Math.ceil((Date.now() + WARMUP_MS) / 1000) * 1000);
     writeFileSync(path.join(dir, 'config/gateway.yaml'), [
       'server: { host: 127.0.0.1, port: 0 }',
       `providers: [{ name: openai, base_url: "http://127.0.0.1:${upstreamPort}/v1", api_key_env: OPENAI_API_KEY }]`,
-      'audit: { path: data/audit.db, retention_days: 90, cleanup_schedule: "* * * * * *" }',
+      `audit: { path: data/audit.db, retention_days: 90, cleanup_schedule: "${pruneAt.getUTCSeconds()} ${pruneAt.getUTCMinutes()} ${pruneAt.getUTCHours()} * * *" }`,
       'log: { level: warn }',
     ].join('\n'));
     const url = (await startChild([path.join(ROOT, 'dist/gateway/cli/main.js'), 'serve'], dir, /listening on (http:\/\/\S+)/, 'stderr', { OPENAI_API_KEY: 'sk-bench', SENTRY_DSN: '' }))[1]!;
-    const pool = new Pool(url, { connections: LOAD_CONNECTIONS });
+    const pool = new Pool(url, { connections: 'connections' in shape ? shape.connections : OPEN_LOAD_CONNECTIONS });
     const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello '.repeat(150) }], max_tokens: 256 });
     const reader = openDatabase(dbPath, { synchronous: 'NORMAL', readonly: true });
-    // The oldest row, by rowid: a cheap probe that neither loads the machine nor holds a snapshot for long.
+    // The oldest rows, by rowid: cheap probes that neither load the machine nor hold a snapshot for long.
     const oldest = reader.prepare('SELECT created_at FROM usagelog_outcome ORDER BY rowid LIMIT 1').pluck();
+    const firstDecision = reader.prepare('SELECT rowid FROM usagelog ORDER BY rowid LIMIT 1').pluck();
     const cutoff = reader.prepare("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now', '-90 days')").pluck();
     const expired = { get: () => ((oldest.get() as string | undefined) ?? '9') < (cutoff.get() as string) };
-    const atStart = await scrapeView(pool);
+    const unpruned = firstDecision.get();
 
     const samples: number[] = [];
     let errors = 0;
-    const statuses = new Map<number, number>();
-    let stop = false;
-    const loops = Array.from({ length: LOAD_CONNECTIONS }, async () => {
-      while (!stop) {
-        const started = performance.now();
+    const statuses = new Map<number | string, number>();
+    const stopLoad = startLoad(shape, async (dueAt) => {
+      let status: number | string;
+      try {
         const res = await pool.request({ path: '/v1/chat/completions', method: 'POST', body, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' } });
         await res.body.dump();
-        samples.push(performance.now() - started);
-        if (res.statusCode !== 200) {
-          errors++;
-          statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1);
-        }
+        status = res.statusCode;
+      } catch (err) {
+        status = (err as { code?: string }).code ?? 'error';
+      }
+      samples.push(performance.now() - dueAt);
+      if (status !== 200) {
+        errors++;
+        statuses.set(status, (statuses.get(status) ?? 0) + 1);
       }
     });
+    const loadStarted = performance.now();
+    while (firstDecision.get() === unpruned) {
+      if (performance.now() - loadStarted > PRUNE_START_TIMEOUT_MS) throw new Error('the gateway did not start pruning');
+      await new Promise((r) => setTimeout(r, 10));
+    }
     const pruneStarted = performance.now();
+    const warmupS = (pruneStarted - loadStarted) / 1000;
+    if (warmupS < WARMUP_MS / 2000) throw new Error(`the load ran only ${warmupS.toFixed(1)} s before the prune started`);
+    samples.splice(0);
+    errors = 0;
+    const atStart = await scrapeView(pool);
     let walMaxMb = 0;
     while (expired.get()) {
       walMaxMb = Math.max(walMaxMb, (statSync(`${dbPath}-wal`, { throwIfNoEntry: false })?.size ?? 0) / 2 ** 20);
@@ -169,15 +238,14 @@ async function retentionUnderLoad(): Promise<RetentionFigures> {
     const atPruneEnd = await scrapeView(pool);
     errors = 0;
     await new Promise((r) => setTimeout(r, AFTER_MS));
-    stop = true;
-    await Promise.all(loops);
+    await stopLoad();
     const after = summarise(samples.splice(0), errors);
     const atEnd = await scrapeView(pool);
     const kept = reader.prepare('SELECT count(*) FROM usagelog').pluck().get() as number;
     reader.close();
     await pool.close();
     if (statuses.size > 0) console.error(`bench:audit: non-200 answers by status: ${JSON.stringify(Object.fromEntries(statuses))}`);
-    return { pruneS, during, after, gwDuring: gatewayWindow(atStart, atPruneEnd), gwAfter: gatewayWindow(atPruneEnd, atEnd), walMaxMb, kept };
+    return { warmupS, pruneS, during, after, gwDuring: gatewayWindow(atStart, atPruneEnd), gwAfter: gatewayWindow(atPruneEnd, atEnd), walMaxMb, kept };
   } finally {
     children.forEach((c) => c.kill('SIGKILL'));
     rmSync(dir, { recursive: true, force: true });
@@ -224,7 +292,8 @@ function gatewayWindow(from: GatewayView, to: GatewayView): GatewayWindow {
 function summarise(ms: number[], errors: number): Window {
   const sorted = [...ms].sort((a, b) => a - b);
   const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
-  return { requests: ms.length, errors, p50ms: at(50), p99ms: at(99), maxMs: sorted[sorted.length - 1] ?? NaN };
+  const over = Object.fromEntries(THRESHOLDS_S.map((le) => [`${le * 1000} ms`, ms.filter((x) => x > le * 1000).length]));
+  return { requests: ms.length, errors, p50ms: at(50), p99ms: at(99), p999ms: at(99.9), maxMs: sorted[sorted.length - 1] ?? NaN, over };
 }
 
 // ---------------------------------------------------------------- 3. synchronous FULL vs NORMAL
@@ -253,12 +322,37 @@ async function syncCost(mode: 'FULL' | 'NORMAL'): Promise<{ groupRowsPerS: numbe
   }
 }
 
+/** The table's rows for one prune under one load. */
+function retentionRows(load: string, r: RetentionFigures): string[] {
+  const f = (n: number) => n.toFixed(2);
+  const over = (w: Window) => `${Object.values(w.over).join(' / ')} of ${w.requests}`;
+  return [
+    `| **${load}**: ${PRUNE_ROWS} expired decision rows + ${PRUNE_ROWS} outcome rows pruned by the gateway's cron job | ${r.pruneS.toFixed(1)} s, after ${r.warmupS.toFixed(1)} s of the same load |`,
+    `| … requests during the prune: count / errors | ${r.during.requests} / ${r.during.errors} |`,
+    `| … latency during the prune: p50 / p99 / p99.9 / max | ${f(r.during.p50ms)} / ${f(r.during.p99ms)} / ${f(r.during.p999ms)} / ${f(r.during.maxMs)} ms |`,
+    `| … same load after it: p50 / p99 / p99.9 / max | ${f(r.after.p50ms)} / ${f(r.after.p99ms)} / ${f(r.after.p999ms)} / ${f(r.after.maxMs)} ms |`,
+    `| … requests slower than ${Object.keys(r.during.over).join(' / ')} at the client: during the prune | ${over(r.during)} |`,
+    `| … after it | ${over(r.after)} |`,
+    `| … gateway event-loop lag, max during the prune / after it (prom-client) | ${f(r.gwDuring.lagMaxMs)} / ${f(r.gwAfter.lagMaxMs)} ms |`,
+    `| … requests whose gateway overhead (auth, policy, audit commit; govgate_overhead_seconds) exceeded ${Object.keys(r.gwDuring.overOverhead).join(' / ')}: during the prune | ${Object.values(r.gwDuring.overOverhead).join(' / ')} of ${r.gwDuring.requests} |`,
+    `| … after it | ${Object.values(r.gwAfter.overOverhead).join(' / ')} of ${r.gwAfter.requests} |`,
+    `| … audit commits that waited for another connection's write lock longer than ${Object.keys(r.gwDuring.overWait).join(' / ')}: during the prune | ${Object.values(r.gwDuring.overWait).join(' / ')} of ${r.gwDuring.commits}; longest ≤ ${r.gwDuring.longestWaitMs} ms |`,
+    `| … after it | ${Object.values(r.gwAfter.overWait).join(' / ')} of ${r.gwAfter.commits}; longest ≤ ${r.gwAfter.longestWaitMs} ms |`,
+    `| … retention batches (each holds the audit writer and the event loop) longer than ${Object.keys(r.gwDuring.overBatch).join(' / ')} | ${Object.values(r.gwDuring.overBatch).join(' / ')} of ${r.gwDuring.batches}; longest ≤ ${r.gwDuring.longestBatchMs} ms |`,
+    `| … largest WAL during the prune (sampled every 50 ms) | ${r.walMaxMb.toFixed(1)} MiB |`,
+    `| … rows left after the prune (all inside the window) | ${r.kept} |`,
+  ];
+}
+
 async function main(): Promise<void> {
   if (spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' }).status !== 0) throw new Error('build failed');
   console.error(`bench:audit: verify over ${VERIFY_ROWS} rows …`);
   const v = await verifyFigures();
-  console.error(`bench:audit: pruning ${PRUNE_ROWS} expired rows under load …`);
-  const r = await retentionUnderLoad();
+  console.error(`bench:audit: pruning ${PRUNE_ROWS} expired rows under a closed load of ${LOAD_CONNECTIONS} connections …`);
+  const closed = await retentionUnderLoad({ connections: LOAD_CONNECTIONS });
+  const perSecond = Math.max(50, Math.round((OPEN_LOAD_SHARE * closed.during.requests) / closed.pruneS / 50) * 50);
+  console.error(`bench:audit: pruning ${PRUNE_ROWS} expired rows under an open load of ${perSecond} requests/s …`);
+  const open = await retentionUnderLoad({ perSecond });
   console.error('bench:audit: synchronous FULL vs NORMAL …');
   const normal = await syncCost('NORMAL');
   const full = await syncCost('FULL');
@@ -269,6 +363,7 @@ async function main(): Promise<void> {
     `- Date: ${new Date().toISOString()}; machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`,
     '- Command: `npm run bench:audit` (test/bench/audit.ts); the gateway runs from dist/ as a child process.',
     '- Pinning: none; the load generator (this process), the mock upstream and the gateway share both cores.',
+    `- Closed load: ${LOAD_CONNECTIONS} connections, each sending its next request when its last is answered (every core busy). Open load: ${perSecond} requests/s, ${OPEN_LOAD_SHARE * 100} % of what the closed load got during its prune, each timed from when it was due.`,
     '',
     '| figure | value |',
     '| --- | --- |',
@@ -276,18 +371,8 @@ async function main(): Promise<void> {
     `| \`govgate audit verify\` over ${VERIFY_ROWS} decision rows: wall time | ${f(v.verifyS, 2)} s |`,
     `| … peak RSS of the verify process | ${f(v.rssMb, 0)} MiB |`,
     `| … its last line | ${v.output} |`,
-    `| retention: ${PRUNE_ROWS} expired decision rows + ${PRUNE_ROWS} outcome rows pruned by the gateway's cron job under load | ${f(r.pruneS)} s |`,
-    `| requests during the prune (${LOAD_CONNECTIONS} connections): count / errors | ${r.during.requests} / ${r.during.errors} |`,
-    `| … latency p50 / p99 / max | ${f(r.during.p50ms, 2)} / ${f(r.during.p99ms, 2)} / ${f(r.during.maxMs, 2)} ms |`,
-    `| same load after the prune: p50 / p99 / max | ${f(r.after.p50ms, 2)} / ${f(r.after.p99ms, 2)} / ${f(r.after.maxMs, 2)} ms |`,
-    `| gateway event-loop lag, max during the prune / during the same load after it (prom-client) | ${f(r.gwDuring.lagMaxMs, 2)} / ${f(r.gwAfter.lagMaxMs, 2)} ms |`,
-    `| requests whose gateway overhead (auth, policy, audit commit; govgate_overhead_seconds) exceeded ${Object.keys(r.gwDuring.overOverhead).join(' / ')}: during the prune | ${Object.values(r.gwDuring.overOverhead).join(' / ')} of ${r.gwDuring.requests} |`,
-    `| … after it | ${Object.values(r.gwAfter.overOverhead).join(' / ')} of ${r.gwAfter.requests} |`,
-    `| audit commits that waited for another connection's write lock longer than ${Object.keys(r.gwDuring.overWait).join(' / ')}: during the prune | ${Object.values(r.gwDuring.overWait).join(' / ')} of ${r.gwDuring.commits}; longest ≤ ${r.gwDuring.longestWaitMs} ms |`,
-    `| … after it | ${Object.values(r.gwAfter.overWait).join(' / ')} of ${r.gwAfter.commits}; longest ≤ ${r.gwAfter.longestWaitMs} ms |`,
-    `| retention batches (each holds the audit writer and the event loop) longer than ${Object.keys(r.gwDuring.overBatch).join(' / ')} | ${Object.values(r.gwDuring.overBatch).join(' / ')} of ${r.gwDuring.batches}; longest ≤ ${r.gwDuring.longestBatchMs} ms |`,
-    `| largest WAL during the prune (sampled every 50 ms) | ${f(r.walMaxMb)} MiB |`,
-    `| rows left after the prune (all inside the window) | ${r.kept} |`,
+    ...retentionRows(`closed load, ${LOAD_CONNECTIONS} connections`, closed),
+    ...retentionRows(`open load, ${perSecond} requests/s`, open),
     `| synchronous NORMAL: group commit (32/turn) rows/s; one-row commit p50 | ${f(normal.groupRowsPerS, 0)}; ${f(normal.singleCommitUs, 0)} µs |`,
     `| synchronous FULL: group commit (32/turn) rows/s; one-row commit p50 | ${f(full.groupRowsPerS, 0)}; ${f(full.singleCommitUs, 0)} µs |`,
     '',

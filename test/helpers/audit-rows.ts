@@ -1,11 +1,23 @@
+import { createHash } from 'node:crypto';
 import { AuditWriter, type DecisionRow, type OutcomeRow } from '../../gateway/audit/audit-writer.js';
 import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
 import { StoreFile } from '../../gateway/audit/store-file.js';
 
+/**
+ * A UUID v4 for the i-th row, the same on every run. Scattered like the
+ * gateway's own random ids: sequential ones would all sit on the last pages of
+ * the primary-key index, and inserting or pruning them would cost far less
+ * than it does in a real trail.
+ */
+function syntheticId(i: number): string {
+  const h = createHash('sha256').update(String(i)).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${'89ab'[Number.parseInt(h[16]!, 16) & 3]}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
 /** The i-th of a run of plausible decision rows: 50 customers, 200 keys, one in seven blocked. */
 export function syntheticDecision(i: number, createdAt: string): DecisionRow {
   return {
-    id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, customer_id: `customer-${i % 50}`, api_key_id: `key_${i % 200}`, model: 'gpt-4o-mini',
+    id: syntheticId(i), customer_id: `customer-${i % 50}`, api_key_id: `key_${i % 200}`, model: 'gpt-4o-mini',
     operation: 'chat.completions', meta: JSON.stringify({ metadata: { department: 'engineering' }, stream: false, max_tokens: 256, messages: 2, tools: null, body_bytes: 1024 }),
     risk_score: i % 7 === 0 ? 90 : 10, allowed: i % 7 === 0 ? 0 : 1, reason: i % 7 === 0 ? 'rule pii-to-external: risk 90' : 'allowed', created_at: createdAt,
   };
@@ -13,7 +25,7 @@ export function syntheticDecision(i: number, createdAt: string): DecisionRow {
 
 /** The outcome of syntheticDecision(i). */
 export function syntheticOutcome(i: number, createdAt: string): OutcomeRow {
-  return { log_id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, status: 200, duration_ms: 12.5, upstream_ms: 11, prompt_tokens: 250, completion_tokens: 20, total_tokens: 270, error: null, created_at: createdAt };
+  return { log_id: syntheticId(i), status: 200, duration_ms: 12.5, upstream_ms: 11, prompt_tokens: 250, completion_tokens: 20, total_tokens: 270, error: null, created_at: createdAt };
 }
 
 /**
