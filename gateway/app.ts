@@ -110,15 +110,19 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const adminToken = (options.env ?? process.env).GOVGATE_ADMIN_TOKEN;
   const admin = adminToken ? new AdminRoutes({ token: adminToken, auditPath: config.audit.path, policy, policyPath: config.policy.path, logger }) : null;
   const { server, closeUpgrades, settled } = createGatewayServer(context, admin);
+  // The checkpointer's descriptor last: closing it earlier would drop the connections' locks (wal-checkpointer.ts).
+  const closeResources = async () => {
+    await Promise.all([providers.close(), checkpointer.stop(), limiter.close()]);
+    admin?.close();
+    db.close();
+    checkpointer.release();
+  };
   try {
     server.listen(config.server.port, config.server.host);
     await once(server, 'listening');
   } catch (err) {
     // Nothing may outlive a start that failed (a port in use): the thread, the pools, the database.
-    await Promise.all([providers.close(), checkpointer.stop(), limiter.close()]);
-    admin?.close();
-    db.close();
-    checkpointer.release();
+    await closeResources();
     throw err;
   }
 
@@ -180,10 +184,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
         // The last rows may meet a checkpoint holding the lock; blocking the loop to wait for it no longer matters.
         db.pragma(`busy_timeout = ${SHUTDOWN_BUSY_TIMEOUT_MS}`);
         audit.flush();
-        await Promise.all([providers.close(), checkpointer.stop(), limiter.close()]);
-        admin?.close();
-        db.close();
-        checkpointer.release();
+        await closeResources();
       })();
       return closing;
     },

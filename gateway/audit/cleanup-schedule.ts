@@ -12,7 +12,7 @@ export interface PendingDecisions {
   readonly decisionsPending: boolean;
 }
 
-/** What it needs of the checkpointer: whether the WAL has grown past the size it resets it at, or near its limit. */
+/** What it needs of the checkpointer: whether the WAL holds a reset's worth (or a reset is under way), or is near its limit. */
 export interface WalProgress {
   readonly behind: boolean;
   readonly nearLimit: boolean;
@@ -36,12 +36,13 @@ export interface CleanupHooks extends ScheduleHooks<PruneResult> {
  * batch.
  *
  * A prune writes the WAL faster than the gateway does: while the WAL holds
- * more than the checkpointer resets it at, the prune holds off, and while it
- * is near its limit (readers keep it from being reset) the prune pauses for as
- * long as that lasts, so that it never takes the WAL to the limit, whose
- * escalation holds the write lock while it waits for readers (a 1M-row prune
- * that only held off took it to 72.5 MiB of 64, and commits waited up to
- * 250 ms). Stopping ends the prune between two batches.
+ * what the checkpointer resets it at, or a reset is under way, the prune
+ * holds off, and while it is near its limit (readers keep it from being
+ * reset, or the writes outrun the resets) the prune pauses for as long as
+ * that lasts, so that the prune does not itself take the WAL to the limit,
+ * whose escalation holds the write lock while it waits for readers (a 1M-row
+ * prune that only held off took it to 72.5 MiB of 64, and commits waited up
+ * to 250 ms). Stopping ends the prune between two batches.
  */
 export function scheduleCleanup(audit: CleanupSettings, db: Db, writer: PendingDecisions, wal: WalProgress, hooks: CleanupHooks): ScheduledJob {
   const holdOff = () => writer.decisionsPending || wal.behind;

@@ -23,7 +23,7 @@ const HOLD_OFF_POLL_MS = 1;
 /** A pause may last minutes (a reader pinning the WAL): checked less often than a hold-off. */
 const PAUSE_POLL_MS = 10;
 /** A pause this long is reported, once a prune: expired rows are being kept, and only the admin can end it. */
-export const LONG_PAUSE_MS = 60_000;
+const LONG_PAUSE_MS = 60_000;
 /**
  * After each batch the prune rests this many times as long as the batch took,
  * so it takes at most a third of the event loop from the requests (150,000

@@ -68,15 +68,21 @@ export class WalCheckpointer {
    * delete the WAL the gateway is using.
    */
   private readonly dbFd: number;
+  private released = false;
 
   constructor(file: string, limitBytes: number, events: CheckpointEvents) {
     this.resetBytes = Math.min(MAX_RESET_BYTES, Math.floor(limitBytes / 2));
     this.nearLimitBytes = limitBytes * NEAR_LIMIT;
     this.dbFd = openSync(file, 'r');
-    this.worker = startModuleWorker('checkpoint-worker', {
-      file, dbFd: this.dbFd, intervalMs: CHECKPOINT_INTERVAL_MS, limitBytes, resetBytes: this.resetBytes, escalatedWaitMs: ESCALATED_WAIT_MS,
-      backoffMs: ESCALATION_BACKOFF_MS, maxBackoffMs: MAX_ESCALATION_BACKOFF_MS, inUse: this.inUse.buffer,
-    });
+    try {
+      this.worker = startModuleWorker('checkpoint-worker', {
+        file, dbFd: this.dbFd, intervalMs: CHECKPOINT_INTERVAL_MS, limitBytes, resetBytes: this.resetBytes, escalatedWaitMs: ESCALATED_WAIT_MS,
+        backoffMs: ESCALATION_BACKOFF_MS, maxBackoffMs: MAX_ESCALATION_BACKOFF_MS, inUse: this.inUse.buffer,
+      });
+    } catch (err) {
+      closeSync(this.dbFd);
+      throw err;
+    }
     this.worker.on('message', (message: { code: string } | { pinnedBytes: number }) => {
       if ('pinnedBytes' in message) events.onPinned(message.pinnedBytes);
       else events.onError(message.code);
@@ -125,8 +131,14 @@ export class WalCheckpointer {
     clearTimeout(timeout);
   }
 
-  /** After stop(), once every connection of this process to the file is closed: see dbFd. */
+  /**
+   * After stop(), once every connection of this process to the file is
+   * closed: see dbFd. Once only: a second close could hit a descriptor that
+   * reused the number, SQLite's among them.
+   */
   release(): void {
+    if (this.released) return;
+    this.released = true;
     closeSync(this.dbFd);
   }
 }

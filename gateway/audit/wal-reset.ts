@@ -60,7 +60,8 @@ export interface ResetHooks {
 
 /**
  * Copies the WAL back; once it holds `resetFrames` pages, also resets it. Returns
- * the last PASSIVE's result, and whether the WAL is reset. Never waits for
+ * the last PASSIVE's result (zeros when the WAL is still empty and none ran),
+ * and whether the WAL is reset. Never waits for
  * a lock except the short RESTART; a reset that readers hold up is tried
  * again at the next call. `resetVersion`, from the last call's result: while
  * nothing was committed since that reset the WAL is still empty, though SQLite
@@ -88,7 +89,7 @@ export function copyBackAndReset(db: Db, resetFrames: number, hooks: ResetHooks,
   return restart!.busy === 0 ? { ...passive, reset: true, resetVersion: version } : { ...passive, reset: false };
 }
 
-/** Changes whenever another connection commits. */
+/** Changes whenever another connection commits (or rewrites the WAL's header: one more reset, never one fewer). */
 function dataVersion(db: Db): number {
   return db.pragma('data_version', { simple: true }) as number;
 }

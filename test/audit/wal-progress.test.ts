@@ -7,8 +7,9 @@ import { WalCheckpointer } from '../../gateway/audit/wal-checkpointer.js';
 
 /**
  * The gateway's retention holds off while the checkpointer is behind (the WAL
- * holds more than the checkpointer resets it at, or the thread is gone). The
- * file's size cannot tell: it stays at its high-water mark after a reset.
+ * holds a reset's worth, a reset is under way, or the thread is gone) and
+ * pauses while the WAL is near its limit. The file's size cannot tell either:
+ * it stays at its high-water mark after a reset.
  */
 
 const LIMIT = 1024 * 1024;
