@@ -80,20 +80,20 @@ export interface PruneOptions {
  * first remaining row's `prev_hash` links to.
  */
 export async function pruneAuditRows(db: Db, days: number, options: PruneOptions = {}): Promise<PruneResult> {
-  const { now = new Date(), signal, holdOff, pauseWhile, onLongPause, onBatch } = options;
+  const { now = new Date(), signal, onBatch } = options;
   const cutoff = retentionCutoff(days, now);
   const anchor = db.prepare(
     `INSERT INTO audit_anchor (chain, through_rowid, through_hash, through_created_at, rows_deleted, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
   );
   const total = { decisions: 0, outcomes: 0 };
-  const waits: HoldOffs = { holdOff, pauseWhile, onLongPause, longPauseReported: false };
+  const waitForTurn = turnWaiter(options);
   // Grown from the smallest: the first batch meets a cold cache, and it must not be the one that holds the loop for long.
   let size = MIN_BATCH_ROWS;
   for (const chain of CHAINS) {
     const batch = pruneBatch(db, chain, anchor);
     let busySince: number | null = null;
     while (!signal?.aborted) {
-      await whileHeldOff(waits, signal);
+      await waitForTurn(signal);
       if (signal?.aborted) break;
       const started = performance.now();
       let deleted: number;
@@ -123,32 +123,29 @@ export async function pruneAuditRows(db: Db, days: number, options: PruneOptions
   return total;
 }
 
-interface HoldOffs {
-  readonly holdOff: (() => boolean) | undefined;
-  readonly pauseWhile: (() => boolean) | undefined;
-  readonly onLongPause: (() => void) | undefined;
-  longPauseReported: boolean;
-}
-
-async function whileHeldOff(waits: HoldOffs, signal: AbortSignal | undefined): Promise<void> {
-  let until = performance.now() + MAX_HOLD_OFF_MS;
-  let pausedSince: number | undefined;
-  while (!signal?.aborted) {
-    if (waits.pauseWhile?.()) {
-      pausedSince ??= performance.now();
-      if (!waits.longPauseReported && performance.now() - pausedSince >= LONG_PAUSE_MS) {
-        waits.longPauseReported = true;
-        waits.onLongPause?.();
+/** Before each batch: waits out the gateway's hold-off (bounded) and pause (not); reports one long pause a prune. */
+function turnWaiter({ holdOff, pauseWhile, onLongPause }: PruneOptions): (signal: AbortSignal | undefined) => Promise<void> {
+  let longPauseReported = false;
+  return async (signal) => {
+    let until = performance.now() + MAX_HOLD_OFF_MS;
+    let pausedSince: number | undefined;
+    while (!signal?.aborted) {
+      if (pauseWhile?.()) {
+        pausedSince ??= performance.now();
+        if (!longPauseReported && performance.now() - pausedSince >= LONG_PAUSE_MS) {
+          longPauseReported = true;
+          onLongPause?.();
+        }
+        await rest(PAUSE_POLL_MS, signal);
+        // A hold-off spent during a pause would let the next batch run into pending decisions.
+        until = performance.now() + MAX_HOLD_OFF_MS;
+      } else if (holdOff?.() && performance.now() < until) {
+        await rest(HOLD_OFF_POLL_MS, signal);
+      } else {
+        return;
       }
-      await rest(PAUSE_POLL_MS, signal);
-      // A hold-off spent during a pause would let the next batch run into pending decisions.
-      until = performance.now() + MAX_HOLD_OFF_MS;
-    } else if (waits.holdOff?.() && performance.now() < until) {
-      await rest(HOLD_OFF_POLL_MS, signal);
-    } else {
-      return;
     }
-  }
+  };
 }
 
 /** A rest that a stop cuts short: the caller sees the signal and returns what it deleted. */
