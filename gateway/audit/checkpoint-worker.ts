@@ -49,10 +49,11 @@ let backoffMs = data.backoffMs;
 let escalateAfter = 0;
 let resetVersion: number | undefined;
 const syncDatabase = () => fdatasyncSync(data.dbFd);
+const publishFrames = (frames: number) => Atomics.store(inUse, 0, Math.round(frames * pageKiB));
 const resetHooks: ResetHooks = {
   syncDatabase,
   // Published as soon as a reset starts, so that the prune holds off while it settles.
-  onResetting: (frames) => Atomics.store(inUse, 0, Math.round(frames * pageKiB)),
+  onResetting: publishFrames,
 };
 
 function checkpoint(): void {
@@ -60,7 +61,7 @@ function checkpoint(): void {
     const copied = copyBackAndReset(db, resetFrames, resetHooks, resetVersion);
     resetVersion = copied.resetVersion;
     // After a reset SQLite still reports the old frame count until the next write: the WAL is empty.
-    Atomics.store(inUse, 0, copied.reset ? 0 : Math.round(copied.log * pageKiB));
+    publishFrames(copied.reset ? 0 : copied.log);
     if (walBytes() <= data.limitBytes) {
       backoffMs = data.backoffMs;
       return;
