@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { statSync } from 'node:fs';
+import { adminTokenProblem } from './admin/admin-auth.js';
 import { AdminRoutes } from './admin/admin-routes.js';
 import { AuditWriter } from './audit/audit-writer.js';
 import { scheduleBackup } from './audit/backup-schedule.js';
@@ -50,6 +51,9 @@ export interface StartOptions {
 /** Wires the pipeline stages together and starts listening. */
 export async function startGateway(config: GatewayConfig, options: StartOptions): Promise<RunningGateway> {
   const { logger, reporter } = options;
+  // Before anything is opened, so a refused start leaves nothing running.
+  const adminTokenError = adminTokenProblem((options.env ?? process.env).GOVGATE_ADMIN_TOKEN);
+  if (adminTokenError) throw new Error(adminTokenError);
   const policyName = displayPath(config.policy.path);
   const initialPolicy = loadPolicyFile(config.policy.path, policyName);
   const db = openDatabase(config.audit.path, {

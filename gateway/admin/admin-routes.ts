@@ -3,11 +3,12 @@ import { GatewayError } from '../errors/catalogue.js';
 import type { Logger } from '../observability/logger.js';
 import type { PolicyWatcher } from '../policy/policy-watcher.js';
 import { displayPath } from '../config/gateway-config.js';
-import { AdminAuth, CLEARED_SESSION_COOKIE } from './admin-auth.js';
+import { AdminAuth, CLEARED_SESSION_COOKIE, clientAddress, type AdminVerdict } from './admin-auth.js';
 import { loadAdminAssets, type Asset } from './admin-assets.js';
 import { AdminQueries } from './admin-queries.js';
 import { DASHBOARD_PAGE, loginPage } from './admin-pages.js';
 import { DashboardData } from './dashboard-data.js';
+import type { LoginThrottle } from './login-throttle.js';
 
 const LATEST_DECISIONS = 100;
 /** A login form is one short field; anything longer is not a login. */
@@ -30,6 +31,8 @@ export interface AdminOptions {
   readonly policy: PolicyWatcher;
   readonly policyPath: string;
   readonly logger: Logger;
+  /** Counts wrong tokens per client address; tests inject one with their own clock. */
+  readonly throttle?: LoginThrottle;
 }
 
 /**
@@ -44,7 +47,7 @@ export class AdminRoutes {
   private readonly assets = loadAdminAssets();
 
   constructor(private readonly options: AdminOptions) {
-    this.auth = new AdminAuth(options.token);
+    this.auth = new AdminAuth(options.token, options.throttle);
     this.queries = new AdminQueries(options.auditPath);
     this.data = new DashboardData(this.queries, () => options.policy.policy.rules);
   }
@@ -63,7 +66,9 @@ export class AdminRoutes {
       res.setHeader('allow', 'GET, HEAD');
       return sendJsonError(res, new GatewayError('method_not_allowed', 'the admin dashboard is read-only'));
     }
-    if (!this.auth.authorized(req)) {
+    const verdict = this.auth.authorize(req);
+    if (verdict.result === 'throttled') return this.throttled(res, verdict, requestId, pathname);
+    if (verdict.result === 'refused') {
       this.options.logger.info({ req_id: requestId, path: pathname, status: 401 }, 'admin request refused');
       if (isApi) return sendJsonError(res, new GatewayError('invalid_admin_token', 'a valid admin token or session is required'));
       return sendHtml(res, 401, loginPage(req.headers.authorization !== undefined));
@@ -110,13 +115,23 @@ export class AdminRoutes {
     const body = await readForm(req);
     if (body === null) return sendJsonError(res, new GatewayError('request_too_large', 'the login form is too large'));
     const token = new URLSearchParams(body).get('token') ?? '';
-    if (!this.auth.tokenMatches(token)) {
+    const verdict = this.auth.checkToken(token, clientAddress(req));
+    if (verdict.result === 'throttled') return this.throttled(res, verdict, requestId, '/admin/login');
+    if (verdict.result === 'refused') {
       this.options.logger.info({ req_id: requestId, status: 401 }, 'admin login refused');
       return sendHtml(res, 401, loginPage(true));
     }
     this.options.logger.info({ req_id: requestId }, 'admin signed in');
     res.writeHead(303, { ...SECURITY_HEADERS, ...NO_STORE, location: '/admin', 'set-cookie': this.auth.sessionCookie(), 'content-length': 0 });
     res.end();
+  }
+
+  /** JSON for page, API and form alike: the catalogue's code is what clients match on, and six wrong tokens a minute is rarely a person typing. */
+  private throttled(res: ServerResponse, verdict: Extract<AdminVerdict, { result: 'throttled' }>, requestId: string, pathname: string): Promise<void> {
+    const seconds = Math.max(1, Math.ceil(verdict.retryAfterMs / 1000));
+    this.options.logger.warn({ req_id: requestId, path: pathname, status: 429, retry_after_s: seconds }, 'admin token refused unread: too many wrong tokens from this address');
+    res.setHeader('retry-after', String(seconds));
+    return sendJsonError(res, new GatewayError('rate_limit_exceeded', `too many wrong admin tokens from this address; try again in ${seconds} s`));
   }
 
   private async logout(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -1,10 +1,16 @@
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import test from 'ava';
+import { AdminAuth } from '../../gateway/admin/admin-auth.js';
+import { AdminRoutes } from '../../gateway/admin/admin-routes.js';
+import { LoginThrottle } from '../../gateway/admin/login-throttle.js';
 import { startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { WriteLock } from '../helpers/write-lock.js';
-import { ADMIN_TOKEN, byGroup, DASHBOARD_POLICY, EXPECTED_BLOCKING, expectedFromDb, seedDecisions } from './support.js';
+import { ADMIN_TOKEN, byGroup, closeFetchers, DASHBOARD_POLICY, EXPECTED_BLOCKING, expectedFromDb, fetchFrom, seedDecisions, type Fetch } from './support.js';
 
 let upstream: MockUpstream;
 let gw: Harness;
@@ -16,14 +22,18 @@ test.before(async () => {
 });
 
 test.after.always(async () => {
+  await closeFetchers();
   await gw?.close();
   await upstream?.close();
 });
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
-async function login(token: string): Promise<Response> {
-  return fetch(`${gw.url}/admin/login`, {
+/** Where tests that send no wrong tokens come from; the global fetch's types are not undici's. */
+const loopback = fetchFrom('127.0.0.1');
+
+async function login(token: string, from: Fetch = loopback, base = gw.url) {
+  return from(`${base}/admin/login`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams({ token }).toString(),
@@ -65,10 +75,12 @@ test('without credentials the page answers 401 with the login form, the API 401 
 });
 
 test('a wrong bearer token is refused; the right one is served', async (t) => {
-  for (const token of ['wrong', `${ADMIN_TOKEN}x`, ADMIN_TOKEN.slice(0, -1), '']) {
-    const api = await fetch(`${gw.url}/admin/api/summary`, { headers: bearer(token) });
+  for (const [i, token] of ['wrong', `${ADMIN_TOKEN}x`, ADMIN_TOKEN.slice(0, -1), ''].entries()) {
+    // Eight wrong tokens from one address would be throttled after five: each token gets an address of its own.
+    const from = fetchFrom(`127.0.0.${10 + i}`);
+    const api = await from(`${gw.url}/admin/api/summary`, { headers: bearer(token) });
     t.is(api.status, 401, `token "${token}"`);
-    const page = await fetch(`${gw.url}/admin`, { headers: bearer(token) });
+    const page = await from(`${gw.url}/admin`, { headers: bearer(token) });
     t.is(page.status, 401);
   }
   const page = await fetch(`${gw.url}/admin`, { headers: bearer(ADMIN_TOKEN) });
@@ -190,5 +202,111 @@ test.serial('the dashboard reads on its own connection: it answers while another
     t.true(((await res.json()) as { decisions: unknown[] }).decisions.length > 0);
   } finally {
     await lock.release();
+  }
+});
+
+async function errorCode(res: { json(): Promise<unknown> }): Promise<string> {
+  return ((await res.json()) as { error: { code: string } }).error.code;
+}
+
+test('the sixth wrong login from one address is answered 429 with Retry-After; other addresses and sessions are unaffected', async (t) => {
+  const attacker = fetchFrom('127.0.0.20');
+  const admin = fetchFrom('127.0.0.21');
+  for (let i = 1; i <= 5; i++) t.is((await login(`wrong-token-${i}`, attacker)).status, 401, `wrong login ${i}`);
+
+  const sixth = await login('wrong-token-6', attacker);
+  t.is(sixth.status, 429);
+  const retryAfter = Number(sixth.headers.get('retry-after'));
+  t.true(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60, `Retry-After: ${sixth.headers.get('retry-after')}`);
+  t.is(await errorCode(sixth), 'rate_limit_exceeded');
+  t.is(sixth.headers.get('set-cookie'), null);
+  t.is(sixth.headers.get('x-frame-options'), 'DENY', 'the 429 carries the dashboard security headers');
+
+  const asBearer = await attacker(`${gw.url}/admin/api/summary`, { headers: bearer(ADMIN_TOKEN) });
+  t.is(asBearer.status, 429, 'bearer tokens from a throttled address wait too, even the right one');
+  t.truthy(asBearer.headers.get('retry-after'));
+  await asBearer.arrayBuffer();
+
+  const signedIn = await login(ADMIN_TOKEN, admin);
+  t.is(signedIn.status, 303, 'another address signs in');
+  const session = (signedIn.headers.get('set-cookie') ?? '').split(';')[0]!;
+  t.is((await login(ADMIN_TOKEN, attacker)).status, 429, 'a success from another address does not reset this one');
+
+  // A session cookie is not a token guess (an HMAC nobody can forge), so it is served from any address.
+  const withSession = await attacker(`${gw.url}/admin/api/summary`, { headers: { cookie: session } });
+  t.is(withSession.status, 200);
+  await withSession.arrayBuffer();
+});
+
+test('wrong bearer tokens on the page and the API count against the address as wrong logins do', async (t) => {
+  const from = fetchFrom('127.0.0.22');
+  for (let i = 1; i <= 5; i++) {
+    const res = await from(`${gw.url}${i % 2 ? '/admin/api/summary' : '/admin'}`, { headers: { authorization: i === 5 ? 'Basic d3Jvbmc6dG9rZW4=' : `Bearer wrong-${i}` } });
+    t.is(res.status, 401, `wrong bearer ${i}`);
+    await res.arrayBuffer();
+  }
+  const page = await from(`${gw.url}/admin`, { headers: bearer('wrong-6') });
+  t.is(page.status, 429);
+  t.regex(page.headers.get('retry-after') ?? '', /^\d+$/);
+  t.is(await errorCode(page), 'rate_limit_exceeded');
+  t.is((await login(ADMIN_TOKEN, from)).status, 429, 'the login form shares the count');
+  const anonymous = await from(`${gw.url}/admin`);
+  t.is(anonymous.status, 401, 'a request without credentials is not refused as throttled: it presents no token');
+  await anonymous.arrayBuffer();
+});
+
+test.serial('with an injected clock: throttled until the window frees, then the right token works from the same address; tokens sent meanwhile are not compared', async (t) => {
+  let now = 1_700_000_000_000;
+  const routes = new AdminRoutes({
+    token: ADMIN_TOKEN,
+    auditPath: gw.dbPath,
+    policy: gw.gateway.context.policy,
+    policyPath: gw.policyFile,
+    logger: gw.gateway.context.logger,
+    throttle: new LoginThrottle({ maxFailures: 5, windowMs: 60_000, now: () => now }),
+  });
+  const server = createServer((req, res) => void routes.handle(req, res, new URL(req.url ?? '/', 'http://admin').pathname, 'test'));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const from = fetchFrom('127.0.0.30');
+
+  // Counts every comparison of a presented token; the method is private, reached only to observe it.
+  const proto = AdminAuth.prototype as unknown as { tokenMatches(this: unknown, candidate: string): boolean };
+  const original = proto.tokenMatches;
+  let compared = 0;
+  proto.tokenMatches = function (this: unknown, candidate: string) {
+    compared++;
+    return original.call(this, candidate);
+  };
+  try {
+    for (let i = 1; i <= 5; i++) t.is((await login(`wrong-token-${i}`, from, base)).status, 401);
+    t.is(compared, 5);
+
+    const sixth = await login('wrong-token-6', from, base);
+    t.is(sixth.status, 429);
+    t.is(sixth.headers.get('retry-after'), '60');
+    t.is(await errorCode(sixth), 'rate_limit_exceeded');
+    const bearerWhileThrottled = await from(`${base}/admin/api/summary`, { headers: bearer('wrong-token-7') });
+    t.is(bearerWhileThrottled.status, 429);
+    await bearerWhileThrottled.arrayBuffer();
+    t.is(compared, 5, 'tokens sent while throttled are not compared');
+
+    now += 59_999;
+    const lastMillisecond = await login(ADMIN_TOKEN, from, base);
+    t.is(lastMillisecond.status, 429, 'the window has not freed yet');
+    t.is(lastMillisecond.headers.get('retry-after'), '1', 'whole seconds, rounded up');
+    t.is(compared, 5);
+
+    now += 1;
+    const signedIn = await login(ADMIN_TOKEN, from, base);
+    t.is(signedIn.status, 303, 'the right token works from the same address once the window frees');
+    t.regex(signedIn.headers.get('set-cookie') ?? '', /^govgate_admin=/);
+    t.is(compared, 6);
+  } finally {
+    proto.tokenMatches = original;
+    server.closeAllConnections();
+    server.close();
+    routes.close();
   }
 });

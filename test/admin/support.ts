@@ -1,8 +1,30 @@
 import OpenAI from 'openai';
+import { Agent, fetch as undiciFetch, type RequestInit, type Response } from 'undici';
 import type { Harness } from '../helpers/gateway-harness.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 
+/** At least 32 characters: the gateway refuses to start with a shorter GOVGATE_ADMIN_TOKEN. */
 export const ADMIN_TOKEN = 'admin-test-token-0123456789abcdef';
+
+export type Fetch = (url: string, init?: RequestInit) => Promise<Response>;
+
+const agents: Agent[] = [];
+
+/**
+ * fetch from a loopback address of its own (Linux routes all of 127.0.0.0/8 to
+ * lo), so the wrong tokens one test sends count against no other test's
+ * address: the admin login throttle counts per client address.
+ */
+export function fetchFrom(localAddress: string): Fetch {
+  const dispatcher = new Agent({ localAddress });
+  agents.push(dispatcher);
+  return (url, init = {}) => undiciFetch(url, { ...init, dispatcher });
+}
+
+/** Closes the connections every fetchFrom opened, so the test process can exit. */
+export async function closeFetchers(): Promise<void> {
+  await Promise.all(agents.splice(0).map((agent) => agent.close()));
+}
 
 /** A policy whose rules and limits each block something in `seedDecisions`. */
 export const DASHBOARD_POLICY = `version: 1
@@ -31,8 +53,8 @@ rules:
     risk: 40
 `;
 
-/** A model name a client controls, shaped like markup: the page must show it as text. */
-export const HOSTILE_MODEL = '<img src=x onerror="document.body.dataset.pwned=1">';
+/** A model name a client controls, shaped like markup (without spaces, as model names are): the page must show it as text. */
+export const HOSTILE_MODEL = '<img/src="x"/onerror="document.body.dataset.pwned=1">';
 
 async function check(gw: Harness, key: string, model: string, metadata: Record<string, unknown>): Promise<void> {
   const res = await fetch(`${gw.url}/v1/check`, {
