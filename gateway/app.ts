@@ -4,6 +4,7 @@ import { statSync } from 'node:fs';
 import { adminTokenProblem } from './admin/admin-auth.js';
 import { AdminRoutes } from './admin/admin-routes.js';
 import { AuditWriter } from './audit/audit-writer.js';
+import { BatchInputFiles } from './audit/batch-files.js';
 import { scheduleBackup } from './audit/backup-schedule.js';
 import { scheduleCleanup } from './audit/cleanup-schedule.js';
 import { openDatabase, type Db } from './audit/database.js';
@@ -108,7 +109,8 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const providers = new ProviderRouter(config.providers, options.env ?? process.env);
   const limiter = await createLimiter(config.limits, db, options.env ?? process.env, logger, reporter);
   const auditWritableNow = () => auditWritable(db, audit, storeFile);
-  const context: GatewayContext = { config, keys, policy, audit, providers, limiter, logger, reporter, metrics, auditWritable: auditWritableNow };
+  const batchFiles = new BatchInputFiles(db, audit);
+  const context: GatewayContext = { config, keys, policy, audit, batchFiles, providers, limiter, logger, reporter, metrics, auditWritable: auditWritableNow };
 
   // The dashboard exists only with an admin token; an empty variable counts as unset.
   const adminToken = (options.env ?? process.env).GOVGATE_ADMIN_TOKEN;

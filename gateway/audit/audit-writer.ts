@@ -32,6 +32,16 @@ export interface OutcomeRow {
   readonly created_at: string;
 }
 
+/** A batch input file whose every line the policy allowed; a batch may only run such a file. */
+export interface BatchFileRow {
+  readonly file_id: string;
+  readonly customer_id: string;
+  readonly api_key_id: string;
+  readonly log_id: string;
+  readonly lines: number;
+  readonly created_at: string;
+}
+
 export interface AuditWriterHooks {
   /** `ms`: the transaction itself; `waitedMs`: how long the batch waited for a write lock someone else held (0 if free). */
   onCommit(ms: number, waitedMs: number): void;
@@ -69,6 +79,7 @@ const BUSY_RETRY_MS = 2;
 export class AuditWriter {
   private decisions: Pending[] = [];
   private outcomes: OutcomeRow[] = [];
+  private batchFiles: BatchFileRow[] = [];
   private decisionFlushScheduled = false;
   private lastFailure: unknown = null;
   /** Since when commits have found the write lock taken; null once one succeeds. */
@@ -77,7 +88,8 @@ export class AuditWriter {
   private outcomeTimer: NodeJS.Timeout | null = null;
   private readonly insertDecision: Database.Statement;
   private readonly insertOutcome: Database.Statement;
-  private readonly commit: (decisions: readonly Pending[], outcomes: readonly OutcomeRow[]) => void;
+  private readonly insertBatchFile: Database.Statement;
+  private readonly commit: (decisions: readonly Pending[], outcomes: readonly OutcomeRow[], batchFiles: readonly BatchFileRow[]) => void;
   private readonly flushDecisions = () => this.commitQueued(true, false);
   private readonly flushOutcomes = () => this.commitQueued(false, true);
   private readonly retryBusy = () => {
@@ -94,9 +106,13 @@ export class AuditWriter {
       `INSERT INTO usagelog_outcome (rowid, log_id, status, duration_ms, upstream_ms, prompt_tokens, completion_tokens, total_tokens, error, created_at, prev_hash, hash)
        VALUES (?, @log_id, @status, @duration_ms, @upstream_ms, @prompt_tokens, @completion_tokens, @total_tokens, @error, @created_at, ?, ?)`,
     );
+    this.insertBatchFile = db.prepare(
+      `INSERT OR IGNORE INTO batch_input_file (file_id, customer_id, api_key_id, log_id, lines, created_at)
+       VALUES (@file_id, @customer_id, @api_key_id, @log_id, @lines, @created_at)`,
+    );
     const tails = new ChainTails(db);
     // IMMEDIATE: the chain's tail is read and extended under the write lock, never from a stale snapshot.
-    this.commit = db.transaction((decisions: readonly Pending[], outcomes: readonly OutcomeRow[]) => {
+    this.commit = db.transaction((decisions: readonly Pending[], outcomes: readonly OutcomeRow[], batchFiles: readonly BatchFileRow[]) => {
       // Rowids keep rising across retention (tail.nextRowid), so a pruned rowid never names another row.
       if (decisions.length > 0) {
         let { hash: prev, nextRowid } = tails.tail('usagelog');
@@ -116,6 +132,7 @@ export class AuditWriter {
           nextRowid = null;
         }
       }
+      for (const f of batchFiles) this.insertBatchFile.run(f);
     }).immediate;
   }
 
@@ -133,6 +150,16 @@ export class AuditWriter {
 
   recordOutcome(row: OutcomeRow): void {
     this.outcomes.push(row);
+    this.scheduleOutcomes();
+  }
+
+  /** Committed with the outcomes: the upload's answer has already gone to the client, nothing waits on it. */
+  recordBatchFile(row: BatchFileRow): void {
+    this.batchFiles.push(row);
+    this.scheduleOutcomes();
+  }
+
+  private scheduleOutcomes(): void {
     if (this.outcomes.length >= OUTCOME_BATCH) {
       if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
       this.outcomeTimer = setTimeout(this.flushOutcomes, 0);
@@ -144,7 +171,7 @@ export class AuditWriter {
   }
 
   get queued(): number {
-    return this.decisions.length + this.outcomes.length;
+    return this.decisions.length + this.outcomes.length + this.batchFiles.length;
   }
 
   /** Whether requests are waiting for their decision rows (queued for the next commit, or waiting for the lock). */
@@ -172,24 +199,26 @@ export class AuditWriter {
   private commitQueued(takeDecisions: boolean, takeOutcomes: boolean, final = false): void {
     const decisions = takeDecisions ? this.decisions : [];
     const outcomes = takeOutcomes ? this.outcomes : [];
+    const batchFiles = takeOutcomes ? this.batchFiles : [];
     if (takeDecisions) {
       this.decisions = [];
       this.decisionFlushScheduled = false;
     }
     if (takeOutcomes) {
       this.outcomes = [];
+      this.batchFiles = [];
       if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
       this.outcomeTimer = null;
     }
-    if (decisions.length === 0 && outcomes.length === 0) return;
+    if (decisions.length === 0 && outcomes.length === 0 && batchFiles.length === 0) return;
     const started = performance.now();
     try {
       this.file.assertWritable();
-      this.commit(decisions, outcomes);
+      this.commit(decisions, outcomes, batchFiles);
     } catch (err) {
       // SQLITE_BUSY and its extended codes (_RECOVERY after another process crashed, _SNAPSHOT, _TIMEOUT).
       const busy = (err as { code?: string }).code?.startsWith('SQLITE_BUSY') ?? false;
-      if (!final && busy && this.waitForLock(decisions, outcomes)) return;
+      if (!final && busy && this.waitForLock(decisions, outcomes, batchFiles)) return;
       if (!busy) this.busySince = null;
       this.lastFailure = err;
       this.hooks.onFailure(err, outcomes.length);
@@ -209,12 +238,13 @@ export class AuditWriter {
    * retries shortly; false once the lock has been taken for BUSY_WAIT_MS, after
    * which batches fail at once until a commit succeeds again.
    */
-  private waitForLock(decisions: Pending[], outcomes: OutcomeRow[]): boolean {
+  private waitForLock(decisions: Pending[], outcomes: OutcomeRow[], batchFiles: BatchFileRow[]): boolean {
     const now = performance.now();
     this.busySince ??= now;
     if (now - this.busySince >= BUSY_WAIT_MS) return false;
     this.decisions = decisions.concat(this.decisions);
     this.outcomes = outcomes.concat(this.outcomes);
+    this.batchFiles = batchFiles.concat(this.batchFiles);
     this.retryTimer ??= setTimeout(this.retryBusy, BUSY_RETRY_MS);
     return true;
   }

@@ -90,6 +90,18 @@ const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX usagelog_created_at_summary ON usagelog (created_at, allowed, risk_score, customer_id, model);
   CREATE INDEX usagelog_blocked_reason ON usagelog (created_at, reason, customer_id, model, operation) WHERE allowed = 0;
   `,
+  // Batch input files that passed the line-by-line check; a batch may only run one of these.
+  `
+  CREATE TABLE batch_input_file (
+    file_id     TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    api_key_id  TEXT NOT NULL,
+    log_id      TEXT NOT NULL,
+    lines       INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (customer_id, file_id)
+  );
+  `,
 ];
 
 /** Databases from before the chain get one: their rows are hashed in rowid order, as if written so. */

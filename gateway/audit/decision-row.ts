@@ -9,7 +9,7 @@ export type DecisionKind = 'proxy' | 'check' | 'websocket';
  * The audit row of a decision. `meta` holds the governance metadata and the
  * derived, content-free facts; nothing here comes from message text.
  */
-export function decisionRow(logId: string, requestId: string, kind: DecisionKind, facts: RequestFacts, decision: Pick<Decision, 'allowed' | 'riskScore' | 'reason'>): DecisionRow {
+export function decisionRow(logId: string, requestId: string, kind: DecisionKind, method: string, facts: RequestFacts, decision: Pick<Decision, 'allowed' | 'riskScore' | 'reason'>): DecisionRow {
   return {
     id: logId,
     customer_id: facts.customer,
@@ -22,6 +22,7 @@ export function decisionRow(logId: string, requestId: string, kind: DecisionKind
       provider: facts.provider,
       request_id: requestId,
       kind,
+      method,
     }),
     risk_score: decision.riskScore,
     allowed: decision.allowed ? 1 : 0,

@@ -2,7 +2,7 @@ import path from 'node:path';
 import cron from 'node-cron';
 import { deepFreeze } from './deep-freeze.js';
 import { YamlSource, type KeyPath } from './yaml-source.js';
-import { readEnum, readInteger, readMap, readOptionalMap, readString, readStringList } from './validate.js';
+import { readBoolean, readEnum, readInteger, readMap, readOptionalMap, readString, readStringList } from './validate.js';
 import { readLimitsConfig, type LimitsConfig } from './limits-config.js';
 
 export type OnWriteFailure = 'block' | 'allow';
@@ -23,6 +23,14 @@ export interface ProviderConfig {
   readonly maxInFlight: number;
   /** Re-sends after a connection failure, only while nothing has reached the client; off by default. */
   readonly retries: number;
+  /** Sent as OpenAI-Organization / OpenAI-Project; the client's own are never relayed. */
+  readonly organization: string | null;
+  readonly project: string | null;
+  /**
+   * Whether realtime sessions and client secrets may be minted: they let the
+   * client reach the provider directly, past the gateway's policy and audit.
+   */
+  readonly ephemeralCredentials: boolean;
 }
 
 export interface GatewayConfig {
@@ -31,6 +39,8 @@ export interface GatewayConfig {
     readonly host: string;
     readonly port: number;
     readonly maxBodyBytes: number;
+    /** The limit for multipart uploads (audio, images, files); OpenAI's own audio limit by default. */
+    readonly maxUploadBytes: number;
     /** Longest a client may take to send its request headers: a slowloris client is cut off after it. */
     readonly headersTimeoutMs: number;
     /** Longest a client may take to send its whole request, body included. */
@@ -83,7 +93,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
   const src: YamlSource = YamlSource.readFile(path.resolve(cwd, file), file);
   const root = readMap(src, [], src.value(), ['server', 'providers', 'policy', 'audit', 'sentry', 'limits', 'log']);
 
-  const server = readOptionalMap(src, ['server'], root.server, ['host', 'port', 'max_body_bytes', 'headers_timeout_ms', 'request_timeout_ms', 'drain_timeout_ms', 'max_connections']);
+  const server = readOptionalMap(src, ['server'], root.server, ['host', 'port', 'max_body_bytes', 'max_upload_bytes', 'headers_timeout_ms', 'request_timeout_ms', 'drain_timeout_ms', 'max_connections']);
   const envPort = env.PORT;
   if (envPort !== undefined && envPort !== '' && !/^\d{1,5}$/.test(envPort)) {
     src.fail(['server', 'port'], `$PORT must be a port number, got "${envPort}"`);
@@ -122,6 +132,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
       host: readString(src, ['server', 'host'], server.host, '127.0.0.1'),
       port,
       maxBodyBytes: readInteger(src, ['server', 'max_body_bytes'], server.max_body_bytes, { min: 1, max: 1024 ** 3 }, 10 * 1024 * 1024),
+      maxUploadBytes: readInteger(src, ['server', 'max_upload_bytes'], server.max_upload_bytes, { min: 1, max: 1024 ** 3 }, 25 * 1024 * 1024),
       headersTimeoutMs: readInteger(src, ['server', 'headers_timeout_ms'], server.headers_timeout_ms, { min: 100, max: MAX_MS }, 10_000),
       requestTimeoutMs: readInteger(src, ['server', 'request_timeout_ms'], server.request_timeout_ms, { min: 100, max: MAX_MS }, 300_000),
       drainTimeoutMs: readInteger(src, ['server', 'drain_timeout_ms'], server.drain_timeout_ms, { min: 0, max: MAX_MS }, 30_000),
@@ -152,10 +163,17 @@ function readCron(src: YamlSource, at: KeyPath, value: unknown, fallback: string
   return expression;
 }
 
+/** A value sent as a header: printable ASCII, so it cannot split or smuggle a header line. */
+function readHeaderValue(src: YamlSource, at: KeyPath, value: unknown): string {
+  const text = readString(src, at, value);
+  if (!/^[\x21-\x7e]{1,256}$/.test(text)) src.fail(at, 'must be 1 to 256 printable ASCII characters without spaces');
+  return text;
+}
+
 function readProvider(src: YamlSource, at: KeyPath, raw: unknown): ProviderConfig {
   const p = readMap(src, at, raw, [
     'name', 'base_url', 'api_key_env', 'models', 'connect_timeout_ms', 'first_byte_timeout_ms', 'idle_timeout_ms', 'max_connections',
-    'max_in_flight', 'retries',
+    'max_in_flight', 'retries', 'organization', 'project', 'ephemeral_credentials',
   ]);
   const baseUrlText = readString(src, [...at, 'base_url'], p.base_url);
   let baseUrl: URL;
@@ -181,5 +199,8 @@ function readProvider(src: YamlSource, at: KeyPath, raw: unknown): ProviderConfi
     maxConnections: readInteger(src, [...at, 'max_connections'], p.max_connections, { min: 1, max: 100_000 }, 1024),
     maxInFlight: readInteger(src, [...at, 'max_in_flight'], p.max_in_flight, { min: 1, max: 1_000_000 }, 2048),
     retries: readInteger(src, [...at, 'retries'], p.retries, { min: 0, max: 5 }, 0),
+    organization: p.organization === undefined ? null : readHeaderValue(src, [...at, 'organization'], p.organization),
+    project: p.project === undefined ? null : readHeaderValue(src, [...at, 'project'], p.project),
+    ephemeralCredentials: readBoolean(src, [...at, 'ephemeral_credentials'], p.ephemeral_credentials, false),
   };
 }

@@ -59,6 +59,12 @@ export function readNumber(src: YamlSource, path: KeyPath, value: unknown, range
   return value;
 }
 
+export function readBoolean(src: YamlSource, path: KeyPath, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') src.fail(path, `must be true or false, got ${describe(value)}`);
+  return value;
+}
+
 export function readEnum<T extends string>(src: YamlSource, path: KeyPath, value: unknown, choices: readonly T[], fallback?: T): T {
   if (value === undefined && fallback !== undefined) return fallback;
   if (typeof value !== 'string' || !(choices as readonly string[]).includes(value)) {

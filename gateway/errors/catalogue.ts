@@ -12,6 +12,7 @@ export const ERROR_CATALOGUE = {
   method_not_allowed: { status: 405, type: 'invalid_request_error' },
   invalid_request: { status: 400, type: 'invalid_request_error' },
   request_too_large: { status: 413, type: 'invalid_request_error' },
+  unsupported_content_encoding: { status: 415, type: 'invalid_request_error' },
   request_timeout: { status: 408, type: 'invalid_request_error' },
   headers_too_large: { status: 431, type: 'invalid_request_error' },
   // OpenAI's own 429s: `type` says what ran out, `requests` or `tokens` (a token rate limit overrides it).

@@ -192,7 +192,8 @@ export function matchRoute(method: string, pathname: string): RouteMatch {
   const trimmed = pathname.endsWith('/') ? pathname.slice(4, -1) : pathname.slice(4);
   const node = walk(ROOT, trimmed.split('/'), 0);
   if (!node?.operations) return { kind: 'unknown' };
-  const operation = node.operations[method as Method];
+  // Own properties only: a method named like an Object member (`constructor`) is not a route's.
+  const operation = Object.hasOwn(node.operations, method) ? node.operations[method as Method] : undefined;
   if (operation) return { kind: 'operation', operation };
   return { kind: 'method_not_allowed', allow: Object.keys(node.operations) as Method[] };
 }

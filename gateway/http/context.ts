@@ -1,4 +1,5 @@
 import type { AuditWriter } from '../audit/audit-writer.js';
+import type { BatchInputFiles } from '../audit/batch-files.js';
 import type { KeyRegistry } from '../auth/key-registry.js';
 import type { Limiter } from '../limits/limiter.js';
 import type { GatewayConfig } from '../config/gateway-config.js';
@@ -14,6 +15,7 @@ export interface GatewayContext {
   readonly keys: KeyRegistry;
   readonly policy: PolicyWatcher;
   readonly audit: AuditWriter;
+  readonly batchFiles: BatchInputFiles;
   readonly providers: ProviderRouter;
   readonly limiter: Limiter;
   readonly logger: Logger;

@@ -4,97 +4,140 @@ import { decisionRow, type DecisionKind } from '../audit/decision-row.js';
 import type { DecisionRow } from '../audit/audit-writer.js';
 import type { ApiKeyRecord } from '../auth/key-store.js';
 import { GatewayError } from '../errors/catalogue.js';
+import { batchLines } from '../facts/batch-lines.js';
+import { applicableLimits } from '../limits/applicable-limits.js';
 import { evaluate, unroutable } from '../policy/evaluate.js';
-import type { Decision } from '../policy/policy-types.js';
+import type { CompiledPolicy, Decision } from '../policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../policy/request-facts.js';
+import { Lease } from '../proxy/lease.js';
 import type { Provider } from '../proxy/provider-router.js';
-import type { Reservation } from '../limits/limiter.js';
 import type { GatewayContext } from './context.js';
 import { admitLimits } from './admit-limits.js';
 
 export interface GovernInput {
   readonly requestId: string;
   readonly kind: DecisionKind;
+  readonly method: string;
   readonly key: ApiKeyRecord;
   readonly operation: string;
   readonly model: string | null;
   readonly metadata: Readonly<Record<string, MetadataValue>>;
   readonly request: RequestFacts['request'];
+  /** The operation hands out a credential that reaches the provider past the gateway. */
+  readonly mintsCredential?: boolean;
+  /** A batch input file being uploaded: every line is judged as the request it will become. */
+  readonly batchFile?: Buffer | null;
+  /** The input file of a batch being created: it must have passed the line check. */
+  readonly batchInputFile?: string | null;
 }
 
 export interface Governed {
   readonly logId: string;
   readonly decision: Decision;
-  /** Undefined when no provider serves the model; the decision then refuses. */
-  readonly provider: Provider | undefined;
   /** The governance headers every governed response carries, and the rate limit headers where limits apply. */
   readonly headers: OutgoingHttpHeaders;
-  /** Set when a limit, not the policy, refuses the request. */
-  readonly limitRefusal: GatewayError | null;
-  /** Tokens and a request held against the limits; settle it once the request is over. */
-  readonly reservation: Reservation | null;
+  /** Why the request is not forwarded; null when it goes on (or, for a check, whatever the answer). */
+  readonly refusal: GatewayError | null;
+  /** What a forwarded request holds until it is over; null unless it goes on to its provider. */
+  readonly lease: Lease | null;
 }
 
 export const NO_REQUEST_FACTS: RequestFacts['request'] = Object.freeze({ stream: false, max_tokens: null, messages: null, tools: null, body_bytes: 0 });
 
 /**
  * Decide and record: route the model to a provider, evaluate the policy in
- * force, hold the request against its limits (forwarded requests only), and
- * commit the audit row. Resolves only once the row is committed, or (with
- * `on_write_failure: allow`) once its failure has been counted; with `block`
+ * force, and for a request that would be forwarded hold it against its limits
+ * and take a place at its provider; then commit the audit row. The row says
+ * what happened: a request refused for any of these reasons is recorded as
+ * refused. Resolves only once the row is committed (or, with
+ * `on_write_failure: allow`, once its failure has been counted); with `block`
  * an unwritable audit log refuses the request (fail closed).
  */
 export async function govern(ctx: GatewayContext, input: GovernInput): Promise<Governed> {
   const provider = ctx.providers.forModel(input.model);
   const facts = factsOf(input, provider?.name ?? null);
   const policy = ctx.policy.policy;
-  let decision: Decision = provider ? evaluate(policy, facts) : unroutable(input.model);
-  let limitRefusal: GatewayError | null = null;
-  let reservation: Reservation | null = null;
-  let limitHeaders: OutgoingHttpHeaders = {};
-  if (provider && decision.allowed && input.kind === 'proxy') {
-    ({ decision, refusal: limitRefusal, reservation, headers: limitHeaders } = await admitLimits(ctx, policy, facts, decision));
+  const forwards = input.kind !== 'check';
+  let decision: Decision = provider ? judge(ctx, policy, facts, input, provider) : unroutable(input.model);
+  let refusal: GatewayError | null = provider ? null : modelNotFound(input.model);
+  let lease: Lease | null = null;
+  let headers: OutgoingHttpHeaders = {};
+  if (provider && decision.allowed && forwards) {
+    const limited = await admitLimits(ctx, policy, facts, decision);
+    ({ decision, headers } = limited);
+    refusal = limited.refusal;
+    if (!refusal) {
+      const holdsSlot = input.kind === 'proxy';
+      if (holdsSlot && !ctx.providers.tryAcquire(provider)) {
+        if (limited.reservation) ctx.limiter.settle(limited.reservation, 0);
+        refusal = new GatewayError('overloaded', `provider ${provider.name} has too many requests in flight; retry shortly`);
+        decision = { ...decision, allowed: false, violates: true, reason: `overloaded: ${refusal.message}` };
+        headers = { ...headers, 'retry-after': '1' };
+      } else {
+        lease = new Lease(ctx.providers, ctx.limiter, provider, holdsSlot, limited.reservation);
+      }
+    }
+  } else {
+    // Not forwarded, but still a request the key made: it counts, or refusals and checks would be free to repeat.
+    ctx.limiter.charge(applicableLimits(policy, facts.customer, facts.key));
+    if (!decision.allowed && !refusal && forwards) refusal = new GatewayError('policy_blocked', `Request blocked by governance policy: ${decision.reason}`);
   }
   const logId = randomUUID();
   let recorded: boolean;
   try {
-    recorded = await commit(ctx, decisionRow(logId, input.requestId, input.kind, facts, decision));
+    recorded = await commit(ctx, decisionRow(logId, input.requestId, input.kind, input.method, facts, decision));
   } catch (err) {
-    if (reservation) ctx.limiter.settle(reservation, 0);
+    lease?.release(0);
     throw err;
   }
-  const headers: OutgoingHttpHeaders = {
-    ...limitHeaders,
-    'x-governance-decision': decision.allowed ? 'allow' : 'block',
+  headers = {
+    ...headers,
+    'x-governance-decision': decision.allowed && !refusal ? 'allow' : 'block',
     'x-governance-risk-score': String(decision.riskScore),
     'x-governance-log-id': logId,
   };
   if (!recorded) headers['x-governance-audit'] = 'unrecorded';
-  return { logId, decision, provider, headers, limitRefusal, reservation };
+  return { logId, decision, headers, refusal, lease };
+}
+
+/**
+ * The policy's decision, and the gateway's own refusals that no policy can
+ * lift: a credential that would bypass the gateway, a batch that would run a
+ * request the policy refuses or a file that was never checked.
+ */
+function judge(ctx: GatewayContext, policy: CompiledPolicy, facts: RequestFacts, input: GovernInput, provider: Provider): Decision {
+  const decision = evaluate(policy, facts);
+  if (input.mintsCredential && !provider.config.ephemeralCredentials) {
+    return hardRefusal(decision, `operation ${facts.operation} mints a credential that reaches provider ${provider.name} past the gateway; set ephemeral_credentials: true on the provider to allow it`);
+  }
+  if (input.batchFile) {
+    for (const line of batchLines(input.batchFile)) {
+      const lineProvider = ctx.providers.forModel(line.model);
+      // The batch runs where the file goes; a line the gateway would send elsewhere would run somewhere it was not judged.
+      if (lineProvider !== provider) return hardRefusal(decision, `batch input file line ${line.line}: model ${line.model} is not served by provider ${provider.name}, where the file goes`);
+      const verdict = evaluate(policy, { ...facts, model: line.model, operation: line.operation, provider: lineProvider.name, request: line.request });
+      if (verdict.violates && policy.mode === 'enforce') return hardRefusal(decision, `batch input file line ${line.line}: ${verdict.reason}`);
+    }
+  }
+  if (input.batchInputFile !== undefined && input.batchInputFile !== null && !ctx.batchFiles.passed(facts.customer, input.batchInputFile)) {
+    return hardRefusal(decision, `batch input file ${input.batchInputFile} was not uploaded through the gateway with purpose=batch by customer ${facts.customer}, so its requests were never judged`);
+  }
+  return decision;
+}
+
+function hardRefusal(decision: Decision, reason: string): Decision {
+  return { ...decision, allowed: false, violates: true, reason };
+}
+
+function modelNotFound(model: string | null): GatewayError {
+  return new GatewayError('model_not_found', `The model \`${model}\` is not served by any provider of this gateway`, { param: 'model' });
 }
 
 /** The governance headers of a request refused before the policy ran: a block, with its row when one was written. */
 export function refusalHeaders(logId: string | null): OutgoingHttpHeaders {
   return logId
     ? { 'x-governance-decision': 'block', 'x-governance-risk-score': '0', 'x-governance-log-id': logId }
-    : { 'x-governance-decision': 'block', 'x-governance-risk-score': '0' };
-}
-
-/** A request refused because its row could not be written has no log id to show. */
-export const AUDIT_FAILURE_HEADERS: OutgoingHttpHeaders = Object.freeze({ 'x-governance-decision': 'block' });
-
-/** Where a governed request goes: to its provider, or back to the client with the error that refuses it. */
-export type Verdict = { readonly refusal: null; readonly provider: Provider } | { readonly refusal: GatewayError };
-
-export function verdictOf(governed: Governed, model: string | null): Verdict {
-  if (!governed.provider) {
-    return { refusal: new GatewayError('model_not_found', `The model \`${model}\` is not served by any provider of this gateway`, { param: 'model' }) };
-  }
-  if (!governed.decision.allowed && governed.limitRefusal) return { refusal: governed.limitRefusal };
-  if (!governed.decision.allowed) {
-    return { refusal: new GatewayError('policy_blocked', `Request blocked by governance policy: ${governed.decision.reason}`) };
-  }
-  return { refusal: null, provider: governed.provider };
+    : { 'x-governance-decision': 'block' };
 }
 
 /**
@@ -104,7 +147,7 @@ export function verdictOf(governed: Governed, model: string | null): Verdict {
  */
 export async function recordRefusal(ctx: GatewayContext, input: GovernInput, error: GatewayError): Promise<string | null> {
   const logId = randomUUID();
-  const row = decisionRow(logId, input.requestId, input.kind, factsOf(input, null), { allowed: false, riskScore: 0, reason: `${error.code}: ${error.message}` });
+  const row = decisionRow(logId, input.requestId, input.kind, input.method, factsOf(input, null), { allowed: false, riskScore: 0, reason: `${error.code}: ${error.message}` });
   try {
     await ctx.audit.record(row);
     return logId;

@@ -1,137 +1,82 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { authenticate } from '../auth/authenticate.js';
-import type { ApiKeyRecord } from '../auth/key-store.js';
-import { GatewayError } from '../errors/catalogue.js';
-import { METADATA_HEADER, NO_METADATA, parseGovernanceMetadata, type Metadata } from '../facts/governance-metadata.js';
-import { operationFromPath } from '../facts/operation.js';
-import { describeBody, type BodyFacts } from '../facts/request-body.js';
 import { sqliteTime } from '../audit/database.js';
+import type { OutcomeRow } from '../audit/audit-writer.js';
+import { countLines } from '../facts/batch-lines.js';
+import type { RequestReading } from '../facts/read-request.js';
+import type { Operation } from '../facts/routes.js';
 import { upstreamRequestHeaders } from '../proxy/forwarded-headers.js';
 import { forwardRequest, type ForwardErrorKind, type ForwardOutcome } from '../proxy/forward-request.js';
 import { withUsageRequested } from '../proxy/stream-usage.js';
 import type { TokenUsage } from '../proxy/usage-tap.js';
-import type { OutcomeRow } from '../audit/audit-writer.js';
+import { admit, apiRequestReader, type Admitted } from './admit.js';
 import type { GatewayContext } from './context.js';
-import { govern, NO_REQUEST_FACTS, verdictOf, AUDIT_FAILURE_HEADERS, type GovernInput } from './govern.js';
-import { readBody } from './read-body.js';
-import { refuseUnread } from './refuse-unread.js';
 import { observeRequest, round } from './observe-request.js';
-import { refuseUnauthenticated, sendError } from './respond.js';
+import { responseAnswer } from './refuse.js';
+import { sendError } from './respond.js';
 
-const EMPTY = Buffer.alloc(0);
+/** Streams whose usage the gateway asks for when the client did not: the providers send it only on request. */
+const USAGE_ON_REQUEST = new Set(['chat.completions', 'completions']);
 
 /**
- * The governed request lifecycle for `/v1/*`:
- * authenticate → read body and derive facts → decide and record → forward → record outcome.
+ * The governed request lifecycle for `/v1/*`: admit (authenticate → read →
+ * decide and record) → forward → record the outcome → release the lease.
  */
-export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse, requestId: string, pathname: string, search: string): Promise<void> {
+export async function handleProxy(ctx: GatewayContext, req: IncomingMessage, res: ServerResponse, requestId: string, operation: Operation, pathname: string, search: string): Promise<void> {
   const started = performance.now();
-
-  let key: ApiKeyRecord;
+  const admitted = await admit(ctx, {
+    kind: 'proxy', req, requestId, started, answer: responseAnswer(res), operation: operation.name, read: apiRequestReader(ctx, operation, search),
+  });
+  if (!admitted) return;
+  const { lease, governed, question } = admitted;
+  const reading = question.reading!;
+  const { provider } = lease;
+  let outcome: ForwardOutcome | null = null;
   try {
-    key = authenticate(req.headers, ctx.keys);
-  } catch (err) {
-    refuseUnauthenticated(ctx, res, err, requestId);
-    return;
-  }
-
-  const operation = operationFromPath(pathname);
-  let metadata: Metadata = NO_METADATA;
-  let body: Buffer = EMPTY;
-  let bodyFacts: BodyFacts;
-  try {
-    metadata = parseGovernanceMetadata(req.headers[METADATA_HEADER]);
-    body = await readBody(req, ctx.config.server.maxBodyBytes);
-    bodyFacts = describeBody(req.headers['content-type'], body);
-  } catch (err) {
-    const input: GovernInput = { requestId, kind: 'proxy', key, operation, model: null, metadata, request: { ...NO_REQUEST_FACTS, body_bytes: body.length } };
-    await refuseUnread(ctx, res, input, err, started);
-    return;
-  }
-
-  const model = bodyFacts.model ?? new URLSearchParams(search).get('model');
-  let governed;
-  try {
-    governed = await govern(ctx, {
-      requestId,
-      kind: 'proxy',
-      key,
-      operation,
-      model,
-      metadata,
-      request: {
-        stream: bodyFacts.stream,
-        max_tokens: bodyFacts.maxTokens,
-        messages: bodyFacts.messages,
-        tools: bodyFacts.tools,
-        body_bytes: body.length,
-      },
-    });
-  } catch (err) {
-    if (!(err instanceof GatewayError)) throw err;
-    sendError(res, err, AUDIT_FAILURE_HEADERS);
-    ctx.reporter.serverError(err.code, err.status, requestId);
-    observeRequest(ctx, res, { requestId, key, operation, model, started, error: err.code });
-    return;
-  }
-
-  const { headers, logId, reservation } = governed;
-  const verdict = verdictOf(governed, model);
-  if (verdict.refusal) {
-    sendError(res, verdict.refusal, headers);
-    observeRequest(ctx, res, { requestId, key, operation, model, started, decision: 'block', error: verdict.refusal.code });
-    return;
-  }
-  const { provider } = verdict;
-
-  if (!ctx.providers.tryAcquire(provider)) {
-    if (reservation) ctx.limiter.settle(reservation, 0);
-    const busy = new GatewayError('overloaded', `provider ${provider.name} has too many requests in flight; retry shortly`);
-    sendError(res, busy, { ...headers, 'retry-after': '1' });
-    ctx.audit.recordOutcome(outcomeRow(logId, started, { status: busy.status, upstreamMs: null, usage: null, error: 'overloaded' }));
-    observeRequest(ctx, res, { requestId, key, operation, model, started, decision: 'allow', provider: provider.name, error: 'overloaded' });
-    return;
-  }
-  // The one change to the client's bytes: a token limit needs the usage of a stream the client did not ask it for.
-  const usageBody = reservation !== null && reservation.tokenKeys.length > 0 && operation === 'chat.completions' && bodyFacts.stream
-    ? withUsageRequested(body)
-    : null;
-  const overheadMs = performance.now() - started;
-  let outcome;
-  try {
+    const usageBody = question.request.stream && USAGE_ON_REQUEST.has(question.operation) && reading.json ? withUsageRequested(reading.body, reading.json) : null;
+    const overheadMs = performance.now() - started;
+    const headers = upstreamRequestHeaders(req.headers, provider, requestId);
+    if (reading.contentType) headers['content-type'] = reading.contentType;
+    const body = usageBody ?? reading.body;
     outcome = await forwardRequest(
       {
         provider,
         method: req.method as Dispatcher.HttpMethod,
         path: provider.basePath + pathname.slice(3) + search,
-        headers: upstreamRequestHeaders(req.headers, provider.authorization, requestId),
-        body: usageBody ?? (body.length > 0 ? body : null),
-        ownHeaders: { ...headers, 'x-governance-overhead-ms': overheadMs.toFixed(3) },
+        headers,
+        body: body.length > 0 ? body : null,
+        ownHeaders: { ...governed.headers, 'x-governance-overhead-ms': overheadMs.toFixed(3) },
         stripUsage: usageBody !== null,
+        beforeEnd: reading.batchFile ? (json) => acceptBatchFile(ctx, admitted, reading, json) : undefined,
       },
       res,
     );
+    if (outcome.answeredWith) {
+      sendError(res, outcome.answeredWith, governed.headers);
+      ctx.reporter.serverError(outcome.answeredWith.code, outcome.answeredWith.status, requestId);
+    } else if (outcome.status !== null && outcome.status >= 500) {
+      ctx.reporter.upstreamError(provider.name, outcome.status, requestId);
+    }
+    ctx.audit.recordOutcome(outcomeRow(governed.logId, started, {
+      status: outcome.answeredWith?.status ?? outcome.status,
+      upstreamMs: outcome.upstreamMs,
+      usage: outcome.usage,
+      error: outcome.error,
+    }));
+    observeRequest(ctx, res.statusCode, {
+      requestId, key: admitted.key, operation: question.operation, model: question.model, started, decision: 'allow', provider: provider.name,
+      overheadMs, upstreamMs: outcome.upstreamMs, error: outcome.error,
+    });
   } finally {
-    ctx.providers.release(provider);
+    lease.release(outcome ? tokensUsed(outcome) : 0);
   }
-  if (reservation) ctx.limiter.settle(reservation, tokensUsed(outcome));
-  if (outcome.answeredWith) {
-    sendError(res, outcome.answeredWith, headers);
-    ctx.reporter.serverError(outcome.answeredWith.code, outcome.answeredWith.status, requestId);
-  } else if (outcome.status !== null && outcome.status >= 500) {
-    ctx.reporter.upstreamError(provider.name, outcome.status, requestId);
-  }
-  ctx.audit.recordOutcome(outcomeRow(logId, started, {
-    status: outcome.answeredWith?.status ?? outcome.status,
-    upstreamMs: outcome.upstreamMs,
-    usage: outcome.usage,
-    error: outcome.error,
-  }));
-  observeRequest(ctx, res, {
-    requestId, key, operation, model, started, decision: 'allow', provider: provider.name,
-    overheadMs, upstreamMs: outcome.upstreamMs, error: outcome.error,
-  });
+}
+
+/** An upload whose every line passed becomes a file a batch may run, once the provider has named it. */
+function acceptBatchFile(ctx: GatewayContext, admitted: Admitted, reading: RequestReading, response: Readonly<Record<string, unknown>> | null): void {
+  const fileId = response?.id;
+  if (typeof fileId !== 'string') return;
+  ctx.batchFiles.accept({ fileId, customer: admitted.key.customer_id, keyId: admitted.key.id, logId: admitted.governed.logId, lines: countLines(reading.batchFile!) });
 }
 
 /**

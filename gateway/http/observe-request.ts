@@ -1,4 +1,3 @@
-import type { ServerResponse } from 'node:http';
 import type { ApiKeyRecord } from '../auth/key-store.js';
 import type { GatewayContext } from './context.js';
 
@@ -16,17 +15,17 @@ export interface RequestFields {
 }
 
 /** One log line and one metrics sample per request: ids, names and timings, never content or secrets. */
-export function observeRequest(ctx: GatewayContext, res: ServerResponse, f: RequestFields): void {
+export function observeRequest(ctx: GatewayContext, status: number, f: RequestFields): void {
   ctx.metrics.request({
     decision: f.decision ?? 'block',
     operation: f.operation,
     model: f.model,
     customer: f.key.customer_id,
-    status: res.statusCode,
+    status,
     overheadMs: f.overheadMs,
     upstreamMs: f.upstreamMs,
     provider: f.provider,
-    upstreamError: f.provider === undefined ? null : f.error ?? providerRefusal(res.statusCode),
+    upstreamError: f.provider === undefined ? null : f.error ?? providerRefusal(status),
   });
   ctx.logger.info({
     req_id: f.requestId,
@@ -36,7 +35,7 @@ export function observeRequest(ctx: GatewayContext, res: ServerResponse, f: Requ
     operation: f.operation,
     decision: f.decision ?? 'block',
     provider: f.provider,
-    status: res.statusCode,
+    status,
     duration_ms: round(performance.now() - f.started),
     overhead_ms: f.overheadMs === undefined ? undefined : round(f.overheadMs),
     upstream_ms: f.upstreamMs === undefined ? undefined : round(f.upstreamMs),

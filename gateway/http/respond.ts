@@ -1,8 +1,6 @@
 import { STATUS_CODES, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { AuthenticationError } from '../auth/authenticate.js';
 import type { GatewayError } from '../errors/catalogue.js';
-import type { GatewayContext } from './context.js';
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: OutgoingHttpHeaders = {}): void {
   // A client that is gone cannot be answered; a response already under way can only be broken off.
@@ -19,15 +17,6 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 /** Every refusal goes out in the OpenAI error shape with its catalogue status. */
 export function sendError(res: ServerResponse, err: GatewayError, headers: OutgoingHttpHeaders = {}): void {
   sendJson(res, err.status, err.toBody(), headers);
-}
-
-/** The 401 answer: reported (rate-limited, without the key) and logged, then sent. Rethrows anything else. */
-export function refuseUnauthenticated(ctx: GatewayContext, res: ServerResponse, err: unknown, requestId: string): void {
-  if (!(err instanceof AuthenticationError)) throw err;
-  ctx.reporter.authFailure(err.failure);
-  ctx.metrics.authFailure(err.failure);
-  ctx.logger.info({ req_id: requestId, status: 401, error: err.code, failure: err.failure }, 'request refused');
-  sendError(res, err);
 }
 
 /**

@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import { GatewayError } from '../errors/catalogue.js';
 import type { AdminRoutes } from '../admin/admin-routes.js';
 import type { GatewayContext } from './context.js';
+import { matchRoute } from '../facts/routes.js';
 import { handleCheck } from './handle-check.js';
 import { handleProxy } from './handle-proxy.js';
 import { createUpgradeHandler } from './handle-upgrade.js';
@@ -84,13 +85,27 @@ export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | nu
       sendError(res, new GatewayError('route_not_found', `No route for ${req.method} ${pathname.slice(0, 200)}`));
       return undefined;
     }
-    if (pathname === '/v1/check') {
+    if (pathname === '/v1/check' || pathname === '/v1/check/') {
       if (req.method === 'POST') return handleCheck(ctx, req, res, requestId);
       res.setHeader('allow', 'POST');
       sendError(res, new GatewayError('method_not_allowed', '/v1/check only answers POST'));
       return undefined;
     }
-    return handleProxy(ctx, req, res, requestId, pathname, search);
+    const match = matchRoute(req.method ?? '', pathname);
+    if (match.kind === 'unknown') {
+      sendError(res, new GatewayError('route_not_found', `No route for ${req.method} ${pathname.slice(0, 200)}: not an API route the gateway governs (routes are case-sensitive)`));
+      return undefined;
+    }
+    if (match.kind === 'method_not_allowed') {
+      res.setHeader('allow', match.allow.join(', '));
+      sendError(res, new GatewayError('method_not_allowed', `${pathname.slice(0, 200)} does not answer ${req.method}`));
+      return undefined;
+    }
+    if (match.operation.websocket) {
+      sendError(res, new GatewayError('invalid_request', `${pathname.slice(0, 200)} is a WebSocket endpoint: connect with Upgrade: websocket`));
+      return undefined;
+    }
+    return handleProxy(ctx, req, res, requestId, match.operation, pathname, search);
   };
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -98,14 +113,16 @@ export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | nu
     const { pathname, search } = splitUrl(req.url ?? '/');
     // Only WebSocket handshakes are upgraded; anything else (h2c, a POST with Upgrade) is refused, never half-served.
     const isWebSocket = req.method === 'GET' && String(req.headers.upgrade).toLowerCase() === 'websocket';
-    if (!isWebSocket || !isForwardable(pathname)) {
-      const err = isWebSocket
-        ? new GatewayError('route_not_found', `No route for ${pathname.slice(0, 200)}`)
-        : new GatewayError('invalid_request', 'only WebSocket upgrades (GET with Upgrade: websocket) are supported');
-      answerSocket(socket, err, requestId);
+    if (!isWebSocket) {
+      answerSocket(socket, new GatewayError('invalid_request', 'only WebSocket upgrades (GET with Upgrade: websocket) are supported'), requestId);
       return;
     }
-    upgrades.handler(req, socket, head, requestId, pathname, search).catch((err: unknown) => {
+    const match = isForwardable(pathname) ? matchRoute('GET', pathname) : null;
+    if (match?.kind !== 'operation' || !match.operation.websocket) {
+      answerSocket(socket, new GatewayError('route_not_found', `No WebSocket route for ${pathname.slice(0, 200)}`), requestId);
+      return;
+    }
+    upgrades.handler(req, socket, head, requestId, match.operation, pathname, search).catch((err: unknown) => {
       ctx.logger.error({ req_id: requestId, err: errorSummary(err) }, 'upgrade failed');
       ctx.reporter.exception(err, { request_id: requestId });
       socket.destroy();

@@ -90,6 +90,22 @@ export class Limiter {
   }
 
   /**
+   * Counts a request that is not forwarded (refused by the policy, unreadable,
+   * a check) against every request-count limit, without refusing it: every
+   * request a key makes costs it, or refusals would be free to repeat.
+   */
+  charge(limits: readonly AppliedLimit[]): void {
+    const counted = limits.filter((l) => LIMIT_UNITS[l.kind].unit === 'requests');
+    if (counted.length === 0) return;
+    const now = this.now();
+    const checks: CounterCheck[] = counted.map((l) => {
+      const w = windowOf(l.kind, now);
+      return { key: counterKey(l.scope, l.id, l.kind, w.start), prevKey: null, prevWeight: 0, limit: Number.MAX_SAFE_INTEGER, cost: 1, keepMs: w.keepMs };
+    });
+    this.store.reserve(checks).catch(this.onSettleFailure);
+  }
+
+  /**
    * Replaces the reserved tokens with what the request used: `used` tokens,
    * 0 to release a request that consumed nothing, or null to keep the
    * reservation as the best guess when the usage is unknown.

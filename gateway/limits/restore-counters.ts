@@ -13,8 +13,8 @@ export interface Restored {
 
 /**
  * Rebuilds the in-process counters from the audit log at start-up, so a
- * restart does not hand out a fresh budget: forwarded requests of the last two
- * minutes, and the tokens the provider reported for requests of the current
+ * restart does not hand out a fresh budget: the requests of the last two
+ * minutes (all but those a limit refused), and the tokens the provider reported for requests of the current
  * minutes, day and month. Both queries range over `usagelog.created_at`
  * (indexed) and join outcomes by their primary key. In-flight reservations of
  * the process that stopped are not known and start at zero.
@@ -39,7 +39,7 @@ export function restoreCounters(db: Db, store: MemoryStore, now: number = Date.n
   const requestRows = db.prepare(
     `SELECT customer_id, api_key_id, substr(created_at, 1, 16) AS minute, COUNT(*) AS n
        FROM usagelog
-      WHERE created_at >= ? AND allowed = 1 AND json_extract(meta, '$.kind') = 'proxy'
+      WHERE created_at >= ? AND NOT (allowed = 0 AND reason LIKE 'limit%')
       GROUP BY customer_id, api_key_id, minute`,
   ).all(sinceMinute) as { customer_id: string; api_key_id: string; minute: string; n: number }[];
   for (const r of requestRows) {

@@ -29,7 +29,16 @@ export interface ForwardRequest {
   readonly ownHeaders: OutgoingHttpHeaders;
   /** Set when the gateway asked for stream usage the client did not: the usage events are kept from the client. */
   readonly stripUsage?: boolean;
+  /**
+   * Called with the provider's JSON answer (when it is a small JSON object; else
+   * null) before the client's response ends, so what it records is in place
+   * before the client can act on the answer.
+   */
+  readonly beforeEnd?: (json: Readonly<Record<string, unknown>> | null) => void;
 }
+
+/** Answers read for `beforeEnd` are file objects and the like; a larger one is not read. */
+const CAPTURE_MAX_BYTES = 64 * 1024;
 
 class ClientAbort extends Error {
   constructor() {
@@ -50,6 +59,8 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
     let status: number | null = null;
     let tap: UsageTap | null = null;
     let filter: UsageEventFilter | null = null;
+    let captured: Buffer[] | null = null;
+    let capturedBytes = 0;
     let settled = false;
     let retriesLeft = request.provider.config.retries;
 
@@ -73,6 +84,7 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
       onResponseStart(_ctrl, statusCode: number, headers: IncomingHttpHeaders) {
         status = statusCode;
         if (wantsUsage(headers['content-type'])) tap = new UsageTap();
+        if (request.beforeEnd && statusCode < 300 && (headers['content-type'] ?? '').includes('json')) captured = [];
         if (request.stripUsage && (headers['content-type'] ?? '').includes('text/event-stream')) filter = new UsageEventFilter();
         const downstream = downstreamResponseHeaders(headers, request.ownHeaders);
         // The filtered stream is shorter than the provider's; its length is the client's to find by the end of the stream.
@@ -83,6 +95,11 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
       },
       onResponseData(ctrl, chunk: Buffer) {
         tap?.push(chunk);
+        if (captured) {
+          capturedBytes += chunk.length;
+          if (capturedBytes <= CAPTURE_MAX_BYTES) captured.push(chunk);
+          else captured = null;
+        }
         const out = filter ? filter.push(chunk) : chunk;
         if (out.length === 0) return;
         if (!res.write(out)) {
@@ -91,6 +108,7 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
         }
       },
       onResponseEnd() {
+        request.beforeEnd?.(captured ? parseObject(Buffer.concat(captured)) : null);
         res.end(filter?.end());
         finish(null);
       },
@@ -122,6 +140,15 @@ export function forwardRequest(request: ForwardRequest, res: ServerResponse): Pr
     };
     send();
   });
+}
+
+function parseObject(body: Buffer): Readonly<Record<string, unknown>> | null {
+  try {
+    const parsed: unknown = JSON.parse(body.toString('utf8'));
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
 }
 
 function wantsUsage(contentType: string | undefined): boolean {

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { Provider } from './provider-router.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are never relayed. */
 const HOP_BY_HOP = new Set([
@@ -8,11 +9,16 @@ const HOP_BY_HOP = new Set([
 
 /**
  * Never sent upstream: the client's own credentials and cookies, the gateway's
- * governance headers, the host (undici sets the provider's), the length (the
+ * governance headers, the provider-scoping headers, the host (undici sets the provider's), the length (the
  * same bytes go on, undici recomputes it) and accept-encoding, so that the
  * response arrives uncompressed and its `usage` can be read from it.
  */
-const DROPPED_REQUEST = new Set(['host', 'authorization', 'api-key', 'cookie', 'content-length', 'accept-encoding', 'expect']);
+const DROPPED_REQUEST = new Set([
+  'host', 'authorization', 'api-key', 'cookie', 'content-length', 'accept-encoding', 'expect',
+  // Headers that choose whose account, project or identity the provider acts for: that is the gateway's configuration,
+  // never the client's (x-api-key is another provider's credential header and would carry the gateway key out).
+  'openai-organization', 'openai-project', 'x-api-key', 'forwarded', 'x-real-ip',
+]);
 
 /**
  * The headers sent to the provider. A WebSocket handshake (`upgrade`) keeps
@@ -20,7 +26,7 @@ const DROPPED_REQUEST = new Set(['host', 'authorization', 'api-key', 'cookie', '
  */
 export function upstreamRequestHeaders(
   incoming: IncomingHttpHeaders,
-  authorization: string | null,
+  provider: Pick<Provider, 'authorization' | 'config'>,
   requestId: string,
   options: { upgrade?: boolean } = {},
 ): Record<string, string | string[]> {
@@ -28,7 +34,7 @@ export function upstreamRequestHeaders(
   const out: Record<string, string | string[]> = {};
   for (const name in incoming) {
     const value = incoming[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || DROPPED_REQUEST.has(name) || name.startsWith('x-governance-')) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || DROPPED_REQUEST.has(name) || name.startsWith('x-governance-') || name.startsWith('x-forwarded-')) continue;
     if (named && named.has(name)) continue;
     out[name] = value;
   }
@@ -36,7 +42,9 @@ export function upstreamRequestHeaders(
     out.connection = 'Upgrade';
     out.upgrade = incoming.upgrade;
   }
-  if (authorization) out.authorization = authorization;
+  if (provider.authorization) out.authorization = provider.authorization;
+  if (provider.config.organization) out['openai-organization'] = provider.config.organization;
+  if (provider.config.project) out['openai-project'] = provider.config.project;
   // The provider's logs then share the id of the gateway's log line and audit row.
   out['x-request-id'] = requestId;
   return out;

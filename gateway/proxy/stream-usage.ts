@@ -1,32 +1,29 @@
 /**
- * Token limits need the usage of streamed chat completions, which providers
- * send only when the request asks for it (`stream_options.include_usage`). When
- * a token limit applies and the client did not ask, the gateway asks on its
- * behalf and takes out of the stream what the client would not have received:
- * the final usage event (empty `choices`) and the `"usage":null` every other
- * event then carries.
+ * The outcome row records the tokens of every stream, and token limits settle
+ * on them, but providers send a stream's usage only when the request asks for
+ * it (`stream_options.include_usage`). When the client did not ask, the
+ * gateway asks on its behalf and takes out of the stream what the client
+ * would not have received: the final usage event (empty `choices`) and the
+ * `"usage":null` every other event then carries.
  */
 
 const INCLUDE_USAGE = Buffer.from('"stream_options":{"include_usage":true},');
 
-/** The body to send upstream with usage requested, or null when the client asked for usage itself. */
-export function withUsageRequested(body: Buffer): Buffer | null {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(body.toString('utf8').replace(/^\uFEFF/, ''));
-  } catch {
-    return null;
-  }
-  if (!isObject(parsed)) return null;
-  const options = parsed.stream_options;
+/**
+ * The body to send upstream with usage requested, or null when the client
+ * asked for usage itself. `json` is the body already parsed (strictly, so it
+ * has no duplicate keys to disagree about).
+ */
+export function withUsageRequested(body: Buffer, json: Readonly<Record<string, unknown>>): Buffer | null {
+  const options = json.stream_options;
   if (isObject(options) && options.include_usage === true) return null;
   if (options === undefined) {
     // Inserted after the opening brace, so every other byte of the client's body goes on unchanged
     // (re-serialising would round large integers such as a `seed`).
     const open = body.indexOf(0x7b);
-    if (open !== -1 && Object.keys(parsed).length > 0) return Buffer.concat([body.subarray(0, open + 1), INCLUDE_USAGE, body.subarray(open + 1)]);
+    if (open !== -1 && Object.keys(json).length > 0) return Buffer.concat([body.subarray(0, open + 1), INCLUDE_USAGE, body.subarray(open + 1)]);
   }
-  return Buffer.from(JSON.stringify({ ...parsed, stream_options: { ...(isObject(options) ? options : {}), include_usage: true } }));
+  return Buffer.from(JSON.stringify({ ...json, stream_options: { ...(isObject(options) ? options : {}), include_usage: true } }));
 }
 
 /**

@@ -8,7 +8,7 @@ import { StoreFile } from '../../gateway/audit/store-file.js';
 import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
 import { ConfigError } from '../../gateway/config/yaml-source.js';
 import { runCli, startServe, type ServeProcess } from '../helpers/cli.js';
-import { errorLogs, makeGatewayDir, SHIPPED_POLICY, startHarness, UPSTREAM_SECRET, writeGatewayYaml, type Harness } from '../helpers/gateway-harness.js';
+import { errorLogs, makeGatewayDir, FIXTURE_POLICY, startHarness, UPSTREAM_SECRET, writeGatewayYaml, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { seedKeys } from '../helpers/seed-keys.js';
 import { startSentryIngest, type SentryIngest } from '../helpers/sentry-ingest.js';
@@ -86,7 +86,7 @@ async function until<T>(probe: () => T | undefined | false, timeoutMs: number): 
 test.serial('govgate backup writes a verified snapshot with every row and prints its path', async (t) => {
   const dir = makeGatewayDir();
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   writeGatewayYaml(dir, upstream.url);
   seedKeys(dir, ['acme']);
   await insertRows(path.join(dir, 'data/audit.db'), 5000);
@@ -110,7 +110,7 @@ test.serial('govgate backup writes a verified snapshot with every row and prints
 test.serial('a database whose chain was tampered with is not accepted as a snapshot', async (t) => {
   const dir = makeGatewayDir();
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   writeGatewayYaml(dir, upstream.url);
   seedKeys(dir, ['acme']);
   const dbPath = path.join(dir, 'data/audit.db');
@@ -127,7 +127,7 @@ test.serial('a database whose chain was tampered with is not accepted as a snaps
 test.serial('govgate backup fails with one line when the backup directory cannot be created', async (t) => {
   const dir = makeGatewayDir();
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   writeGatewayYaml(dir, upstream.url, { audit: { backup_dir: 'data/blocker/backups' } });
   seedKeys(dir, ['acme']);
   writeFileSync(path.join(dir, 'data/blocker'), 'a file where a directory should be');
@@ -198,7 +198,7 @@ test.serial('a failed scheduled backup is logged and reported to Sentry, and req
   cleanups.push(() => ingest.close());
   const dir = makeGatewayDir();
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   writeGatewayYaml(dir, upstream.url, { audit: { backup_schedule: '* * * * * *', backup_dir: 'data/not-a-dir' } });
   const [acme] = seedKeys(dir, ['acme']);
   writeFileSync(path.join(dir, 'data/not-a-dir'), 'a file where the backup directory should be');

@@ -4,7 +4,7 @@ import path from 'node:path';
 import test from 'ava';
 import Database from 'better-sqlite3';
 import { startServe, type ServeProcess } from '../helpers/cli.js';
-import { makeGatewayDir, SHIPPED_POLICY, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, FIXTURE_POLICY, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { seedKeys } from '../helpers/seed-keys.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
@@ -36,7 +36,7 @@ test.before(async () => {
   });
   dir = makeGatewayDir();
   writeGatewayYaml(dir, upstream.url);
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   dbPath = path.join(dir, 'data/audit.db');
   const [acme, blocked] = seedKeys(dir, ['acme', 'acme-blocked']);
   keys = { acme: acme!.key, blocked: blocked!.key };

@@ -2,7 +2,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { buildGatewayForChildren, runCli, startServe, type ServeProcess } from '../helpers/cli.js';
-import { makeGatewayDir, SHIPPED_POLICY, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, FIXTURE_POLICY, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { seedKeys } from '../helpers/seed-keys.js';
 import { sqliteJson, sqliteRaw } from '../helpers/sqlite-cli.js';
@@ -49,7 +49,7 @@ test.before(async () => {
   });
   dir = makeGatewayDir();
   writeGatewayYaml(dir, upstream.url);
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
 });
 
 test.after.always(async () => {

@@ -11,7 +11,7 @@ import { StoreFile } from '../../gateway/audit/store-file.js';
 import { auditCommand } from '../../gateway/cli/audit-command.js';
 import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
 import { runCli } from '../helpers/cli.js';
-import { makeGatewayDir, SHIPPED_POLICY, startHarness, writeGatewayYaml } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, FIXTURE_POLICY, startHarness, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { sqliteJson, sqliteRaw } from '../helpers/sqlite-cli.js';
 
@@ -32,7 +32,7 @@ interface Trail {
 function trail(retentionDays = 90): Trail {
   const dir = makeGatewayDir();
   writeGatewayYaml(dir, NO_UPSTREAM, { audit: { retention_days: retentionDays } });
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   const dbPath = path.join(dir, 'data/audit.db');
   const db = openDatabase(dbPath, { synchronous: 'NORMAL', retentionDays });
   const writer = new AuditWriter(db, new StoreFile(dbPath), { onCommit() {}, onFailure() {} });

@@ -6,7 +6,7 @@ import test from 'ava';
 import OpenAI from 'openai';
 import { generateKey } from '../../gateway/auth/key-format.js';
 import { startServe, type ServeProcess } from '../helpers/cli.js';
-import { makeGatewayDir, SHIPPED_POLICY, writeGatewayYaml } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, FIXTURE_POLICY, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { seedKeys } from '../helpers/seed-keys.js';
 import { startSentryIngest, type SentryIngest } from '../helpers/sentry-ingest.js';
@@ -57,7 +57,7 @@ test.serial('a canary sent in prompts appears nowhere: not in data/, not in the 
       { name: 'openai', base_url: upstream.url, models: ['*'], api_key_env: 'OPENAI_API_KEY' },
     ],
   });
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   const [acme] = seedKeys(dir, ['acme']);
   const key = acme!.key;
   serve = await startServe({ cwd: dir, env: { OPENAI_API_KEY: PROVIDER_SECRET, SENTRY_DSN: ingest.dsn } });

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { Agent, request } from 'undici';
-import { makeGatewayDir, SHIPPED_POLICY, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, FIXTURE_POLICY, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { startServe, type ServeProcess } from '../helpers/cli.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { seedKeys } from '../helpers/seed-keys.js';
@@ -24,7 +24,7 @@ test.after.always(async () => {
 async function gateway(drainMs: number): Promise<{ s: ServeProcess; key: string; dbPath: string }> {
   const dir = makeGatewayDir();
   writeGatewayYaml(dir, upstream.url, { server: { drain_timeout_ms: drainMs } });
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   const [seeded] = seedKeys(dir, ['acme']);
   const s = await startServe({ cwd: dir, env: { OPENAI_API_KEY: UPSTREAM_SECRET, PORT: '' } });
   serves.push(s);

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { isWellFormedKey } from '../../gateway/auth/key-format.js';
-import { makeGatewayDir, SHIPPED_POLICY, startHarness, writeGatewayYaml, type Harness } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, FIXTURE_POLICY, startHarness, writeGatewayYaml, type Harness } from '../helpers/gateway-harness.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 import { askCheck, lines, poll } from './support.js';
@@ -52,7 +52,7 @@ function parseJson<T>(result: CliResult): T {
 test.before(async () => {
   dir = makeGatewayDir();
   writeGatewayYaml(dir, 'http://127.0.0.1:9/v1');
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
 
   out.createText = cli('keys', 'create', '--customer', 'acme', '--name', 'x');
   textKey = lines(out.createText.stdout).at(-1)?.trim() ?? '';

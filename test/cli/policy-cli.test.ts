@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { openDatabase } from '../../gateway/audit/database.js';
-import { makeGatewayDir, REPO_ROOT, SHIPPED_POLICY, writeGatewayYaml } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, REPO_ROOT, FIXTURE_POLICY, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { sqliteRaw } from '../helpers/sqlite-cli.js';
 import { lines, positionOf, usagelogCount } from './support.js';
@@ -31,7 +31,7 @@ function checkout(): string {
   const dir = makeGatewayDir();
   dirs.push(dir);
   writeGatewayYaml(dir, UNUSED_UPSTREAM);
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   return dir;
 }
 

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:f
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { openDatabase } from '../../gateway/audit/database.js';
-import { makeGatewayDir, SHIPPED_POLICY, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, FIXTURE_POLICY, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { runCli, startServe, type ServeProcess } from '../helpers/cli.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { sqliteJson, sqliteRaw } from '../helpers/sqlite-cli.js';
@@ -29,7 +29,7 @@ function checkout(configAt = 'config/gateway.yaml'): string {
   const dir = makeGatewayDir();
   dirs.push(dir);
   const written = writeGatewayYaml(dir, upstream.url);
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   if (configAt !== 'config/gateway.yaml') {
     mkdirSync(path.dirname(path.join(dir, configAt)), { recursive: true });
     renameSync(written, path.join(dir, configAt));

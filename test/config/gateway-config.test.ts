@@ -4,7 +4,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { loadGatewayConfig, type GatewayConfig } from '../../gateway/config/gateway-config.js';
 import { ConfigError } from '../../gateway/config/yaml-source.js';
-import { SHIPPED_POLICY } from '../helpers/gateway-harness.js';
+import { FIXTURE_POLICY } from '../helpers/gateway-harness.js';
 import { runCli } from '../helpers/cli.js';
 import { lines, positionOf } from '../cli/support.js';
 
@@ -42,7 +42,7 @@ function checkout(text: string, file = FILE): string {
   mkdirSync(path.join(dir, path.dirname(file)), { recursive: true });
   mkdirSync(path.join(dir, 'config'), { recursive: true });
   writeFileSync(path.join(dir, file), text);
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   return dir;
 }
 

@@ -1,32 +1,47 @@
+import { isDeepStrictEqual } from 'node:util';
+import * as http from 'node:http';
 import test from 'ava';
 import fc from 'fast-check';
 import { stringify } from 'yaml';
 import { ConfigError } from '../../gateway/config/yaml-source.js';
-import { GatewayError } from '../../gateway/errors/catalogue.js';
+import { ERROR_CATALOGUE, GatewayError } from '../../gateway/errors/catalogue.js';
 import { parseGovernanceMetadata, toMetadata } from '../../gateway/facts/governance-metadata.js';
-import { operationFromPath } from '../../gateway/facts/operation.js';
-import { describeBody, type BodyFacts } from '../../gateway/facts/request-body.js';
+import { checkRequestHead, readRequest, type RequestReading } from '../../gateway/facts/read-request.js';
+import { catalogue, matchRoute, type Operation, type RouteMatch } from '../../gateway/facts/routes.js';
 import { compilePolicySource } from '../../gateway/policy/compile-policy.js';
 import { evaluate } from '../../gateway/policy/evaluate.js';
 import type { CompiledPolicy } from '../../gateway/policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../../gateway/policy/request-facts.js';
-import { SHIPPED_POLICY } from '../helpers/gateway-harness.js';
-import { bodyBytes, metadataCase, multipartCase, nonMultipartContentType, objectText, validMetadataEntries } from './arbitraries.js';
-import { isJsonType, isObject, lenientJson, strictJson } from './support.js';
+import { FIXTURE_POLICY } from '../helpers/gateway-harness.js';
+import {
+  bodyBytes,
+  brokenFormCase,
+  formCase,
+  metadataCase,
+  multipartCase,
+  nonMultipartContentType,
+  objectText,
+  querySearch,
+  requestJsonText,
+  validMetadataEntries,
+} from './arbitraries.js';
+import { headerValue, isObject, oddCase, ProcessFaults, token } from './support.js';
 
 /**
- * In-process fuzzing of the pure stages every request goes through: body
- * facts, governance metadata, operation names, policy compilation and
- * evaluation. Client input may only ever be refused with a GatewayError and a
- * policy file only with a ConfigError; anything else escaping these functions
- * would surface as a 500 or a crashed reload.
+ * In-process fuzzing of the pure stages every request goes through: reading
+ * the request (route, head, body), governance metadata, policy compilation
+ * and evaluation. Client input may only ever be refused with a GatewayError
+ * of a 4xx code and a policy file only with a ConfigError; anything else
+ * escaping these functions would surface as a 500 or a crashed reload.
  *
  * Budget (fixed seeds, so a CI failure replays locally):
- *   describeBody          4,000 + 2,000 (JSON agreement) + 2,000 (multipart agreement)
+ *   readRequest           4,000 (any route, type, bytes) + 2,000 (JSON agreement) + 2,000 (multipart agreement)
+ *                         + 2,000 (truncated and malformed multipart)
+ *   checkRequestHead      2,000 (query strings and header sets, with the realtime query model)
  *   metadata              3,000
- *   operationFromPath     2,000
+ *   matchRoute            1,500 (arbitrary paths) + 500 (catalogue routes, ids and case variants)
  *   compilePolicySource   3,000 (random and mutated text) + 40 (deep nesting) + 1,000 (schema-valid) + 300 (mapping spellings)
- *   total                17,340 cases; the HTTP suite (gateway-http.test.ts) adds 11,500.
+ *   total                21,340 cases; the HTTP suite (gateway-http.test.ts) adds 11,500.
  */
 
 const SEED = 20261127;
@@ -34,109 +49,389 @@ const SEED = 20261127;
 const RUN = { includeErrorInReport: true } as const;
 const NAME = 'fuzz-policy.yaml';
 
-/** Runs describeBody, letting only a GatewayError through as a refusal. */
-function facts(contentType: string | undefined, body: Buffer): BodyFacts | GatewayError {
+// ---------------------------------------------------------------------------
+// Reading requests
+
+/** Refusals client input may get from the request readers: anything else (a TypeError, a 500 code) is a crash in production. */
+const REFUSALS = new Set<string>(['invalid_request', 'unsupported_content_encoding', 'policy_blocked']);
+
+function shown(contentType: string | undefined, body: Buffer): string {
+  return JSON.stringify({ contentType, body: body.toString('latin1').slice(0, 600) });
+}
+
+/** A thrown value, if it is a refusal client input may get; anything else fails the property with what it was. */
+function asRefusal(err: unknown, what: string): GatewayError {
+  if (err instanceof GatewayError) {
+    if (!REFUSALS.has(err.code) || err.status !== ERROR_CATALOGUE[err.code].status) throw new Error(`refusal with ${err.code}/${err.status}: ${what}`);
+    return err;
+  }
+  throw new Error(`threw a ${(err as Error)?.constructor?.name}: ${String(err)}: ${what}`);
+}
+
+/** Runs readRequest, letting only a refusal through. */
+async function read(operation: Operation, contentType: string | undefined, search: string, body: Buffer): Promise<RequestReading | GatewayError> {
   try {
-    return describeBody(contentType, body);
+    return await readRequest(operation, contentType, search, body);
   } catch (err) {
-    if (err instanceof GatewayError) {
-      if (err.code !== 'invalid_request' || err.status !== 400) throw new Error(`refusal with ${err.code}/${err.status}, expected invalid_request/400`);
-      return err;
+    return asRefusal(err, `readRequest ${operation.method} ${operation.name} ${search} ${shown(contentType, body)}`);
+  }
+}
+
+const MODEL_NAME = /^[\x21-\x7e]{1,256}$/;
+const MULTIPART_TYPE = /^multipart\/form-data; boundary=[A-Za-z0-9'()+_,./:=?-]{1,70}$/;
+
+const isCount = (n: unknown): boolean => n === null || (typeof n === 'number' && Number.isInteger(n) && n >= 0);
+
+/** What every accepted reading must look like, whatever was sent. */
+function assertSaneReading(operation: Operation, r: RequestReading, body: Buffer, what: string): void {
+  const fail = (problem: string) => {
+    throw new Error(`${problem}: ${operation.method} ${operation.name} ${what}`);
+  };
+  if (r.model !== null && (typeof r.model !== 'string' || !MODEL_NAME.test(r.model))) fail(`model fact ${JSON.stringify(r.model)}`);
+  // A form's model field is read (and judged) on every upload route; JSON bodies only where the provider reads one.
+  if (operation.model.in === 'none' && operation.body !== 'multipart' && r.model !== null) fail(`a model (${JSON.stringify(r.model)}) read on a route that carries none`);
+  const required = operation.model.in === 'form' || operation.model.in === 'query' || (operation.model.in === 'json' && operation.model.required);
+  if (required && r.model === null) fail('a model-bearing operation accepted without a model');
+  const q = r.request;
+  if (typeof q.stream !== 'boolean') fail('stream fact is not a boolean');
+  if (!isCount(q.max_tokens) || !isCount(q.messages) || !isCount(q.tools)) fail(`count facts ${JSON.stringify(q)}`);
+  if (q.body_bytes !== body.length) fail(`body_bytes ${q.body_bytes} for ${body.length} bytes`);
+  if (!Buffer.isBuffer(r.body)) fail('the body to forward is not a Buffer');
+  if (r.contentType === null ? !r.body.equals(body) : !MULTIPART_TYPE.test(r.contentType)) fail(`forwards other bytes (content type ${JSON.stringify(r.contentType)})`);
+  if (r.json !== null && !isObject(r.json)) fail('json is not an object');
+  if (r.batchFile !== null && operation.name !== 'files') fail('a batch file outside POST /v1/files');
+  if (operation.name === 'batches' ? typeof r.batchInputFile !== 'string' || r.batchInputFile === '' : r.batchInputFile !== null) fail(`batchInputFile ${JSON.stringify(r.batchInputFile)}`);
+}
+
+/** Every route of the catalogue, each method on its own. */
+const ENTRIES = catalogue();
+const CATALOGUE_NAMES = new Set(ENTRIES.map((e) => e.operation.name));
+const byOperation = (keep: (o: Operation) => boolean) => ENTRIES.filter((e) => keep(e.operation));
+
+/** Resource ids as clients send them: never a route word, so the path names the catalogue entry it was built from. */
+const idSegment = fc.oneof(fc.constantFrom('file-abc123', 'chatcmpl-1', 'ftjob-XYZ', '0babbage', 'ft:gpt-4o:acme::x1'), fc.stringMatching(/^[0-9][A-Za-z0-9._~:-]{0,23}$/));
+
+interface Route {
+  readonly template: string;
+  readonly path: string;
+  readonly operation: Operation;
+}
+
+/** A catalogue entry made concrete, and the operation matchRoute names for it (which must be the entry's). */
+function routeOf(entries: readonly { path: string; operation: Operation }[]): fc.Arbitrary<Route> {
+  return fc.tuple(fc.constantFrom(...entries), fc.array(idSegment, { minLength: 4, maxLength: 4 }), fc.boolean()).map(([entry, ids, slash]) => {
+    let i = 0;
+    const path = entry.path.replace(/\{id\}/g, () => ids[i++]!) + (slash ? '/' : '');
+    const match = matchRoute(entry.operation.method, path);
+    if (match.kind !== 'operation' || match.operation.name !== entry.operation.name) {
+      throw new Error(`${entry.operation.method} ${path} (${entry.path}) matched ${JSON.stringify(match)}`);
     }
-    throw new Error(`describeBody threw a ${(err as Error)?.constructor?.name}: ${String(err)}`);
-  }
+    return { template: entry.path, path, operation: match.operation };
+  });
 }
 
-function assertSaneFacts(f: BodyFacts): void {
-  if (f.model !== null && (typeof f.model !== 'string' || f.model.length === 0 || f.model.length > 256)) throw new Error(`model fact ${JSON.stringify(f.model)}`);
-  if (typeof f.stream !== 'boolean') throw new Error('stream fact is not a boolean');
-  if (f.maxTokens !== null && !(typeof f.maxTokens === 'number' && Number.isFinite(f.maxTokens) && f.maxTokens >= 0)) throw new Error(`maxTokens fact ${f.maxTokens}`);
-  for (const count of [f.messages, f.tools]) {
-    if (count !== null && !(Number.isInteger(count) && count >= 0)) throw new Error(`count fact ${count}`);
-  }
-}
+const modelBearing = byOperation((o) => o.model.in !== 'none');
+const anyRoute = fc.oneof({ weight: 2, arbitrary: routeOf(modelBearing) }, routeOf(ENTRIES));
+const jsonRoute = fc.oneof({ weight: 3, arbitrary: routeOf(byOperation((o) => o.body === 'json' && o.model.in === 'json')) }, routeOf(byOperation((o) => o.body === 'json')));
+const formRoute = fc.oneof({ weight: 3, arbitrary: routeOf(byOperation((o) => o.model.in === 'form')) }, routeOf(byOperation((o) => o.body === 'multipart')));
 
-const contentTypeAndBody = fc.oneof(
-  { weight: 4, arbitrary: fc.tuple(nonMultipartContentType, bodyBytes) },
-  multipartCase.map((c) => [c.contentType, c.body] as [string, Buffer]),
+const multipartLabels = fc.constantFrom('multipart/form-data', 'multipart/form-data; boundary=', 'multipart/form-data; boundary=""', 'multipart/form-data; boundary=abc', 'Multipart/Form-Data; boundary=abc');
+
+const contentTypeAndBody: fc.Arbitrary<[string | undefined, Buffer]> = fc.oneof(
+  { weight: 3, arbitrary: fc.tuple(nonMultipartContentType, bodyBytes) },
+  { weight: 3, arbitrary: fc.tuple(nonMultipartContentType, requestJsonText.map((s) => Buffer.from(s))) },
+  multipartCase.map((c): [string, Buffer] => [c.contentType, c.body]),
+  formCase.map((c): [string, Buffer] => [c.contentType, c.body]),
+  brokenFormCase.map((c): [string, Buffer] => [c.contentType, c.body]),
   // A multipart label on a body that is not multipart.
-  fc.tuple(fc.constantFrom('multipart/form-data', 'multipart/form-data; boundary=', 'multipart/form-data; boundary=""', 'multipart/form-data; boundary=abc'), bodyBytes),
+  fc.tuple(multipartLabels, bodyBytes),
 );
 
-test('describeBody yields sane facts or refuses with invalid_request, and refuses declared JSON that does not parse', (t) => {
-  fc.assert(
-    fc.property(contentTypeAndBody, ([contentType, body]) => {
-      const result = facts(contentType, body);
+test('readRequest: any route, content type, query and bytes yield sane facts or a 400/403/415 refusal, never another exception', async (t) => {
+  let accepted = 0;
+  await fc.assert(
+    fc.asyncProperty(anyRoute, contentTypeAndBody, querySearch, async ({ operation }, [contentType, body], search) => {
+      const result = await read(operation, contentType, search, body);
       if (result instanceof GatewayError) return;
-      assertSaneFacts(result);
-      if (isJsonType(contentType) && body.length > 0 && lenientJson(body) === undefined) {
-        throw new Error('a body declared as JSON that does not parse was accepted');
-      }
+      accepted++;
+      assertSaneReading(operation, result, body, `${search} ${shown(contentType, body)}`);
     }),
     { ...RUN, seed: SEED, numRuns: 4000 },
   );
-  t.pass();
+  t.log(`${accepted} of 4000 accepted`);
+  t.true(accepted > 200, `only ${accepted} of 4000 accepted: the property barely runs`);
 });
 
-test('the model, token cap and message count the policy sees are those a JSON parser reads from the same bytes, whatever the declared type', (t) => {
-  fc.assert(
-    fc.property(fc.tuple(nonMultipartContentType, bodyBytes), ([contentType, body]) => {
-      const result = facts(contentType, body);
-      const parsed = strictJson(body);
-      if (result instanceof GatewayError || parsed === undefined || !isObject(parsed.value)) return;
-      const o = parsed.value;
-      if (typeof o.model === 'string' && result.model !== o.model) {
-        throw new Error(`provider reads model ${JSON.stringify(o.model)}, policy saw ${JSON.stringify(result.model)}`);
+/** Header names Node keeps only the first of when a request repeats them (the rest it joins with ", "). */
+const FIRST_WINS = new Set(['age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent']);
+
+/** req.headers as Node builds it from the raw header list. */
+function nodeHeaders(raw: readonly (readonly [string, string])[]): http.IncomingHttpHeaders {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of raw) {
+    const key = name.toLowerCase();
+    if (!Object.hasOwn(headers, key)) headers[key] = value;
+    else if (!FIRST_WINS.has(key)) headers[key] += `, ${value}`;
+  }
+  return headers;
+}
+
+const encodingValue = fc.oneof(
+  { weight: 3, arbitrary: fc.constantFrom('identity', 'IDENTITY', 'Identity', 'gzip', 'deflate', 'br', 'zstd', 'x-gzip', 'identity, gzip', 'gzip, identity', '*') },
+  headerValue(20),
+);
+const transferValue = fc.oneof(
+  { weight: 3, arbitrary: fc.constantFrom('chunked', 'Chunked', 'CHUNKED', 'gzip', 'gzip, chunked', 'chunked, gzip', 'identity', 'compress') },
+  headerValue(20),
+);
+
+/** A request's header list: noise, and zero, one or two of each header the head check reads, in any casing. */
+const headerList: fc.Arbitrary<[string, string][]> = fc
+  .tuple(
+    fc.array(fc.tuple(token(20), headerValue(40)), { maxLength: 5 }),
+    fc.array(fc.tuple(oddCase('content-type'), fc.constantFrom('application/json', 'text/plain', 'multipart/form-data; boundary=x')), { maxLength: 2 }),
+    fc.oneof({ weight: 3, arbitrary: fc.constant([]) }, fc.array(fc.tuple(oddCase('content-encoding'), encodingValue), { minLength: 1, maxLength: 2 })),
+    fc.oneof({ weight: 3, arbitrary: fc.constant([]) }, fc.array(fc.tuple(oddCase('transfer-encoding'), transferValue), { minLength: 1, maxLength: 2 })),
+  )
+  .chain(([noise, types, encodings, transfers]) => fc.shuffledSubarray([...noise, ...types, ...encodings, ...transfers], { minLength: noise.length + types.length + encodings.length + transfers.length }));
+
+/** Every name a query gives that a WHATWG URL parser (and so a provider) reads as `model`, with its value. */
+function queryModels(search: string): string[] {
+  return [...new URLSearchParams(search)].filter(([name]) => name.toLowerCase() === 'model').map(([, value]) => value);
+}
+
+test('checkRequestHead: any header set and query is accepted exactly when it follows the rules (no body encoding, each framing header once, the model query only where read, once); refused with 400/415 only', async (t) => {
+  const queryRoutes = routeOf(byOperation((o) => o.model.in === 'query'));
+  let accepted = 0;
+  let queryModelsRead = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.oneof(anyRoute, queryRoutes), headerList, querySearch, async ({ operation }, raw, search) => {
+      const rawHeaders = raw.flat();
+      const headers = nodeHeaders(raw);
+      const what = `${operation.method} ${operation.name} ${search} ${JSON.stringify(raw)}`;
+      let refused: GatewayError | null = null;
+      try {
+        checkRequestHead(operation, headers, rawHeaders, search);
+      } catch (err) {
+        refused = asRefusal(err, `checkRequestHead ${what}`);
       }
-      for (const field of ['max_tokens', 'max_completion_tokens', 'max_output_tokens']) {
-        const cap = o[field];
-        if (typeof cap === 'number' && cap >= 0 && (result.maxTokens === null || result.maxTokens < cap)) {
-          throw new Error(`provider reads ${field}=${cap}, policy saw max_tokens ${result.maxTokens}`);
-        }
+      const encoding = headers['content-encoding']?.trim().toLowerCase();
+      const transfer = typeof headers['transfer-encoding'] === 'string' ? headers['transfer-encoding'].trim().toLowerCase() : undefined;
+      const encoded = (encoding !== undefined && encoding !== '' && encoding !== 'identity') || (transfer !== undefined && transfer !== 'chunked');
+      const repeated = ['content-type', 'content-encoding', 'transfer-encoding'].some((name) => raw.filter(([n]) => n.toLowerCase() === name).length > 1);
+      const models = queryModels(search);
+      const badQuery = operation.model.in === 'query' ? models.length !== 1 : models.length > 0;
+      if (refused === null) {
+        if (encoded || repeated || badQuery) throw new Error(`accepted (encoded ${encoded}, repeated ${repeated}, model query ${JSON.stringify(models)}): ${what}`);
+        accepted++;
+      } else if (refused.code === 'unsupported_content_encoding' ? !encoded : refused.code !== 'invalid_request' || !(repeated || badQuery)) {
+        throw new Error(`refused with ${refused.code} (${refused.message}) though encoded ${encoded}, repeated ${repeated}, model query ${JSON.stringify(models)}: ${what}`);
       }
-      if (Array.isArray(o.messages) && result.messages !== o.messages.length) {
-        throw new Error(`${o.messages.length} messages, policy counted ${result.messages}`);
+      if (refused !== null || operation.model.in !== 'query') return;
+      // The realtime handshake: the model is the one query value, judged as a model name, and nothing else is read.
+      const reading = await read(operation, headers['content-type'], search, Buffer.alloc(0));
+      if (reading instanceof GatewayError ? MODEL_NAME.test(models[0]!) : reading.model !== models[0]) {
+        throw new Error(`query model ${JSON.stringify(models[0])} read as ${reading instanceof GatewayError ? reading.code : JSON.stringify(reading.model)}: ${what}`);
       }
+      if (!((await read(operation, undefined, search, Buffer.from('{}'))) instanceof GatewayError)) throw new Error(`a body on the realtime handshake accepted: ${what}`);
+      queryModelsRead++;
     }),
+    { ...RUN, seed: SEED + 10, numRuns: 2000 },
+  );
+  t.log(`${accepted} of 2000 accepted, ${queryModelsRead} of them realtime handshakes whose query model was read`);
+  t.true(accepted > 200, `only ${accepted} of 2000 accepted: the property barely runs`);
+});
+
+/** The first duplicate key (after unescaping) of any object in valid JSON text, or null. */
+function duplicateKey(text: string): string | null {
+  const open: (Set<string> | null)[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '{') open.push(new Set());
+    else if (c === '[') open.push(null);
+    else if (c === '}' || c === ']') open.pop();
+    else if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      let k = j + 1;
+      while (text[k] === ' ' || text[k] === '\t' || text[k] === '\n' || text[k] === '\r') k++;
+      if (text[k] === ':') {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        const keys = open.at(-1)!;
+        if (keys.has(key)) return key;
+        keys.add(key);
+      }
+      i = j;
+    }
+  }
+  return null;
+}
+
+/** The bytes as JSON.parse reads them: UTF-8 without replacement, a BOM kept (JSON.parse refuses it). Undefined when it refuses. */
+function jsonParse(body: Buffer): { value: unknown; text: string } | undefined {
+  try {
+    const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(body);
+    return { value: JSON.parse(text) as unknown, text };
+  } catch {
+    return undefined;
+  }
+}
+
+function valueAt(o: Record<string, unknown>, path: readonly string[]): unknown {
+  let value: unknown = o;
+  for (const key of path) value = isObject(value) && Object.hasOwn(value, key) ? value[key] : undefined;
+  return value;
+}
+
+const CHOICE_OPERATIONS = new Set(['chat.completions', 'completions']);
+
+test('JSON bodies: what readRequest accepts JSON.parse reads without duplicate keys, and its model, token cap (× n), stream flag and message count are what JSON.parse reads', async (t) => {
+  let accepted = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      jsonRoute,
+      nonMultipartContentType,
+      fc.oneof({ weight: 3, arbitrary: requestJsonText.map((s) => Buffer.from(s)) }, bodyBytes),
+      async ({ operation }, contentType, body) => {
+        const result = await read(operation, contentType, '', body);
+        if (result instanceof GatewayError || body.length === 0) return;
+        accepted++;
+        const what = `${operation.name} ${shown(contentType, body)}`;
+        const parsed = jsonParse(body);
+        if (parsed === undefined) throw new Error(`accepted a body JSON.parse refuses: ${what}`);
+        if (!isObject(parsed.value)) throw new Error(`accepted JSON that is not an object: ${what}`);
+        const duplicate = duplicateKey(parsed.text);
+        if (duplicate !== null) throw new Error(`accepted a body with the key ${JSON.stringify(duplicate)} twice: ${what}`);
+        const o = parsed.value;
+        const model = operation.model.in === 'json' ? valueAt(o, operation.model.path) : undefined;
+        if (result.model !== (model ?? null)) throw new Error(`JSON.parse reads model ${JSON.stringify(model)}, policy saw ${JSON.stringify(result.model)}: ${what}`);
+        const caps = ['max_tokens', 'max_completion_tokens', 'max_output_tokens'].map((f) => o[f]).filter((v) => v !== undefined && v !== null) as number[];
+        const n = CHOICE_OPERATIONS.has(operation.name) && typeof o.n === 'number' ? o.n : 1;
+        const cap = caps.length === 0 ? null : Math.max(...caps) * n;
+        if (result.request.max_tokens !== cap) throw new Error(`JSON.parse reads a cap of ${cap} (caps ${caps}, n ${n}), policy saw ${result.request.max_tokens}: ${what}`);
+        if (result.request.stream !== (o.stream === true)) throw new Error(`JSON.parse reads stream ${JSON.stringify(o.stream)}, policy saw ${result.request.stream}: ${what}`);
+        const messages = Array.isArray(o.messages) ? o.messages.length : Array.isArray(o.input) ? o.input.length : null;
+        if (result.request.messages !== messages) throw new Error(`${messages} messages, policy counted ${result.request.messages}: ${what}`);
+        if (result.request.tools !== (Array.isArray(o.tools) ? o.tools.length : null)) throw new Error(`policy counted ${result.request.tools} tools: ${what}`);
+        if (!isDeepStrictEqual(result.json, o)) throw new Error(`the parsed body handed on differs from JSON.parse's: ${what}`);
+      },
+    ),
     { ...RUN, seed: SEED + 1, numRuns: 2000 },
   );
-  t.pass();
+  t.log(`${accepted} of 2000 accepted`);
+  t.true(accepted > 400, `only ${accepted} of 2000 accepted: the property barely runs`);
 });
 
-/** What a strict multipart/form-data parser (the WHATWG one in Node) reads as the model fields, or null when it refuses the body. */
-async function strictFormModels(contentType: string, body: Buffer): Promise<(string | 'file')[] | null> {
+type FormEntry = { readonly name: string; readonly value: string } | { readonly name: string; readonly filename: string; readonly type: string; readonly bytes: Buffer };
+
+/** What the WHATWG form-data parser (undici's, in Node) reads from a body, entry by entry; null when it refuses the body. */
+async function whatwgForm(contentType: string, body: Buffer): Promise<FormEntry[] | null> {
+  let form: FormData;
   try {
-    const form = await new Response(body, { headers: { 'content-type': contentType } }).formData();
-    return form.getAll('model').map((v) => (typeof v === 'string' ? v : 'file'));
+    form = await new Response(body, { headers: { 'content-type': contentType } }).formData();
   } catch {
     return null;
   }
+  const entries: FormEntry[] = [];
+  for (const [name, value] of form) {
+    entries.push(typeof value === 'string' ? { name, value } : { name, filename: value.name, type: value.type, bytes: Buffer.from(await value.arrayBuffer()) });
+  }
+  return entries;
+}
+
+const READ_FIELDS = new Set(['model', 'purpose', 'file']);
+
+/** The name a field the gateway reads goes on under: its own, lowercased. */
+const canonical = (name: string) => (READ_FIELDS.has(name.toLowerCase()) ? name.toLowerCase() : name);
+
+function describeEntries(entries: readonly FormEntry[]): string {
+  return JSON.stringify(entries.map((e) => ('value' in e ? [e.name, e.value] : [e.name, e.filename, e.type, e.bytes.toString('latin1')])));
+}
+
+/** The one model field (names in any case) of a form as the WHATWG parser reads it; more than one is an error. */
+function formModel(entries: readonly FormEntry[], what: string): string | null {
+  const models = entries.filter((e) => e.name.toLowerCase() === 'model');
+  if (models.length > 1) throw new Error(`${models.length} model fields: ${what}`);
+  return models[0] === undefined ? null : 'value' in models[0] ? models[0].value : models[0].bytes.toString('utf8');
 }
 
 /**
- * The policy must judge the model the provider will serve. When a standard
- * parser reads exactly one model field, the gateway must read the same one or
- * refuse the upload; reading none (which skips the model rules) or another is
- * a bypass. Several model fields must be refused.
+ * The policy must judge the model the provider will serve, and the provider
+ * must read the form the gateway read. When readRequest accepts a multipart
+ * upload, the WHATWG parser reads the client's body as a form with at most one
+ * model field (names in any case), the model the gateway returns is that
+ * field's value, and the re-encoded body it forwards parses to the same
+ * entries (the fields it reads renamed to lowercase) and is not JSON.
+ *
+ * The WHATWG parser (undici) refuses a preamble and an epilogue, which RFC
+ * 2046 allows and busboy reads; for such a body (`mustParse` false) only the
+ * forwarded form can be compared: the provider reads that one, and its one
+ * model field must be the model judged. Returns whether the upload was accepted.
  */
-async function assertSameMultipartModel(contentType: string, body: Buffer): Promise<void> {
-  const result = facts(contentType, body);
-  const models = await strictFormModels(contentType, body);
-  if (result instanceof GatewayError || models === null) return;
-  const shown = JSON.stringify({ contentType, body: body.toString('utf8') });
-  if (models.length === 0 && result.model !== null) throw new Error(`no model field, policy saw ${JSON.stringify(result.model)}: ${shown}`);
-  if (models.length === 1 && typeof models[0] === 'string' && models[0] !== 'file' && result.model !== models[0]) {
-    throw new Error(`provider reads model ${JSON.stringify(models[0])}, policy saw ${JSON.stringify(result.model)}: ${shown}`);
+async function assertMultipartAgreement(operation: Operation, contentType: string, body: Buffer, mustParse = true): Promise<boolean> {
+  const result = await read(operation, contentType, '', body);
+  if (result instanceof GatewayError) return false;
+  const what = `${operation.name} ${shown(contentType, body)}`;
+  if (body.length === 0) return true;
+  if (result.contentType === null) throw new Error(`a form forwarded without its new Content-Type: ${what}`);
+  if (jsonParse(result.body) !== undefined) throw new Error(`the re-encoded form parses as JSON: ${what}`);
+  const original = await whatwgForm(contentType, body);
+  if (original === null && mustParse) throw new Error(`accepted a form the WHATWG parser refuses: ${what}`);
+  const forwarded = await whatwgForm(result.contentType, result.body);
+  if (forwarded === null) {
+    // busboy reads a close delimiter alone as a form of no parts, which RFC 2046 and the WHATWG parser do not allow;
+    // harmless so long as nothing was read from it and nothing but an empty form goes on.
+    const empty = result.body.equals(Buffer.from(`--${result.contentType.split('boundary=')[1]}--\r\n`));
+    if (result.model !== null || !empty || (original !== null && original.length > 0)) throw new Error(`the re-encoded form does not parse: ${what}\nforwarded ${shown(result.contentType, result.body)}`);
+    return true;
   }
-  if (models.length > 1) throw new Error(`${models.length} model fields accepted, policy saw ${JSON.stringify(result.model)}: ${shown}`);
+  const judged = (source: string, entries: readonly FormEntry[]) => {
+    const model = formModel(entries, `${source}, policy saw ${JSON.stringify(result.model)}: ${what}`);
+    if (result.model !== model) throw new Error(`the provider reads model ${JSON.stringify(model)} from the ${source}, policy saw ${JSON.stringify(result.model)}: ${what}`);
+  };
+  judged('forwarded form', forwarded);
+  if (original === null) return true;
+  judged("client's form", original);
+  const expected = original.map((e) => ({ ...e, name: canonical(e.name) }));
+  if (!isDeepStrictEqual(forwarded, expected)) throw new Error(`the provider reads ${describeEntries(forwarded)}, the client sent ${describeEntries(expected)}: ${what}`);
+  return true;
 }
 
-test('multipart uploads: the model the policy sees is the one a standard form-data parser reads, or the upload is refused', async (t) => {
+test('multipart uploads: the model the policy sees is the one model field the WHATWG parser reads, and the re-encoded body parses to the same fields', async (t) => {
+  let accepted = 0;
   await fc.assert(
-    fc.asyncProperty(multipartCase, ({ contentType, body }) => assertSameMultipartModel(contentType, body)),
+    fc.asyncProperty(
+      formRoute,
+      fc.oneof({ weight: 2, arbitrary: formCase }, multipartCase.map((c) => ({ ...c, plain: false }))),
+      async ({ operation }, { contentType, body, plain }) => {
+        if (await assertMultipartAgreement(operation, contentType, body, plain)) accepted++;
+      },
+    ),
     { ...RUN, seed: SEED + 2, numRuns: 2000 },
   );
-  t.pass();
+  t.log(`${accepted} of 2000 accepted`);
+  t.true(accepted > 400, `only ${accepted} of 2000 accepted: the property barely runs`);
+});
+
+test('multipart bodies cut short, unclosed or with broken part headers are refused with invalid_request, and nothing escapes the parser', async (t) => {
+  const faults = new ProcessFaults();
+  faults.start();
+  try {
+    await fc.assert(
+      fc.asyncProperty(formRoute, brokenFormCase, async ({ operation }, c) => {
+        const result = await read(operation, c.contentType, '', c.body);
+        if (!(result instanceof GatewayError) || result.code !== 'invalid_request') {
+          throw new Error(`${c.why}: ${result instanceof GatewayError ? result.code : `accepted (model ${JSON.stringify(result.model)})`}: ${operation.name} ${shown(c.contentType, c.body)}`);
+        }
+      }),
+      { ...RUN, seed: SEED + 11, numRuns: 2000 },
+    );
+    // A file stream busboy destroys after the parse settles still reports its error on a later tick.
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    faults.stop();
+  }
+  t.deepEqual(faults.faults, []);
 });
 
 test('X-Governance-Metadata: a flat object of scalars within 4 KiB is read as sent; anything else is refused with invalid_request', (t) => {
@@ -164,39 +459,79 @@ test('X-Governance-Metadata: a flat object of scalars within 4 KiB is read as se
   t.is(Object.keys(parseGovernanceMetadata(undefined)).length, 0);
 });
 
-const LOWER_WORD = /^[a-z][a-z_]*$/;
-
+/** Path segments: route words, ids, encodings and junk. */
 const pathSegment = fc.oneof(
   { weight: 3, arbitrary: fc.constantFrom('chat', 'completions', 'embeddings', 'files', 'file-abc123', 'content', 'images', 'generations', 'fine_tuning', 'jobs', 'ftjob-XYZ', 'Chat', '{id}', 'a.b') },
   fc.webSegment(),
   fc.string({ unit: 'binary', maxLength: 12 }),
-  fc.constantFrom('', '.', '..', '%2e%2e', '%2F', ';x', 'x'.repeat(70)),
+  fc.constantFrom('', '.', '..', '%2e%2e', '%2F', ';x', 'x'.repeat(70), '__proto__', 'constructor'),
 );
 const pathname = fc
-  .tuple(fc.constantFrom('/v1/', '/v1/', '/', '', '//', '/v1', '/V1/', 'v1/'), fc.array(pathSegment, { maxLength: 8 }), fc.constantFrom('', '/', '//'))
+  .tuple(
+    fc.oneof({ weight: 6, arbitrary: fc.constant('/v1/') }, fc.constantFrom('/', '', '//', '/v1', '/V1/', 'v1/')),
+    fc.array(pathSegment, { maxLength: 8 }),
+    fc.constantFrom('', '/', '//'),
+  )
   .map(([prefix, segments, suffix]) => prefix + segments.join('/') + suffix);
 
-test('operationFromPath: slashes become dots, only lowercase words survive, and no id or other client text leaks into the operation', (t) => {
+/** The methods Node's HTTP parser lets through to the router (any other is refused before it). */
+const httpMethod = fc.oneof({ weight: 3, arbitrary: fc.constantFrom('GET', 'POST', 'DELETE') }, fc.constantFrom(...http.METHODS), fc.constantFrom('get', 'post', ''));
+
+/** The contract of a match: an operation named from the catalogue (never from client text) for the method asked, or the methods the route does answer. */
+function assertSaneMatch(method: string, path: string, match: RouteMatch): void {
+  const where = `${method} ${JSON.stringify(path)} → ${JSON.stringify(match)}`;
+  if (match.kind === 'operation') {
+    if (!CATALOGUE_NAMES.has(match.operation.name) || match.operation.method !== method) throw new Error(`operation not from the catalogue: ${where}`);
+  } else if (match.kind === 'method_not_allowed') {
+    if (match.allow.length === 0 || match.allow.includes(method as Operation['method'])) throw new Error(`odd allow list: ${where}`);
+    for (const allowed of match.allow) if (matchRoute(allowed, path).kind !== 'operation') throw new Error(`${allowed} is allowed but does not match: ${where}`);
+  } else if (match.kind !== 'unknown') {
+    throw new Error(`unknown match kind: ${where}`);
+  }
+}
+
+test('matchRoute: any path is unknown, a method not allowed, or a catalogue operation; a trailing slash never changes the result', (t) => {
   fc.assert(
-    fc.property(pathname, (p) => {
-      const op = operationFromPath(p);
-      if (typeof op !== 'string' || op === '') throw new Error(`operation ${JSON.stringify(op)} for ${JSON.stringify(p)}`);
-      if (op !== 'root' && !op.split('.').every((part) => part === '{id}' || LOWER_WORD.test(part))) {
-        throw new Error(`operation ${JSON.stringify(op)} for ${JSON.stringify(p)} carries client text`);
-      }
-      // The router forwards /v1/ paths with and without a trailing slash: both must be judged as the same operation.
-      if (p.startsWith('/v1/') && operationFromPath(`${p}/`) !== op) throw new Error(`a trailing slash changes the operation of ${JSON.stringify(p)}`);
+    fc.property(pathname, httpMethod, (p, method) => {
+      const match = matchRoute(method, p);
+      assertSaneMatch(method, p, match);
+      // The router forwards paths with and without one trailing slash: both must be judged as the same route.
+      if (!p.endsWith('/') && !isDeepStrictEqual(matchRoute(method, `${p}/`), match)) throw new Error(`a trailing slash changes the match of ${method} ${JSON.stringify(p)}`);
     }),
     { ...RUN, seed: SEED + 4, numRuns: 1500 },
   );
+  t.pass();
+});
+
+/** A route word with its letter case changed somewhere (never the same spelling). */
+const recased = (word: string): fc.Arbitrary<string> => fc.mixedCase(fc.constant(word)).map((w) => (w === word ? word.toUpperCase() : w));
+
+test('matchRoute: every catalogue route matches itself whatever its ids; one that differs from it only in letter case is unknown', (t) => {
   fc.assert(
-    fc.property(fc.array(fc.stringMatching(/^[a-z][a-z_]{0,20}$/), { minLength: 1, maxLength: 5 }), (words) => {
-      const op = operationFromPath(`/v1/${words.join('/')}`);
-      if (op !== words.join('.')) throw new Error(`/v1/${words.join('/')} → ${op}`);
-    }),
+    fc.property(
+      routeOf(ENTRIES).chain((route) => {
+        const segments = route.path.split('/');
+        const words = route.template.split('/').flatMap((s, i) => (i >= 2 && s !== '{id}' ? [i] : []));
+        return fc.tuple(fc.constant(route), fc.constantFrom(...words).chain((i) => recased(segments[i]!).map((w) => segments.with(i, w).join('/'))));
+      }),
+      ([route, variant]) => {
+        const method = route.operation.method;
+        const match = matchRoute(method, variant);
+        if (match.kind !== 'unknown') throw new Error(`${method} ${variant} (a case variant of ${route.path}) → ${JSON.stringify(match)}`);
+        if (!variant.endsWith('/') && matchRoute(method, `${variant}/`).kind !== 'unknown') throw new Error(`${method} ${variant}/ is not unknown`);
+      },
+    ),
     { ...RUN, seed: SEED + 5, numRuns: 500 },
   );
   t.pass();
+});
+
+test('regression: matchRoute does not read a method named like an Object.prototype member as an operation', (t) => {
+  // Shrunk from the matchRoute property with any token as the method: ["constructor", "/v1/chat/completions"] matched
+  // { kind: "operation", operation: Object }, since a route's operations were looked up on a plain object.
+  for (const method of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+    t.notThrows(() => assertSaneMatch(method, '/v1/chat/completions', matchRoute(method, '/v1/chat/completions')), method);
+  }
 });
 
 // ---------------------------------------------------------------------------
@@ -269,7 +604,7 @@ const mutatedPolicy: fc.Arbitrary<string> = fc
     { minLength: 1, maxLength: 4 },
   )
   .map((edits) => {
-    let text = SHIPPED_POLICY;
+    let text = FIXTURE_POLICY;
     for (const e of edits) {
       const i = e.at % (text.length + 1);
       if (e.kind === 'insert') text = text.slice(0, i) + e.text + text.slice(i);
@@ -445,10 +780,30 @@ test('a customer limited to some models is either held to them or the policy is 
 // ---------------------------------------------------------------------------
 // Regression cases: the minimal counterexamples the properties above found, kept literally, each with the attack it enables.
 
+/** The audio transcription route: a multipart form whose model field the policy judges. */
+const TRANSCRIPTIONS = (() => {
+  const match = matchRoute('POST', '/v1/audio/transcriptions');
+  if (match.kind !== 'operation') throw new Error('POST /v1/audio/transcriptions is not in the catalogue');
+  return match.operation;
+})();
+
+/** The model fields the WHATWG parser reads from a body (any name case), or null when it refuses the body. */
+async function whatwgModels(contentType: string, body: Buffer): Promise<string[] | null> {
+  const entries = await whatwgForm(contentType, body);
+  return entries && entries.filter((e) => e.name.toLowerCase() === 'model').map((e) => ('value' in e ? e.value : 'file'));
+}
+
+/** What the policy judged of an upload: its model, or the refusal's code. */
+async function judgedModel(contentType: string, body: Buffer): Promise<string | null> {
+  const result = await read(TRANSCRIPTIONS, contentType, '', body);
+  return result instanceof GatewayError ? result.code : result.model;
+}
+
 test('regression: a parameter that merely ends in "boundary" does not pick the multipart boundary', async (t) => {
   // Shrunk from the multipart property (seed 20261129): the policy read the decoy framed by `xboundary`.
   await t.notThrowsAsync(
-    assertSameMultipartModel(
+    assertMultipartAgreement(
+      TRANSCRIPTIONS,
       `multipart/form-data; xboundary="d:?:-+/O.'+r-"; boundary=_-`,
       Buffer.from(`--_-\r\nContent-Disposition: form-data; name="model"\r\n\r\nRIFF\r\n--d:?:-+/O.'+r-\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-4o-mini\r\n--d:?:-+/O.'+r---\r\n\r\n--_---\r\n`),
     ),
@@ -462,15 +817,16 @@ test('regression: a parameter that merely ends in "boundary" does not pick the m
       '--AAA\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-4o-mini\r\n--AAA--\r\n' +
       '\r\n--BBB--\r\n',
   );
-  t.deepEqual(await strictFormModels(contentType, body), ['forbidden-model'], 'the premise: a form-data parser reads forbidden-model');
-  const result = facts(contentType, body);
-  t.true(result instanceof GatewayError || result.model === 'forbidden-model', `policy saw ${JSON.stringify(result instanceof GatewayError ? result.code : result.model)}`);
+  t.deepEqual(await whatwgModels(contentType, body), ['forbidden-model'], 'the premise: a form-data parser reads forbidden-model');
+  t.true(['invalid_request', 'forbidden-model'].includes(String(await judgedModel(contentType, body))), `policy saw ${await judgedModel(contentType, body)}`);
+  await t.notThrowsAsync(assertMultipartAgreement(TRANSCRIPTIONS, contentType, body));
 });
 
 test('regression: a part with two Content-Disposition headers is refused or read as a form-data parser reads it', async (t) => {
   // Shrunk from the multipart property with decoy parameters excluded: the gateway reads the first header, parsers the last.
   await t.notThrowsAsync(
-    assertSameMultipartModel(
+    assertMultipartAgreement(
+      TRANSCRIPTIONS,
       'multipart/form-data; boundary=.-.z; charset=utf-8',
       Buffer.from('--.-.z\r\nContent-Disposition: form-data; name="model"\r\nContent-Disposition: form-data; name="file"\r\n\r\ngpt-4o-mini\r\n--.-.z--\r\n'),
     ),
@@ -479,9 +835,20 @@ test('regression: a part with two Content-Disposition headers is refused or read
   // The other way round it is a bypass: the gateway sees no model, so no model rule or allow-list applies, while the provider serves one.
   const contentType = 'multipart/form-data; boundary=BBB';
   const body = Buffer.from('--BBB\r\nContent-Disposition: form-data; name="file"\r\nContent-Disposition: form-data; name="model"\r\n\r\nforbidden-model\r\n--BBB--\r\n');
-  t.deepEqual(await strictFormModels(contentType, body), ['forbidden-model'], 'the premise: a form-data parser reads forbidden-model');
-  const result = facts(contentType, body);
-  t.true(result instanceof GatewayError || result.model === 'forbidden-model', `policy saw ${JSON.stringify(result instanceof GatewayError ? result.code : result.model)}`);
+  t.deepEqual(await whatwgModels(contentType, body), ['forbidden-model'], 'the premise: a form-data parser reads forbidden-model');
+  t.true(['invalid_request', 'forbidden-model'].includes(String(await judgedModel(contentType, body))), `policy saw ${await judgedModel(contentType, body)}`);
+  await t.notThrowsAsync(assertMultipartAgreement(TRANSCRIPTIONS, contentType, body));
+});
+
+test('regression: a UTF-8 filename reaches the provider as the client sent it', async (t) => {
+  // Found by the multipart property (seed 20261129) once filenames could be UTF-8: busboy read header parameters as
+  // Latin-1 by default (defParamCharset), and the canonical re-encoding wrote what it read back out as UTF-8, so
+  // "résumé.txt" was forwarded as "rÃ©sumÃ©.txt".
+  const files = matchRoute('POST', '/v1/files');
+  if (files.kind !== 'operation') return t.fail('POST /v1/files is not in the catalogue');
+  const contentType = 'multipart/form-data; boundary=BBB';
+  const body = Buffer.from('--BBB\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n--BBB\r\nContent-Disposition: form-data; name="file"; filename="r\u00e9sum\u00e9.txt"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--BBB--\r\n', 'utf8');
+  await t.notThrowsAsync(assertMultipartAgreement(files.operation, contentType, body));
 });
 
 for (const spelling of ['!!omap [ {models: [gpt-4o-mini]} ]', '!!set {models}']) {

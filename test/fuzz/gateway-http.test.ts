@@ -1,12 +1,14 @@
+import { isDeepStrictEqual } from 'node:util';
 import test from 'ava';
 import fc from 'fast-check';
 import { errorLogs, startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream, type ReceivedRequest } from '../helpers/mock-upstream.js';
-import { bodyBytes, metadataCase, multipartCase, nonMultipartContentType } from './arbitraries.js';
+import { bodyBytes, formCase, metadataCase, multipartCase, nonMultipartContentType, requestJsonText } from './arbitraries.js';
 import {
   assertSound,
   headerValue,
   isJsonType,
+  isObject,
   lenientJson,
   oddCase,
   parseResponse,
@@ -14,6 +16,7 @@ import {
   RawClient,
   recordingReporter,
   sendBytes,
+  strictJson,
   token,
   type Answer,
 } from './support.js';
@@ -22,14 +25,15 @@ import {
  * HTTP fuzzing of one in-process gateway in front of a healthy mock provider.
  * Whatever a client sends, the gateway answers: never a 5xx, always a request
  * id, its own refusals always in the OpenAI error shape with a catalogued
- * code; it forwards exactly the bytes and path it judged, never the client's
+ * code; it forwards exactly the path and body it judged (a form re-encoded
+ * to the same fields, a stream with its usage requested), never the client's
  * credentials; and its process sees no unhandled rejection or uncaught
  * exception and still answers /healthz at the end.
  *
  * Budget (fixed seeds, so a CI failure replays locally): bodies 4,000,
  * metadata 2,000, paths 2,500, headers 2,000, raw request bytes 1,000 =
  * 11,500 HTTP cases; with the in-process suite (facts-and-policy.test.ts,
- * 17,340) 28,840 cases in all.
+ * 21,340) 32,840 cases in all.
  */
 
 const SEED = 20261127;
@@ -94,13 +98,67 @@ function assertCheckAnswer(answer: Answer, code: string | null, what: string): v
   if (forwardedFor(answer)) throw new Error(`/v1/check forwarded: ${what}`);
 }
 
+/** A form as the WHATWG parser (undici) reads it, entry by entry; null when it refuses the body. */
+async function formEntries(contentType: string, body: Buffer): Promise<unknown[] | null> {
+  try {
+    const form = await new Response(body, { headers: { 'content-type': contentType } }).formData();
+    const entries: unknown[] = [];
+    for (const [name, value] of form) {
+      // The fields the gateway reads go on under their lowercase names (design decision 7).
+      const canonical = ['model', 'purpose', 'file'].includes(name.toLowerCase()) ? name.toLowerCase() : name;
+      entries.push(typeof value === 'string' ? [canonical, value] : [canonical, value.name, value.type, Buffer.from(await value.arrayBuffer()).toString('latin1')]);
+    }
+    return entries;
+  } catch {
+    return null;
+  }
+}
+
+const isMultipartType = (contentType: string | undefined) => (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase() === 'multipart/form-data';
+
+/**
+ * What the provider must receive for an allowed request: the judged bytes, except where the design has the gateway
+ * rewrite them. A multipart form goes on re-encoded (decision 7), so the provider must read the fields the client sent
+ * (when the WHATWG parser can read the client's body at all); a stream of chat.completions or completions goes on with
+ * `stream_options.include_usage` set (decision 10), every other member unchanged.
+ */
+async function assertForwardedBody(seen: ReceivedRequest, path: string, contentType: string | undefined, body: Buffer, what: string): Promise<'unchanged' | 'form' | 'usage'> {
+  if (body.length > 0 && isMultipartType(contentType)) {
+    const type = String(seen.headers['content-type'] ?? '');
+    if (!/^multipart\/form-data; boundary=\S+$/.test(type)) throw new Error(`a form forwarded with Content-Type ${JSON.stringify(type)}: ${what}`);
+    const sent = await formEntries(contentType!, body);
+    const received = await formEntries(type, seen.body);
+    // busboy reads a close delimiter alone as an empty form, which undici refuses: both sides empty is agreement.
+    const empty = received === null && seen.body.toString('latin1') === `--${type.split('boundary=')[1]}--\r\n`;
+    if (received === null && !empty) throw new Error(`the provider got a form the WHATWG parser cannot read: ${what}`);
+    if (sent !== null && !(empty ? sent.length === 0 : isDeepStrictEqual(received, sent))) {
+      throw new Error(`the provider reads ${JSON.stringify(received)}, the client sent ${JSON.stringify(sent)}: ${what}`);
+    }
+    return 'form';
+  }
+  if (seen.body.equals(body)) return 'unchanged';
+  const client = lenientJson(body)?.value;
+  const usageAdded = (path === '/v1/chat/completions' || path === '/v1/completions') && isObject(client) && client.stream === true;
+  if (usageAdded) {
+    const options = isObject(client.stream_options) ? client.stream_options : {};
+    const expected = { ...client, stream_options: { ...options, include_usage: true } };
+    if (isDeepStrictEqual(lenientJson(seen.body)?.value, expected)) return 'usage';
+  }
+  throw new Error(`provider got ${seen.body.length} other bytes than the ${body.length} judged: ${what}`);
+}
+
 const payload = fc.oneof(
   { weight: 4, arbitrary: fc.record({ contentType: nonMultipartContentType, body: bodyBytes }) },
   multipartCase.map((c) => ({ contentType: c.contentType as string | undefined, body: c.body })),
+  // Well-typed bodies and well-formed forms: the strict reading refuses most of the above, and what it lets through
+  // is what the forwarding checks judge.
+  { weight: 2, arbitrary: fc.record({ contentType: nonMultipartContentType, body: requestJsonText.map((text) => Buffer.from(text)) }) },
+  formCase.map((c) => ({ contentType: c.contentType as string | undefined, body: c.body })),
 );
 
-test.serial('random bodies and content types to every /v1 operation: sound answers, malformed JSON refused, the judged bytes forwarded unchanged', async (t) => {
+test.serial('random bodies and content types to every /v1 operation: sound answers, bodies that are not JSON or a form refused, the judged request forwarded as judged', async (t) => {
   t.timeout(120_000);
+  const forwarded = { unchanged: 0, form: 0, usage: 0 };
   await fc.assert(
     fc.asyncProperty(fc.constantFrom(...OPERATION_PATHS), METHODS, payload, fc.integer({ min: 0, max: 19 }), async (path, method, { contentType, body }, keyDraw) => {
       const withKey = keyDraw !== 0;
@@ -113,24 +171,33 @@ test.serial('random bodies and content types to every /v1 operation: sound answe
       const answer = await client.send({ method, path, headers, body });
       const code = assertSound(answer, what, method);
 
-      if (!withKey && answer.status !== 401 && !(path === '/v1/check' && method !== 'POST' && answer.status === 405)) throw new Error(`no key, yet ${answer.status}: ${what}`);
+      // The route and method are decided before the key (design decision 1): a method a known route does not answer
+      // is 405 with or without a key, as /v1/check's always was.
+      const routed = answer.status !== 405;
+      if (!withKey && answer.status !== 401 && routed) throw new Error(`no key, yet ${answer.status}: ${what}`);
       if (withKey && code === 'invalid_api_key') throw new Error(`a valid key was refused: ${what}`);
-      if (withKey && method === 'POST' && isJsonType(contentType) && body.length > 0 && lenientJson(body) === undefined) {
+      if (withKey && routed && method === 'POST' && isJsonType(contentType) && body.length > 0 && lenientJson(body) === undefined) {
         if (code !== 'invalid_request') throw new Error(`declared JSON that does not parse got ${answer.status} ${code}: ${what}`);
         if (upstream.received.length !== before) throw new Error(`malformed JSON was forwarded: ${what}`);
+      }
+      // Design decision 7: whatever its declared type, a body that is not a multipart form must be JSON, on every route and method.
+      if (withKey && routed && method !== 'HEAD' && body.length > 0 && !isMultipartType(contentType) && strictJson(body) === undefined) {
+        if (code !== 'invalid_request') throw new Error(`a body that is not JSON (declared ${JSON.stringify(contentType)}) got ${answer.status} ${code}: ${what}`);
+        if (upstream.received.length !== before) throw new Error(`a body that is not JSON was forwarded: ${what}`);
       }
       if (withKey && method === 'POST' && path === '/v1/check') assertCheckAnswer(answer, code, what);
       else if (answer.headers['x-governance-decision'] === 'allow') {
         const seen = forwardedFor(answer);
         if (!seen) throw new Error(`allowed, but the provider never saw it: ${what}`);
         if (seen.path !== path) throw new Error(`provider got path ${seen.path}: ${what}`);
-        if (!seen.body.equals(body)) throw new Error(`provider got ${seen.body.length} other bytes than the ${body.length} judged: ${what}`);
+        forwarded[await assertForwardedBody(seen, path, contentType, body, what)]++;
         assertNoClientCredentials(seen, what);
       }
     }),
     { ...RUN, seed: SEED, numRuns: 4000 },
   );
-  t.pass();
+  t.log(`forwarded: ${JSON.stringify(forwarded)}`);
+  t.true(forwarded.unchanged > 100 && forwarded.form > 10 && forwarded.usage > 10, `too few forwarded to judge: ${JSON.stringify(forwarded)}`);
 });
 
 /** Under the shipped policy, the metadata alone decides: personal data to openai scores 90, restricted data is blocked. */
@@ -402,11 +469,18 @@ test.serial('regression: a HEAD request with a malformed target gets a 400 a cli
   t.truthy(answer.headers['x-request-id']);
 });
 
-test.serial('regression: a WebSocket handshake comes back with the gateway\'s request id and decision, whatever the provider answers', async (t) => {
+test.serial('regression: a WebSocket handshake comes back with the gateway\'s request id, and its decision when it was judged', async (t) => {
   // Shrunk from the path property: ["/v1/chat", GET, handshake]. The provider's answer to the handshake is relayed as it is.
-  for (const path of ['/v1/chat', '/v1/realtime?model=gpt-4o-realtime-preview']) {
-    const answer = await client.send({ method: 'GET', path, headers: [['Host', client.hostHeader], ['Authorization', `Bearer ${key}`], ...HANDSHAKE] });
-    t.truthy(answer.headers['x-request-id'], `${path} → ${answer.status} without x-request-id`);
-    t.is(answer.headers['x-governance-decision'], 'allow', `${path} → ${answer.status} without x-governance-decision`);
-  }
+  const realtime = '/v1/realtime?model=gpt-4o-realtime-preview';
+  const answer = await client.send({ method: 'GET', path: realtime, headers: [['Host', client.hostHeader], ['Authorization', `Bearer ${key}`], ...HANDSHAKE] });
+  t.truthy(answer.headers['x-request-id'], `${realtime} → ${answer.status} without x-request-id`);
+  t.is(answer.headers['x-governance-decision'], 'allow', `${realtime} → ${answer.status} without x-governance-decision`);
+  // /v1/chat is no route (design decision 1: only catalogue routes are forwarded, and only /v1/realtime upgrades):
+  // a 404 route_not_found with its request id, never judged, never forwarded.
+  const before = upstream.wsReceived.length + upstream.received.length;
+  const refused = await client.send({ method: 'GET', path: '/v1/chat', headers: [['Host', client.hostHeader], ['Authorization', `Bearer ${key}`], ...HANDSHAKE] });
+  t.truthy(refused.headers['x-request-id'], `/v1/chat → ${refused.status} without x-request-id`);
+  t.is(refused.status, 404);
+  t.is(assertSound(refused, 'WebSocket GET /v1/chat', 'GET'), 'route_not_found');
+  t.is(upstream.wsReceived.length + upstream.received.length, before, 'the handshake to /v1/chat was forwarded');
 });

@@ -10,7 +10,8 @@ import { createErrorReporter, type ErrorReporter } from '../../gateway/observabi
 import { createLogger } from '../../gateway/observability/logger.js';
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
-export const SHIPPED_POLICY = readFileSync(path.join(REPO_ROOT, 'config/policy.yaml'), 'utf8');
+/** The policy tests run under by default: a fixture, never the working config/policy.yaml an admin may be editing. */
+export const FIXTURE_POLICY = readFileSync(path.join(REPO_ROOT, 'test/fixtures/policy.yaml'), 'utf8');
 export const UPSTREAM_SECRET = 'sk-upstream-test-secret';
 
 export interface ProviderSpec {
@@ -23,6 +24,12 @@ export interface ProviderSpec {
   idle_timeout_ms?: number;
   max_in_flight?: number;
   retries?: number;
+  /** Sent upstream as OpenAI-Organization. */
+  organization?: string;
+  /** Sent upstream as OpenAI-Project. */
+  project?: string;
+  /** Whether realtime client secrets / sessions (credentials that bypass the gateway) may be minted. */
+  ephemeral_credentials?: boolean;
 }
 
 export interface HarnessOptions {
@@ -43,7 +50,14 @@ export interface HarnessOptions {
   }>;
   maxBodyBytes?: number;
   /** Extra `server:` keys, e.g. timeouts. */
-  server?: Partial<{ headers_timeout_ms: number; request_timeout_ms: number; drain_timeout_ms: number; max_connections: number }>;
+  server?: Partial<{
+    headers_timeout_ms: number;
+    request_timeout_ms: number;
+    drain_timeout_ms: number;
+    max_connections: number;
+    /** The limit for multipart uploads (server.max_upload_bytes). */
+    max_upload_bytes: number;
+  }>;
   env?: NodeJS.ProcessEnv;
   reporter?: ErrorReporter;
   /** The `limits:` section of gateway.yaml. */
@@ -118,7 +132,7 @@ export async function startHarness(upstreamUrl: string, opts: HarnessOptions = {
   const dir = makeGatewayDir();
   const configFile = writeGatewayYaml(dir, upstreamUrl, opts);
   const policyFile = path.join(dir, 'config/policy.yaml');
-  writeFileSync(policyFile, opts.policy ?? SHIPPED_POLICY);
+  writeFileSync(policyFile, opts.policy ?? FIXTURE_POLICY);
 
   const env = opts.env ?? { OPENAI_API_KEY: UPSTREAM_SECRET };
   const config = loadGatewayConfig('config/gateway.yaml', env, dir);

@@ -5,7 +5,7 @@ import test from 'ava';
 import { generateKey } from '../../gateway/auth/key-format.js';
 import { createErrorReporter, type ErrorReporter } from '../../gateway/observability/error-reporter.js';
 import { startServe, type ServeProcess } from '../helpers/cli.js';
-import { makeGatewayDir, SHIPPED_POLICY, startHarness, UPSTREAM_SECRET, writeGatewayYaml, type Harness, type ProviderSpec } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, FIXTURE_POLICY, startHarness, UPSTREAM_SECRET, writeGatewayYaml, type Harness, type ProviderSpec } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { seedKeys } from '../helpers/seed-keys.js';
 import { startSentryIngest, type SentryIngest } from '../helpers/sentry-ingest.js';
@@ -135,7 +135,7 @@ test.serial('without a DSN nothing is sent', async (t) => {
   let serve: ServeProcess | undefined;
   try {
     writeGatewayYaml(dir, upstream.url, { providers: providers() });
-    writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+    writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
     const [acme] = seedKeys(dir, ['acme']);
     // The DSN is in the environment, but not under the name the config points at.
     serve = await startServe({ cwd: dir, env: { OPENAI_API_KEY: UPSTREAM_SECRET, SENTRY_DSN: '', OTHER_DSN: silentIngest.dsn } });

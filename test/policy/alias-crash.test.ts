@@ -1,7 +1,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { errorLogs, makeGatewayDir, SHIPPED_POLICY, startHarness, writeGatewayYaml, type Harness, type LogLine } from '../helpers/gateway-harness.js';
+import { errorLogs, makeGatewayDir, FIXTURE_POLICY, startHarness, writeGatewayYaml, type Harness, type LogLine } from '../helpers/gateway-harness.js';
 import { runCli } from '../helpers/cli.js';
 import { askCheck, lines, poll, sleep } from '../cli/support.js';
 
@@ -106,7 +106,7 @@ for (const [what, text] of [['one anchor with 120 aliases', FLAT_BOMB], ['nested
     const dir = makeGatewayDir();
     dirs.push(dir);
     writeGatewayYaml(dir, UNUSED_UPSTREAM);
-    writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+    writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
     mkdirSync(path.join(dir, 'drafts'));
     writeFileSync(path.join(dir, 'drafts/bomb.yaml'), text);
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { ConfigError } from '../../gateway/config/yaml-source.js';
 import { compilePolicySource, loadPolicyFile } from '../../gateway/policy/compile-policy.js';
-import { SHIPPED_POLICY } from '../helpers/gateway-harness.js';
+import { FIXTURE_POLICY } from '../helpers/gateway-harness.js';
 import { positionOf } from '../cli/support.js';
 
 const FILE = 'config/policy.yaml';
@@ -54,7 +54,7 @@ function assertLocated(t: ExecutionContext, text: string, expect: Expectation): 
 }
 
 test('the shipped policy compiles', (t) => {
-  const p = compilePolicySource(FILE, SHIPPED_POLICY);
+  const p = compilePolicySource(FILE, FIXTURE_POLICY);
   t.is(p.mode, 'enforce');
   t.is(p.blockThreshold, 70);
   t.deepEqual(p.rules.map((r) => r.id), ['pii-to-external', 'restricted-data', 'long-completions']);

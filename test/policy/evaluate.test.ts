@@ -1,11 +1,11 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { describeBody } from '../../gateway/facts/request-body.js';
+import { jsonFacts } from '../../gateway/facts/read-request.js';
 import { compilePolicySource } from '../../gateway/policy/compile-policy.js';
 import { evaluate } from '../../gateway/policy/evaluate.js';
 import type { CompiledPolicy, Decision } from '../../gateway/policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../../gateway/policy/request-facts.js';
-import { SHIPPED_POLICY } from '../helpers/gateway-harness.js';
+import { FIXTURE_POLICY } from '../helpers/gateway-harness.js';
 
 type FactsOverride = Partial<Omit<RequestFacts, 'request'>> & { request?: Partial<RequestFacts['request']> };
 
@@ -159,9 +159,9 @@ test('max_tokens and max_completion_tokens in a body both reach the policy as re
   const p = policy(ACME_POLICY);
   for (const field of ['max_tokens', 'max_completion_tokens']) {
     const body = Buffer.from(JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], [field]: 4096 }));
-    const described = describeBody('application/json', body);
-    t.is(described.maxTokens, 4096, field);
-    const d = evaluate(p, facts({ request: { max_tokens: described.maxTokens, messages: described.messages, body_bytes: body.length } }));
+    const described = jsonFacts('chat.completions', JSON.parse(body.toString()) as Record<string, unknown>, body.length);
+    t.is(described.max_tokens, 4096, field);
+    const d = evaluate(p, facts({ request: described }));
     t.false(d.allowed, `${field} over the cap must be blocked`);
     t.regex(d.reason, /max_tokens/);
   }
@@ -338,7 +338,7 @@ test('a request is blocked when risk_score reaches block_threshold (>=), not bel
 });
 
 test('action: block refuses the request whatever its risk, with the rule and its reason', (t) => {
-  const p = policy(SHIPPED_POLICY);
+  const p = policy(FIXTURE_POLICY);
   const d = evaluate(p, facts({ metadata: { data_classification: 'restricted' } }));
   t.false(d.allowed);
   t.true(d.violates);
@@ -349,7 +349,7 @@ test('action: block refuses the request whatever its risk, with the rule and its
 });
 
 test('the shipped policy scores personal data to openai at 90 and blocks it', (t) => {
-  const p = policy(SHIPPED_POLICY);
+  const p = policy(FIXTURE_POLICY);
   const d = evaluate(p, facts({ provider: 'openai', metadata: { contains_pii: true } }));
   t.is(d.riskScore, 90);
   t.deepEqual(d.rules, ['pii-to-external']);
@@ -421,7 +421,7 @@ test('the reason names every rule and limit that blocked the request', (t) => {
 });
 
 test('monitor mode lets the request through but records that enforce mode would block it', (t) => {
-  const p = policy(SHIPPED_POLICY.replace(/^mode: enforce/m, 'mode: monitor'));
+  const p = policy(FIXTURE_POLICY.replace(/^mode: enforce/m, 'mode: monitor'));
   t.is(p.mode, 'monitor');
   const d = evaluate(p, facts({ metadata: { data_classification: 'restricted', contains_pii: true } }));
   t.true(d.allowed);
@@ -438,7 +438,7 @@ test('monitor mode lets the request through but records that enforce mode would 
 });
 
 test('an allowed request is not reported as violating', (t) => {
-  const d = evaluate(policy(SHIPPED_POLICY), facts());
+  const d = evaluate(policy(FIXTURE_POLICY), facts());
   t.true(d.allowed);
   t.false(d.violates);
   t.is(d.riskScore, 0);

@@ -5,7 +5,7 @@ import test from 'ava';
 import { closedPort } from '../helpers/closed-port.js';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { sqliteJson } from '../helpers/sqlite-cli.js';
+import { decisionRow } from './support.js';
 
 const harnesses: Harness[] = [];
 const servers: Server[] = [];
@@ -37,15 +37,6 @@ async function chat(gw: Harness, key: string): Promise<{ status: number; code?: 
   return { status: res.status, code: body.error?.code, retryAfter: res.headers.get('retry-after'), logId: res.headers.get('x-governance-log-id') };
 }
 
-async function outcomeOf(gw: Harness, logId: string): Promise<{ status: number | null; error: string | null } | undefined> {
-  const deadline = Date.now() + 1500;
-  for (;;) {
-    const [row] = sqliteJson<{ status: number | null; error: string | null }>(gw.dbPath, `SELECT status, error FROM usagelog_outcome WHERE log_id = '${logId}'`);
-    if (row || Date.now() > deadline) return row;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 /** An upstream whose first `failures` connections are cut before any answer; it counts what it saw. */
 async function flakyUpstream(failures: number, delayMs = 0): Promise<{ url: string; seen: () => number }> {
   let seen = 0;
@@ -65,7 +56,7 @@ async function flakyUpstream(failures: number, delayMs = 0): Promise<{ url: stri
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, seen: () => seen };
 }
 
-test.serial('past max_in_flight the client gets 503 overloaded with Retry-After, and the outcome says so', async (t) => {
+test.serial('past max_in_flight the client gets 503 overloaded with Retry-After, and its row says it was not forwarded', async (t) => {
   const { gw, key } = await harness({ providers: [{ name: 'openai', base_url: upstream.url, max_in_flight: 2, api_key_env: 'OPENAI_API_KEY' }] });
   upstream.setDelay(500);
   try {
@@ -75,7 +66,8 @@ test.serial('past max_in_flight the client gets 503 overloaded with Retry-After,
     t.is(refused.length, 1);
     t.is(refused[0]!.code, 'overloaded');
     t.is(refused[0]!.retryAfter, '1');
-    t.deepEqual(await outcomeOf(gw, refused[0]!.logId!), { status: 503, error: 'overloaded' });
+    t.like(decisionRow(gw.dbPath, refused[0]!.logId!), { allowed: 0 });
+    t.regex(decisionRow(gw.dbPath, refused[0]!.logId!)!.reason, /^overloaded: provider openai has too many requests in flight/);
   } finally {
     upstream.setDelay(0);
   }

@@ -6,7 +6,7 @@ import cron from 'node-cron';
 import { openDatabase, type Db } from '../../gateway/audit/database.js';
 import { pruneAuditRows } from '../../gateway/audit/retention.js';
 import { runCli } from '../helpers/cli.js';
-import { makeGatewayDir, SHIPPED_POLICY, startHarness, writeGatewayYaml, type Harness } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, FIXTURE_POLICY, startHarness, writeGatewayYaml, type Harness } from '../helpers/gateway-harness.js';
 import { sqliteJson, sqliteRaw } from '../helpers/sqlite-cli.js';
 
 // Far from UTC, so a schedule evaluated in local time instead of UTC fires at a visibly different hour.
@@ -101,7 +101,7 @@ test('cleanup-logs deletes on demand and prints how many', (t) => {
   const dir = makeGatewayDir();
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   writeGatewayYaml(dir, NO_UPSTREAM, { audit: { retention_days: 30 } });
-  writeFileSync(path.join(dir, 'config/policy.yaml'), SHIPPED_POLICY);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   const dbPath = path.join(dir, 'data/audit.db');
   openDatabase(dbPath, { synchronous: 'NORMAL' }).close();
 

@@ -1,0 +1,76 @@
+import * as zlib from 'node:zlib';
+import test from 'ava';
+import { startHarness, type Harness } from '../helpers/gateway-harness.js';
+import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, logIdOf, policyWith, rowById, send } from './support.js';
+
+// Issue 14, finding 1: a compressed body is unreadable to the policy (model NULL) while a lenient
+// provider decodes it and serves the model inside. It must be refused with 415 and never forwarded.
+
+const POLICY = policyWith(`  acme:
+    models: ["gpt-4o-mini"]
+`);
+
+let upstream: MockUpstream;
+let gw: Harness;
+
+test.before(async () => {
+  upstream = await startMockUpstream();
+  gw = await startHarness(upstream.url, { policy: POLICY });
+});
+
+test.after.always(async () => {
+  await gw?.close();
+  await upstream?.close();
+});
+
+const FORBIDDEN = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+
+const ENCODINGS: [string, (b: Buffer) => Buffer][] = [
+  ['gzip', (b) => zlib.gzipSync(b)],
+  ['deflate', (b) => zlib.deflateSync(b)],
+  ['br', (b) => zlib.brotliCompressSync(b)],
+];
+
+for (const [encoding, compress] of ENCODINGS) {
+  for (const contentType of ['application/json', 'text/plain', undefined]) {
+    test.serial(`a ${encoding}-encoded body (content-type ${contentType ?? 'missing'}) is refused with 415 and never forwarded`, async (t) => {
+      const { key } = gw.createKey('acme');
+      const before = upstream.received.length;
+      const res = await send(gw.url, key, {
+        path: '/v1/chat/completions',
+        headers: { 'content-encoding': encoding, ...(contentType ? { 'content-type': contentType } : {}) },
+        body: compress(Buffer.from(FORBIDDEN)),
+      });
+      t.is(res.status, 415, res.body);
+      t.is(errorOf(res)?.code, 'unsupported_content_encoding');
+      t.is(upstream.received.length, before, 'the compressed request reached the provider');
+      t.like(rowById(gw.dbPath, logIdOf(res)), { customer_id: 'acme', allowed: 0 });
+    });
+  }
+}
+
+test.serial('an encoded body of an allowed model is refused too: the gateway judges only what it can read', async (t) => {
+  const { key } = gw.createKey('acme');
+  const before = upstream.received.length;
+  const res = await send(gw.url, key, {
+    path: '/v1/chat/completions',
+    headers: { 'content-encoding': 'gzip', 'content-type': 'application/json' },
+    body: zlib.gzipSync(Buffer.from(JSON.stringify({ model: 'gpt-4o-mini', messages: [] }))),
+  });
+  t.is(res.status, 415, res.body);
+  t.is(errorOf(res)?.code, 'unsupported_content_encoding');
+  t.is(upstream.received.length, before);
+});
+
+test.serial('Content-Encoding: identity is no encoding and the request goes through', async (t) => {
+  const { key } = gw.createKey('acme');
+  const before = upstream.received.length;
+  const res = await send(gw.url, key, {
+    path: '/v1/chat/completions',
+    headers: { 'content-encoding': 'identity', 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o-mini', messages: [] }),
+  });
+  t.is(res.status, 200, res.body);
+  t.is(upstream.received.length, before + 1);
+});

@@ -1,0 +1,62 @@
+import test from 'ava';
+import { startHarness, type Harness } from '../helpers/gateway-harness.js';
+import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, logIdOf, policyWith, rowById, send } from './support.js';
+
+// Issue 14, finding 10: duplicate JSON keys were accepted (JSON.parse keeps the last, a first-wins
+// provider serves the first), although ambiguous bodies are to be refused. Duplicates at any depth,
+// also when one of them is written with escapes, are 400 and never forwarded.
+
+const POLICY = policyWith(`  acme:
+    models: ["gpt-4o-mini"]
+`);
+
+let upstream: MockUpstream;
+let gw: Harness;
+
+test.before(async () => {
+  upstream = await startMockUpstream();
+  gw = await startHarness(upstream.url, { policy: POLICY });
+});
+
+test.after.always(async () => {
+  await gw?.close();
+  await upstream?.close();
+});
+
+async function refusedAs400(t: import('ava').ExecutionContext, body: string): Promise<void> {
+  const { key } = gw.createKey('acme');
+  const before = upstream.received.length;
+  const res = await send(gw.url, key, { path: '/v1/chat/completions', headers: { 'content-type': 'application/json' }, body });
+  t.is(res.status, 400, res.body);
+  t.is(errorOf(res)?.code, 'invalid_request');
+  t.is(upstream.received.length, before, 'the ambiguous body reached the provider');
+  t.like(rowById(gw.dbPath, logIdOf(res)), { customer_id: 'acme', allowed: 0 });
+}
+
+test.serial('a duplicate top-level model key is refused with 400, whichever of the two is allowed', async (t) => {
+  // The last one (what JSON.parse keeps) is the allowed model; a first-wins provider would serve gpt-4o.
+  await refusedAs400(t, '{"model":"gpt-4o","model":"gpt-4o-mini","messages":[]}');
+});
+
+test.serial('a duplicate key nested inside the body is refused with 400', async (t) => {
+  await refusedAs400(t, '{"model":"gpt-4o-mini","messages":[{"role":"user","role":"system","content":"hi"}]}');
+});
+
+test.serial('a key written with escapes (mod\\u0065l) is the same key and the duplicate is refused with 400', async (t) => {
+  await refusedAs400(t, '{"model":"gpt-4o-mini","mod\\u0065l":"gpt-4o","messages":[]}');
+  await refusedAs400(t, '{"mod\\u0065l":"gpt-4o","model":"gpt-4o-mini","messages":[]}');
+});
+
+test.serial('the same body without duplicates goes through, so the refusals above are about the duplicates', async (t) => {
+  const { key } = gw.createKey('acme');
+  const before = upstream.received.length;
+  const res = await send(gw.url, key, {
+    path: '/v1/chat/completions',
+    headers: { 'content-type': 'application/json' },
+    body: '{"mod\\u0065l":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}',
+  });
+  t.is(res.status, 200, res.body);
+  t.is(upstream.received.length, before + 1);
+  t.like(rowById(gw.dbPath, logIdOf(res)), { model: 'gpt-4o-mini', allowed: 1 });
+});
