@@ -2,7 +2,6 @@ import type { IncomingMessage } from 'node:http';
 import type { DecisionKind } from '../audit/decision-row.js';
 import { authenticate } from '../auth/authenticate.js';
 import type { ApiKeyRecord } from '../auth/key-store.js';
-import { GatewayError } from '../errors/catalogue.js';
 import { METADATA_HEADER, NO_METADATA, parseGovernanceMetadata, type Metadata } from '../facts/governance-metadata.js';
 import { checkRequestHead, isMultipart, readRequest, type RequestReading } from '../facts/read-request.js';
 import type { Operation } from '../facts/routes.js';
@@ -81,13 +80,13 @@ export async function admit(ctx: GatewayContext, entry: Entry): Promise<Judged |
     await refuse(ctx, entry, key, err, { row: 'failed' }, question.model, question.operation);
     return null;
   }
-  if (entry.kind === 'check') return { key, question, governed };
-  if (governed.refusal || !governed.lease) {
-    const refusal = governed.refusal ?? new GatewayError('internal_error', 'the request was neither refused nor leased');
-    await refuse(ctx, entry, key, refusal, { row: 'written', headers: governed.headers }, question.model, question.operation);
+  const { verdict } = governed;
+  if (verdict.kind === 'answer') return { key, question, governed };
+  if (verdict.kind === 'refuse') {
+    await refuse(ctx, entry, key, verdict.error, { row: 'written', headers: governed.headers }, question.model, question.operation);
     return null;
   }
-  return { key, question, governed, lease: governed.lease };
+  return { key, question, governed, lease: verdict.lease };
 }
 
 function governInput(entry: Entry, key: ApiKeyRecord, q: Pick<Question, 'operation' | 'model' | 'metadata' | 'request'> & Partial<Question>): GovernInput {

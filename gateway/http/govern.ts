@@ -36,11 +36,16 @@ export interface Governed {
   readonly decision: Decision;
   /** The governance headers every governed response carries, and the rate limit headers where limits apply. */
   readonly headers: OutgoingHttpHeaders;
-  /** Why the request is not forwarded; null when it goes on (or, for a check, whatever the answer). */
-  readonly refusal: GatewayError | null;
-  /** What a forwarded request holds until it is over; null unless it goes on to its provider. */
-  readonly lease: Lease | null;
+  readonly verdict: Verdict;
 }
+
+/** What becomes of a governed request: forwarded under its lease, refused with an error, or (a check) answered with the decision. */
+export type Verdict =
+  | { readonly kind: 'forward'; readonly lease: Lease }
+  | { readonly kind: 'refuse'; readonly error: GatewayError }
+  | { readonly kind: 'answer' };
+
+const ANSWER: Verdict = Object.freeze({ kind: 'answer' });
 
 export const NO_REQUEST_FACTS: RequestFacts['request'] = Object.freeze({ stream: false, max_tokens: null, messages: null, tools: null, body_bytes: 0 });
 
@@ -80,8 +85,13 @@ export async function govern(ctx: GatewayContext, input: GovernInput): Promise<G
   } else {
     // Not forwarded, but still a request the key made: it counts, or refusals and checks would be free to repeat.
     ctx.limiter.charge(applicableLimits(policy, facts.customer, facts.key));
-    if (!decision.allowed && !refusal && forwards) refusal = new GatewayError('policy_blocked', `Request blocked by governance policy: ${decision.reason}`);
   }
+  // Every way past the checks above ends in a lease, a refusal, or a decision that refuses.
+  const verdict: Verdict = !forwards
+    ? ANSWER
+    : lease
+      ? { kind: 'forward', lease }
+      : { kind: 'refuse', error: refusal ?? new GatewayError('policy_blocked', `Request blocked by governance policy: ${decision.reason}`) };
   const logId = randomUUID();
   let recorded: boolean;
   try {
@@ -92,12 +102,12 @@ export async function govern(ctx: GatewayContext, input: GovernInput): Promise<G
   }
   headers = {
     ...headers,
-    'x-governance-decision': decision.allowed && !refusal ? 'allow' : 'block',
+    'x-governance-decision': verdict.kind === 'forward' || (verdict.kind === 'answer' && decision.allowed) ? 'allow' : 'block',
     'x-governance-risk-score': String(decision.riskScore),
     'x-governance-log-id': logId,
   };
   if (!recorded) headers['x-governance-audit'] = 'unrecorded';
-  return { logId, decision, headers, refusal, lease };
+  return { logId, decision, headers, verdict };
 }
 
 /**
