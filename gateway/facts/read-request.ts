@@ -54,8 +54,11 @@ export function checkRequestHead(operation: Operation, headers: IncomingHttpHead
   const models = queryModels(search);
   if (operation.model.in === 'query') {
     if (models.length !== 1) throw new GatewayError('invalid_request', 'the model query parameter must be given exactly once', { param: 'model' });
-  } else if (models.length > 0) {
+  } else if (operation.model.in !== 'none' && models.length > 0) {
     throw new GatewayError('invalid_request', 'the model query parameter is not read on this route: name the model in the body', { param: 'model' });
+  } else if (models.length > 1) {
+    // A filter (listing stored completions by model) is not judged, but two of them are read differently by frameworks.
+    throw new GatewayError('invalid_request', 'the model query parameter is given more than once', { param: 'model' });
   }
 }
 
