@@ -28,7 +28,7 @@ export const CHAIN_COLUMNS: Readonly<Record<ChainName, readonly (readonly [strin
 const RECORD_VERSION = 'govgate-audit-v1\n';
 
 /**
- * The row's canonical record (documented in the README so an auditor can
+ * The row's canonical record (documented in docs/audit.md so an auditor can
  * recompute it in any language): a version line, then the chain name,
  * `prev_hash` and each column as `<UTF-8 byte length>:<text>\n`, NULL as `-\n`.
  * Integers are decimal; REALs are the 16 lowercase hex digits of their

@@ -56,7 +56,7 @@ const MIGRATIONS: readonly Migration[] = [
   );
   CREATE INDEX api_keys_customer_id ON api_keys (customer_id);
   `,
-  // The hash chain (README, "Audit integrity"): the columns come after the contract's, and
+  // The hash chain (docs/audit.md, "Audit integrity"): the columns come after the contract's, and
   // retention records the last row it deleted in `audit_anchor` so what remains still verifies.
   `
   ALTER TABLE usagelog ADD COLUMN prev_hash TEXT;

@@ -134,7 +134,7 @@ function walk(db: Db, chain: ChainName, cutoff: string | null): { count: number;
  * Anchors are only written by retention, so each must cover more rows than the
  * one before and only rows past the retention window: an anchor that covers
  * rows inside the window was forged to hide a deletion (or the window was
- * lengthened since, which the README explains).
+ * lengthened since, which docs/audit.md explains).
  */
 function checkAnchors(db: Db, chain: ChainName, cutoff: string | null): { anchor: Anchor | undefined } | { broken: ChainBreak } {
   let latest: Anchor | undefined;

@@ -125,10 +125,10 @@ test.serial('rows written by the gateway form a chain that audit verify accepts,
   t.regex(r.stdout, /audit trail intact: 13 decision rows and 12 outcome rows verified/);
 });
 
-test('an auditor can recompute every hash from the README\'s canonical encoding, in Python', async (t) => {
+test('an auditor can recompute every hash from the canonical encoding in docs/audit.md, in Python', async (t) => {
   const tr = trail();
   await fill(tr, 20);
-  // An independent implementation of the README's "Audit integrity" section, not the gateway's code.
+  // An independent implementation of the "Audit integrity" section of docs/audit.md, not the gateway's code.
   const script = `
 import hashlib, sqlite3, struct, sys
 COLS = {

@@ -273,7 +273,7 @@ test.serial('random request paths: sound answers; encoded, dot-segment and ";" p
       const answer = await client.send({ method, path, headers, body });
       const code = assertSound(answer, what, method);
       const pathname = path.split('?', 1)[0]!;
-      // The README's rule: a provider could decode or normalise these into a route the policy never judged.
+      // The rule in docs/http.md: a provider could decode or normalise these into a route the policy never judged.
       // Bytes beyond ASCII make the request line itself malformed, which Node refuses first with 400.
       if (pathname.startsWith('/v1/') && (pathname.includes('%') || pathname.includes(';') || DOT_SEGMENT.test(pathname))) {
         const refused = /^[\x21-\x7e]*$/.test(path) ? answer.status === 404 : answer.status === 404 || answer.status === 400;
