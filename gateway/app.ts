@@ -9,8 +9,8 @@ import { scheduleBackup } from './audit/backup-schedule.js';
 import { scheduleCleanup } from './audit/cleanup-schedule.js';
 import { openDatabase, type Db } from './audit/database.js';
 import { WalCheckpointer } from './audit/wal-checkpointer.js';
-import { auditWritable } from './audit/audit-health.js';
-import { StoreFile } from './audit/store-file.js';
+import { AuditHealth } from './audit/audit-health.js';
+import { StoreFile, storeWriteProblem, type WriteAccess } from './audit/store-file.js';
 import { GatewayMetrics } from './observability/metrics.js';
 import { KeyRegistry } from './auth/key-registry.js';
 import { createLimiter } from './limits/create-limiter.js';
@@ -47,6 +47,30 @@ export interface StartOptions {
   readonly logger: Logger;
   readonly reporter: ErrorReporter;
   readonly env?: NodeJS.ProcessEnv;
+  /** Who the gateway runs as, for the audit store's start-up check; the process itself unless a test stands in for another user. */
+  readonly writeAccess?: WriteAccess;
+}
+
+/** How often one checkpoint failure code may be logged: the checkpointer retries many times a second. */
+export const CHECKPOINT_LOG_INTERVAL_MS = 60_000;
+
+/**
+ * Lets through the first occurrence of each code per `intervalMs` and counts
+ * the rest, handing the count to the next one let through, so a failure that
+ * repeats ten times a second is one line a minute that says how many it stands for.
+ */
+export function throttleByCode(intervalMs: number, emit: (code: string, suppressed: number) => void, now: () => number = Date.now): (code: string) => void {
+  const seen = new Map<string, { at: number; suppressed: number }>();
+  return (code) => {
+    const t = now();
+    const last = seen.get(code);
+    if (last && t - last.at < intervalMs) {
+      last.suppressed++;
+      return;
+    }
+    seen.set(code, { at: t, suppressed: 0 });
+    emit(code, last?.suppressed ?? 0);
+  };
 }
 
 /** Wires the pipeline stages together and starts listening. */
@@ -57,6 +81,9 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   if (adminTokenError) throw new Error(adminTokenError);
   const policyName = displayPath(config.policy.path);
   const initialPolicy = loadPolicyFile(config.policy.path, policyName);
+  // SQLite would open an unwritable file read-only and the gateway would refuse every request with 503: refuse to start instead.
+  const storeProblem = storeWriteProblem(config.audit.path, displayPath, options.writeAccess);
+  if (storeProblem) throw new Error(storeProblem);
   const db = openDatabase(config.audit.path, {
     synchronous: config.audit.synchronous,
     retentionDays: config.audit.retentionDays,
@@ -65,10 +92,10 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   });
   const storeFile = new StoreFile(config.audit.path);
   const checkpointer = new WalCheckpointer(config.audit.path, config.audit.walLimitBytes, {
-    onError(code) {
-      logger.error({ code }, 'audit checkpoint failed');
+    onError: throttleByCode(CHECKPOINT_LOG_INTERVAL_MS, (code, suppressed) => {
+      logger.error({ code, suppressed_repeats: suppressed }, 'audit checkpoint failed');
       reporter.message('audit checkpoint failed', { stage: 'audit', code });
-    },
+    }),
     onPinned(walBytes) {
       logger.warn({ wal_bytes: walBytes, wal_limit_bytes: config.audit.walLimitBytes }, 'audit WAL is over its limit: a long-running reader holds an old snapshot');
       reporter.message('audit WAL over its limit', { stage: 'audit' });
@@ -107,8 +134,11 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     },
   });
   const providers = new ProviderRouter(config.providers, options.env ?? process.env);
+  // Names the variable and the provider, never its value.
+  for (const problem of providers.problems) logger.warn({ provider: problem.provider, env: problem.env, problem: problem.kind }, problem.message);
   const limiter = await createLimiter(config.limits, db, options.env ?? process.env, logger, reporter);
-  const auditWritableNow = () => auditWritable(db, audit, storeFile);
+  const health = new AuditHealth(db, audit, storeFile);
+  const auditWritableNow = () => health.writable();
   const batchFiles = new BatchInputFiles(db, audit);
   const context: GatewayContext = { config, keys, policy, audit, batchFiles, providers, limiter, logger, reporter, metrics, auditWritable: auditWritableNow };
 

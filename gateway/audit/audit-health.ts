@@ -5,32 +5,62 @@ import { withBusyTimeout, type Db } from './database.js';
 import type { StoreFile } from './store-file.js';
 
 /**
- * Whether the audit store can take a commit now: its path still names the
- * file that was opened and it is writable, and the last commit succeeded or,
- * after a failure, a probe transaction takes the write lock. The probe runs
- * only while unhealthy, so a healthy gateway's readiness checks never touch
- * the write lock.
+ * Whether the audit store can take a commit now, for `/readyz`: its path
+ * still names the file that was opened and it is writable, the last commit
+ * did not fail for want of disk space, and a probe transaction takes the
+ * write lock. The probe is what a flag cannot show: a connection SQLite
+ * opened read-only, or one that lost write access, fails it with
+ * SQLITE_READONLY although no commit has failed yet. A success is kept for
+ * `PROBE_CACHE_MS`, so a load balancer polling often costs one probe a second.
  */
-export function auditWritable(db: Db, writer: AuditWriter, file: StoreFile): boolean {
-  try {
-    file.assertWritable();
-  } catch {
-    return false;
-  }
-  if (!writer.failing) return true;
-  // Taking the write lock writes nothing, so after a full disk it proves nothing: free space must be back.
-  if ((writer.failure as { code?: string } | null)?.code === 'SQLITE_FULL' && freeBytes(file.path) < MIN_FREE_BYTES) return false;
-  // The connection never waits for a lock (app.ts); the probe may, briefly, or a checkpoint or a cleanup-logs batch would fail it.
-  return withBusyTimeout(db, PROBE_WAIT_MS, () => {
+export class AuditHealth {
+  private cached: { readonly at: number; readonly failing: boolean; readonly writable: boolean } | null = null;
+
+  constructor(
+    private readonly db: Db,
+    private readonly writer: Pick<AuditWriter, 'failing' | 'failure'>,
+    private readonly file: Pick<StoreFile, 'assertWritable' | 'path'>,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  writable(): boolean {
+    // The file check is one stat() and the free-space check only runs while failing: both stay live, only the probe is cached.
     try {
-      db.exec('BEGIN IMMEDIATE; ROLLBACK;');
-      return true;
+      this.file.assertWritable();
     } catch {
-      if (db.inTransaction) db.exec('ROLLBACK');
       return false;
     }
-  });
+    const failing = this.writer.failing;
+    // Taking the write lock writes nothing, so after a full disk it proves nothing: free space must be back.
+    if (failing && (this.writer.failure as { code?: string } | null)?.code === 'SQLITE_FULL' && freeBytes(this.file.path) < MIN_FREE_BYTES) return false;
+    const now = this.now();
+    // A commit that failed or recovered since the last probe makes its answer stale. Only a success is kept:
+    // a healthy gateway's probes are what cost the writer, and an unhealthy one should say it recovered at once.
+    const last = this.cached;
+    if (last && last.writable && last.failing === failing && now >= last.at && now - last.at < PROBE_CACHE_MS) return true;
+    const writable = this.probe();
+    this.cached = { at: now, failing, writable };
+    return writable;
+  }
+
+  private probe(): boolean {
+    // The writer commits synchronously on this connection, so a transaction open here belongs to it: the store is taking writes.
+    if (this.db.inTransaction) return true;
+    // The connection never waits for a lock (app.ts); the probe may, briefly, or a checkpoint or a cleanup-logs batch would fail it.
+    return withBusyTimeout(this.db, PROBE_WAIT_MS, () => {
+      try {
+        this.db.exec('BEGIN IMMEDIATE; ROLLBACK;');
+        return true;
+      } catch {
+        if (this.db.inTransaction) this.db.exec('ROLLBACK');
+        return false;
+      }
+    });
+  }
 }
+
+/** How long a probe's answer stands: readiness a second old is fresh enough for a load balancer. */
+export const PROBE_CACHE_MS = 1000;
 
 const PROBE_WAIT_MS = 5;
 

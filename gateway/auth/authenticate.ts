@@ -7,11 +7,31 @@ import type { ApiKeyRecord } from './key-store.js';
 export type AuthFailure = 'missing' | 'malformed' | 'unknown';
 
 export class AuthenticationError extends GatewayError {
-  constructor(readonly failure: AuthFailure) {
+  /** `detail` says what is wrong with a malformed key's shape; it never contains the key. */
+  constructor(readonly failure: AuthFailure, detail?: string) {
     super('invalid_api_key', failure === 'missing'
       ? 'Missing API key: send it as "Authorization: Bearer <key>" or "api-key: <key>"'
-      : 'Invalid API key: the key is malformed, unknown or revoked');
+      : detail ?? 'Invalid API key: the key is malformed, unknown or revoked');
   }
+}
+
+/** Keys the providers issue (OpenAI's `sk-…`, `sk-proj-…`, Anthropic's `sk-ant-…`): a client configured with the provider's key instead of the gateway's. */
+const PROVIDER_KEY = /^sk-/;
+/** A client that adds "Bearer " itself, given a value that already has it. */
+const DOUBLED_BEARER = /^Bearer[ \t]+Bearer[ \t]+\S+[ \t]*$/i;
+
+/**
+ * What is wrong with a key that is not a gateway key, when its shape says so:
+ * the two mistakes a newcomer makes, told apart from a mistyped key.
+ */
+function shapeProblem(headers: IncomingHttpHeaders, key: string): string | undefined {
+  if (typeof headers.authorization === 'string' && DOUBLED_BEARER.test(headers.authorization)) {
+    return 'Invalid API key: the Authorization header says Bearer twice ("Bearer Bearer <key>"); send "Authorization: Bearer <key>", or give the client the bare key if it adds "Bearer " itself';
+  }
+  if (PROVIDER_KEY.test(key)) {
+    return 'Invalid API key: this is a provider key (sk-…); send a gateway key gg_… from `govgate keys create`. The provider key belongs in the gateway\'s environment, not the client\'s';
+  }
+  return undefined;
 }
 
 /** The key a client presented, from `Authorization: Bearer` or `api-key`. */
@@ -31,6 +51,8 @@ export function presentedKey(headers: IncomingHttpHeaders): string | undefined {
  */
 export function authenticate(headers: IncomingHttpHeaders, registry: KeyRegistry): ApiKeyRecord {
   const key = presentedKey(headers);
+  const problem = key === undefined ? undefined : shapeProblem(headers, key);
+  if (problem !== undefined) throw new AuthenticationError('malformed', problem);
   if (key === undefined || key === '') throw new AuthenticationError('missing');
   if (!isWellFormedKey(key)) throw new AuthenticationError('malformed');
   const record = registry.lookup(key);

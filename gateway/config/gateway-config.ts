@@ -98,7 +98,9 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
   if (envPort !== undefined && envPort !== '' && !/^\d{1,5}$/.test(envPort)) {
     src.fail(['server', 'port'], `$PORT must be a port number, got "${envPort}"`);
   }
-  const port = envPort ? Number(envPort) : readInteger(src, ['server', 'port'], server.port, { min: 0, max: 65535 }, 8080);
+  // Validated even when $PORT overrides it: a typo in the file must not wait to surface until the day $PORT is unset.
+  const filePort = readInteger(src, ['server', 'port'], server.port, { min: 0, max: 65535 }, 8080);
+  const port = envPort ? Number(envPort) : filePort;
   if (port > 65535) src.fail(['server', 'port'], `$PORT must be at most 65535, got ${port}`);
 
   const headersTimeout = server.headers_timeout_ms;

@@ -8,7 +8,8 @@ export function handleHealth(res: ServerResponse): void {
 }
 
 /**
- * `GET /readyz`: 200 only when the audit database takes writes, so load
+ * `GET /readyz`: 200 only when the audit database takes writes (a write probe,
+ * cached for a second: audit-health.ts), so load
  * balancers route around a gateway that would refuse with 503. A policy is
  * always in force: the gateway does not start without a valid one, and an
  * invalid edit keeps the last good one; its hash is reported.

@@ -85,8 +85,12 @@ export class Limiter {
       const tokenKeys = checks.filter((_, i) => LIMIT_UNITS[limits[i]!.kind].unit === 'tokens').map((c) => c.key);
       return { kind: 'admitted', reservation: { tokens, tokenKeys }, headers: rateLimitHeaders(states, null) };
     }
-    const failing = states.find((s) => s.exceeded)!;
-    return { kind: 'refused', refusal: refusalOf(failing), headers: rateLimitHeaders(states, failing) };
+    const at = states.findIndex((s) => s.exceeded);
+    const failing = states[at]!;
+    const counts = result.counts[at]!;
+    // What the window holds, rounded up (less a float's error) so a refusal never reads as room left over.
+    const held = Math.ceil(counts.current + counts.previous * windows[at]!.prevWeight - 1e-6);
+    return { kind: 'refused', refusal: refusalOf(failing, held), headers: rateLimitHeaders(states, failing) };
   }
 
   /**
@@ -151,19 +155,51 @@ function waitFor(limit: number, cost: number, counts: BucketCounts, w: Window, n
   return Math.ceil(w.end - now + (1 - (limit - cost) / counts.current) * length);
 }
 
-function refusalOf(s: LimitState): LimitRefusal {
+function refusalOf(s: LimitState, held: number): LimitRefusal {
   const { limit } = s;
-  const { unit, per } = LIMIT_UNITS[limit.kind];
+  const { per } = LIMIT_UNITS[limit.kind];
   const whose = `${limit.scope} ${limit.id}`;
-  const words = limit.kind.replaceAll('_', ' ');
-  const lead = isBudget(limit.kind) ? 'Token budget exhausted' : 'Rate limit reached';
-  const tooBig = s.requested > limit.limit ? ` The request alone needs more ${unit} than the limit allows; lower max_tokens.` : '';
   return {
     limit,
     used: s.used,
     requested: s.requested,
     retryAfterMs: s.retryAfterMs,
     reason: `limit ${limit.kind}: ${whose} ${limit.limit}/${per}`,
-    message: `${lead} for ${whose} on ${words}: Limit ${limit.limit}, Used ${s.used}, Requested ${s.requested}. Please try again in ${Math.max(1, Math.ceil(s.retryAfterMs / 1000))}s.${tooBig}`,
+    message: refusalMessage({ ...s, held }),
   };
+}
+
+/** Where a limit's count is taken, in words. */
+const SPAN: Readonly<Record<string, string>> = { min: 'in the last minute', day: 'today (UTC)', month: 'this month (UTC)' };
+
+/**
+ * The client's 429 message: what the window holds against the limit and when
+ * room frees. The count is rounded up, because a sliding window weighs the
+ * previous minute by a fraction and "Used 1 of 2" next to a refusal reads as a bug.
+ */
+export function refusalMessage(s: Pick<LimitState, 'limit' | 'used' | 'requested' | 'retryAfterMs'> & { readonly held?: number }): string {
+  const { limit } = s;
+  const { unit, per } = LIMIT_UNITS[limit.kind];
+  const lead = `${isBudget(limit.kind) ? 'Token budget exhausted' : 'Rate limit reached'} for ${limit.scope} ${limit.id} on ${limit.kind.replaceAll('_', ' ')}`;
+  const count = (n: number) => `${n} ${n === 1 ? unit.replace(/s$/, '') : unit}`;
+  if (s.requested > limit.limit) {
+    return `${lead}: this request needs ${count(s.requested)}, more than the whole limit of ${limit.limit}, and will never fit; lower max_tokens.`;
+  }
+  const held = Math.min(limit.limit, s.held ?? s.used);
+  const span = SPAN[per] ?? `per ${per}`;
+  const holds = held >= limit.limit
+    ? `${count(held)} ${span} already use the limit of ${limit.limit}`
+    : `${count(held)} ${span} leave ${limit.limit - held} of the limit of ${limit.limit}, and this request needs ${s.requested}`;
+  const wait = formatWait(s.retryAfterMs);
+  const frees = isBudget(limit.kind) ? `the budget resets in ${wait}` : unit === 'requests' ? `one frees in ${wait}` : `enough frees in ${wait}`;
+  return `${lead}: ${holds}; ${frees}.`;
+}
+
+/** `23s`, `14m`, `5h 20m`: seconds are noise once the wait is long. */
+function formatWait(ms: number): string {
+  const seconds = Math.max(1, Math.ceil(ms / 1000));
+  if (seconds < 120) return `${seconds}s`;
+  const minutes = Math.ceil(seconds / 60);
+  if (minutes < 120) return `${minutes}m`;
+  return `${Math.floor(minutes / 60)}h ${minutes % 60}m`;
 }

@@ -15,6 +15,40 @@ export interface Provider {
   readonly config: ProviderConfig;
 }
 
+/** Gateway keys start with this; a provider never issues one. */
+const GATEWAY_KEY_PREFIX = 'gg_';
+
+/** Why a provider's credential cannot work, and how to fix it; never holds the secret. */
+export interface CredentialProblem {
+  readonly provider: string;
+  readonly env: string;
+  readonly kind: 'missing' | 'gateway_key';
+  readonly message: string;
+}
+
+/**
+ * The two ways a start goes wrong in practice: the variable is not exported in
+ * the gateway's shell, or the client's gateway key is exported under the same
+ * name (both are called OPENAI_API_KEY) and is taken for the provider's key.
+ */
+export function credentialProblem(config: ProviderConfig, env: NodeJS.ProcessEnv): CredentialProblem | null {
+  const name = config.apiKeyEnv;
+  if (name === null) return null;
+  const value = env[name];
+  if (value === undefined || value === '') {
+    return { provider: config.name, env: name, kind: 'missing', message: `requests to provider ${config.name} will be sent without a key and the provider will answer 401; set ${name} in the gateway's environment` };
+  }
+  if (value.startsWith(GATEWAY_KEY_PREFIX)) {
+    return {
+      provider: config.name,
+      env: name,
+      kind: 'gateway_key',
+      message: `${name} holds a gateway key (${GATEWAY_KEY_PREFIX}…), not the provider's key: the provider will refuse it; the gateway key goes in the client's environment, set ${name} to provider ${config.name}'s key in the gateway's`,
+    };
+  }
+  return null;
+}
+
 /**
  * Picks the provider for a model: the first whose `models` patterns match.
  * Only `providers[].base_url` from the configuration decides where the gateway
@@ -27,6 +61,8 @@ export class ProviderRouter {
   constructor(configs: readonly ProviderConfig[], env: NodeJS.ProcessEnv) {
     this.providers = configs.map((config) => {
       const secret = config.apiKeyEnv ? env[config.apiKeyEnv] : undefined;
+      // A gateway key is a secret of this gateway: sending it to a third party would leak it, and the provider refuses it anyway.
+      const usable = secret && !secret.startsWith(GATEWAY_KEY_PREFIX) ? secret : undefined;
       return Object.freeze({
         name: config.name,
         origin: config.baseUrl.origin,
@@ -37,17 +73,19 @@ export class ProviderRouter {
           headersTimeout: config.firstByteTimeoutMs,
           bodyTimeout: config.idleTimeoutMs,
         }),
-        authorization: secret ? `Bearer ${secret}` : null,
+        authorization: usable ? `Bearer ${usable}` : null,
         serves: compileGlobList(config.models),
         config,
       });
     });
+    this.problems = configs.flatMap((config) => {
+      const problem = credentialProblem(config, env);
+      return problem ? [problem] : [];
+    });
   }
 
-  /** Providers whose `api_key_env` names an unset variable: worth a warning at start-up. */
-  missingCredentials(): string[] {
-    return this.providers.filter((p) => p.config.apiKeyEnv !== null && p.authorization === null).map((p) => `${p.name} ($${p.config.apiKeyEnv})`);
-  }
+  /** Credentials that will make the provider answer 401, each with what to do about it: warned about at start-up. */
+  readonly problems: readonly CredentialProblem[];
 
   /** Model-less routes (`GET /v1/models`, files) go to the first provider. */
   forModel(model: string | null): Provider | undefined {

@@ -61,7 +61,7 @@ test.serial('the refusal is 429 rate_limit_exceeded in the OpenAI shape with Ret
   const body = (await refused.json()) as { error: { code: string; type: string; message: string; param: null } };
   t.is(body.error.code, 'rate_limit_exceeded');
   t.is(body.error.type, 'requests');
-  t.regex(body.error.message, /Limit 2, Used 2, Requested 1/);
+  t.regex(body.error.message, /^Rate limit reached for customer rpm-[a-z]+ on requests per minute: 2 requests in the last minute already use the limit of 2; one frees in \d+s\.$/);
   t.is(refused.headers.get('x-ratelimit-remaining-requests'), '0');
   const retryAfter = Number(refused.headers.get('retry-after'));
   t.true(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 120, `Retry-After ${retryAfter}`);
