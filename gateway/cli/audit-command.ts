@@ -3,8 +3,8 @@ import { parseArgs } from 'node:util';
 import { CHAINS, type ChainName } from '../audit/chain.js';
 import { openDatabase } from '../audit/database.js';
 import { verifyAuditChain, type ChainHead, type ExportedHead } from '../audit/verify-chain.js';
-import type { GatewayConfig } from '../config/gateway-config.js';
 import { CliError } from './cli-error.js';
+import { configOf, type ConfigSource } from './config-source.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -12,7 +12,7 @@ const HEX64 = /^[0-9a-f]{64}$/;
  * `audit verify [--export-head] [--against FILE]`: walks the hash chains.
  * Returns the exit code: 0 intact, 1 with the first bad row named on stdout.
  */
-export function auditCommand(config: GatewayConfig, args: string[], out: NodeJS.WritableStream): number {
+export function auditCommand(source: ConfigSource, args: string[], out: NodeJS.WritableStream): number {
   const [action, ...rest] = args;
   if (action !== 'verify') throw new CliError(`unknown audit command "${action ?? ''}" (expected verify)`, 2);
   const { values, positionals } = parseArgs({
@@ -23,6 +23,7 @@ export function auditCommand(config: GatewayConfig, args: string[], out: NodeJS.
   });
   if (positionals.length > 0) throw new CliError(`audit verify takes no arguments, got "${positionals[0]}"`, 2);
   const against = values.against === undefined ? undefined : readHead(values.against);
+  const config = configOf(source);
   if (!existsSync(config.audit.path)) throw new CliError(`no audit database at ${config.audit.path}`);
   const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, readonly: true });
   try {

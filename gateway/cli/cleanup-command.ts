@@ -1,13 +1,15 @@
 import { parseArgs } from 'node:util';
 import { openDatabase } from '../audit/database.js';
 import { pruneAuditRows, retentionCutoff } from '../audit/retention.js';
-import type { GatewayConfig } from '../config/gateway-config.js';
 import { CliError } from './cli-error.js';
+import { configOf, type ConfigSource } from './config-source.js';
 
 /** `cleanup-logs [DAYS]`: the same retention the gateway's schedule runs, on demand. */
-export async function cleanupCommand(config: GatewayConfig, args: string[], out: NodeJS.WritableStream): Promise<void> {
+export async function cleanupCommand(source: ConfigSource, args: string[], out: NodeJS.WritableStream): Promise<void> {
   const { positionals } = parseArgs({ args, options: {}, allowPositionals: true, strict: true });
   if (positionals.length > 1) throw new CliError('cleanup-logs takes at most one DAYS argument', 2);
+  if (positionals[0] !== undefined && !/^\d+$/.test(positionals[0])) throw new CliError(`DAYS must be a whole number of days, got "${positionals[0]}"`, 2);
+  const config = configOf(source);
   const days = positionals[0] === undefined ? config.audit.retentionDays : Number(positionals[0]);
   if (!Number.isInteger(days) || days < 0) throw new CliError(`DAYS must be a whole number of days, got "${positionals[0]}"`, 2);
   if (days < config.audit.retentionDays) {

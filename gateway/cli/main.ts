@@ -1,21 +1,11 @@
-import { loadGatewayConfig, resolveConfigFile, type GatewayConfig } from '../config/gateway-config.js';
+import { displayPath, loadGatewayConfig, resolveConfigFile, type GatewayConfig } from '../config/gateway-config.js';
 import { ConfigError } from '../config/yaml-source.js';
 import { CliError } from './cli-error.js';
+import { commandUsage, USAGE } from './usage-text.js';
+import { VERSION } from './version.js';
 
-const USAGE = `usage: govgate <command> [--config FILE]
-
-  serve                                   run the gateway in the foreground
-  keys create --customer ID [--name LABEL] [--json]
-  keys list [--customer ID] [--json]
-  keys revoke KEY_ID
-  policy check [FILE]
-  policy test --customer ID --model M --operation OP [--meta k=v]... [--json]
-  cleanup-logs [DAYS]
-  audit verify [--export-head] [--against FILE]
-  backup                                  write a verified snapshot of the audit database
-  usage [--customer ID] [--since 30d] [--json]
-
---config defaults to $GOVGATE_CONFIG, then config/gateway.yaml`;
+/** parseArgs' complaints about the command line itself: usage errors, exit 2. */
+const PARSE_ARGS_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE']);
 
 /**
  * Runs one command; returns the exit code. Errors become one line on stderr.
@@ -23,45 +13,94 @@ const USAGE = `usage: govgate <command> [--config FILE]
  * the proxy, the dashboard or Sentry.
  */
 export async function main(argv: string[]): Promise<number> {
+  // Kept so a missing file can be explained by the setting that named it.
+  let configName: string | undefined;
+  let loaded: GatewayConfig | undefined;
   try {
     const { configFile, rest } = extractConfigFlag(argv);
-    const loadConfig = (): GatewayConfig => loadGatewayConfig(resolveConfigFile(configFile));
+    configName = resolveConfigFile(configFile);
+    const loadConfig = (): GatewayConfig => (loaded = loadGatewayConfig(resolveConfigFile(configFile)));
     const [command, ...args] = rest;
+    if (command !== undefined && !command.startsWith('-') && (args.includes('--help') || args.includes('-h'))) {
+      return printUsage(command, args[0]?.startsWith('-') ? undefined : args[0]);
+    }
     switch (command) {
       case 'serve':
-        await (await import('./serve-command.js')).serveCommand(loadConfig(), args, process.stderr);
+        await (await import('./serve-command.js')).serveCommand(loadConfig, args, process.stderr);
+        return 0;
+      case 'demo':
+        // The demo writes a configuration of its own; a --config given here would be silently ignored otherwise.
+        if (configFile !== undefined) throw new CliError('demo writes its own configuration in a temporary directory; --config does not apply', 2);
+        await (await import('./demo-command.js')).demoCommand(args, process.stdout);
         return 0;
       case 'keys':
-        (await import('./keys-command.js')).keysCommand(loadConfig(), args, process.stdout);
+        (await import('./keys-command.js')).keysCommand(loadConfig, args, process.stdout);
         return 0;
       case 'policy':
         await (await import('./policy-command.js')).policyCommand(loadConfig, args, process.stdout);
         return 0;
       case 'cleanup-logs':
-        await (await import('./cleanup-command.js')).cleanupCommand(loadConfig(), args, process.stdout);
+        await (await import('./cleanup-command.js')).cleanupCommand(loadConfig, args, process.stdout);
         return 0;
       case 'audit':
-        return (await import('./audit-command.js')).auditCommand(loadConfig(), args, process.stdout);
+        return (await import('./audit-command.js')).auditCommand(loadConfig, args, process.stdout);
       case 'backup':
-        await (await import('./backup-command.js')).backupCommand(loadConfig(), args, process.stdout);
+        await (await import('./backup-command.js')).backupCommand(loadConfig, args, process.stdout);
         return 0;
       case 'usage':
-        (await import('./usage-command.js')).usageCommand(loadConfig(), args, process.stdout);
+        (await import('./usage-command.js')).usageCommand(loadConfig, args, process.stdout);
         return 0;
-      case undefined:
+      case 'version':
+      case '--version':
+      case '-V':
+        if (args.length > 0) throw new CliError(`version takes no arguments, got "${args[0]}"`, 2);
+        process.stdout.write(`${VERSION}\n`);
+        return 0;
       case 'help':
+        if (args[0] !== undefined) return printUsage(args[0], args[1]);
+        process.stdout.write(`${USAGE}\n`);
+        return 0;
       case '--help':
       case '-h':
         process.stdout.write(`${USAGE}\n`);
-        return command === undefined ? 2 : 0;
+        return 0;
+      case undefined:
+        // No command is a usage error, but the list is what the user needs to see.
+        process.stdout.write(`${USAGE}\n`);
+        return 2;
       default:
         throw new CliError(`unknown command "${command}"; run "govgate help" for the list`, 2);
     }
   } catch (err) {
+    const explained = explainMissingFile(err, configName, loaded);
     // Located errors keep the bare `FILE:LINE:COL: message` shape that editors and CI annotators read.
-    process.stderr.write(err instanceof ConfigError ? `${err.message}\n` : `govgate: ${oneLine(err)}\n`);
-    return err instanceof CliError ? err.exitCode : 1;
+    process.stderr.write(explained instanceof ConfigError ? `${explained.message}\n` : `govgate: ${oneLine(explained, commandName(argv))}\n`);
+    if (explained instanceof CliError) return explained.exitCode;
+    return PARSE_ARGS_CODES.has((explained as { code?: string }).code ?? '') ? 2 : 1;
   }
+}
+
+/** `govgate CMD [SUB] --help` and `govgate help CMD [SUB]`: exit 0, or 2 for a command that does not exist. */
+function printUsage(command: string, sub: string | undefined): number {
+  const text = commandUsage(command, sub);
+  if (text === undefined) throw new CliError(`unknown command "${command}"; run "govgate help" for the list`, 2);
+  process.stdout.write(`${text}\n`);
+  return 0;
+}
+
+/**
+ * "file not found" alone leaves the user guessing which setting to fix: the
+ * configuration file is chosen by --config, the policy by policy.path.
+ */
+function explainMissingFile(err: unknown, configName: string | undefined, loaded: GatewayConfig | undefined): unknown {
+  if (!(err instanceof ConfigError) || !err.detail.startsWith('file not found')) return err;
+  if (loaded === undefined && err.file === configName) {
+    return new ConfigError(err.file, err.line, err.col, err.key, `${err.detail}; run govgate in the directory that holds ${configName}, or pass --config FILE (or set $GOVGATE_CONFIG)`);
+  }
+  if (loaded !== undefined && err.file === displayPath(loaded.policy.path)) {
+    return new ConfigError(err.file, err.line, err.col, err.key, `${err.detail}; this path is policy.path in ${loaded.file}`);
+  }
+  return err;
 }
 
 /** `--config` may stand anywhere, so it is taken out before each command parses its own flags. */
@@ -82,15 +121,24 @@ function extractConfigFlag(argv: string[]): { configFile: string | undefined; re
   return { configFile, rest };
 }
 
-function oneLine(err: unknown): string {
+function oneLine(err: unknown, command: string): string {
   if (err instanceof CliError) return err.message;
   const code = (err as { code?: string }).code;
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-    return (err as Error).message.split('\n')[0]!;
+  if (code !== undefined && PARSE_ARGS_CODES.has(code)) {
+    // parseArgs explains at length how to pass a value starting with "-"; the first sentence and where to look are enough.
+    const first = (err as Error).message.split('\n')[0]!.split(/\.\s/)[0]!.replace(/\.$/, '');
+    return `${command}: ${first}; run "govgate ${command} --help" for its usage`;
   }
   if (code?.startsWith('SQLITE_')) return `audit database error (${code}): ${(err as Error).message}`;
   return err instanceof Error ? err.message.split('\n')[0]! : String(err);
 }
 
+/** `keys create` from `keys create --bogus`, `backup` from `backup x`: the command to point --help at. */
+function commandName(argv: string[]): string {
+  // Without extractConfigFlag: this runs while reporting an error, and a dangling --config would throw again.
+  const words = argv.filter((arg, i) => !arg.startsWith('--config') && argv[i - 1] !== '--config');
+  const [command = '', sub] = words;
+  return ['keys', 'policy', 'audit'].includes(command) && sub !== undefined && !sub.startsWith('-') ? `${command} ${sub}` : command;
+}
 
 process.exitCode = await main(process.argv.slice(2));

@@ -1,15 +1,17 @@
 import { parseArgs } from 'node:util';
 import { startGateway } from '../app.js';
-import { displayPath, type GatewayConfig } from '../config/gateway-config.js';
+import { displayPath } from '../config/gateway-config.js';
 import { NO_REPORTER } from '../observability/no-reporter.js';
 import { createLogger } from '../observability/logger.js';
 import { errorSummary } from '../observability/error-summary.js';
 import { CliError } from './cli-error.js';
+import { configOf, type ConfigSource } from './config-source.js';
 import { VERSION } from './version.js';
 
 /** Runs the gateway in the foreground until SIGTERM or SIGINT, then drains and exits 0. */
-export async function serveCommand(config: GatewayConfig, args: string[], err: NodeJS.WritableStream): Promise<void> {
+export async function serveCommand(source: ConfigSource, args: string[], err: NodeJS.WritableStream): Promise<void> {
   parseArgs({ args, options: {}, strict: true });
+  const config = configOf(source);
   const logger = createLogger(config.log.level);
   const dsn = process.env[config.sentry.dsnEnv];
   const reporter = dsn ? (await import('../observability/error-reporter.js')).createErrorReporter(dsn, `govgate@${VERSION}`) : NO_REPORTER;
@@ -34,10 +36,8 @@ export async function serveCommand(config: GatewayConfig, args: string[], err: N
 
   logger.info({ url: gateway.url, policy: displayPath(config.policy.path), audit: displayPath(config.audit.path), sentry: reporter.enabled }, 'govgate listening');
   err.write(`govgate ${VERSION} listening on ${gateway.url} (policy ${displayPath(config.policy.path)}, audit ${displayPath(config.audit.path)})\n`);
-  for (const missing of gateway.context.providers.missingCredentials()) {
-    logger.warn({ provider: missing }, 'provider credential not set: requests to it are forwarded without a provider key');
-    err.write(`warning: provider ${missing} has no credential in the environment\n`);
-  }
+  // startGateway has logged these at warn; a person starting the gateway reads the terminal, not the JSON log.
+  for (const problem of gateway.context.providers.problems) err.write(`warning: ${problem.message}\n`);
   if (gateway.context.keys.size === 0) {
     const configFlag = config.file === 'config/gateway.yaml' ? '' : ` --config ${config.file}`;
     err.write(`No API keys yet. Create one with:\n  npx govgate keys create --customer my-team --name first-key${configFlag}\n`);

@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import { openDatabase, sqliteTime } from '../audit/database.js';
-import { displayPath, type GatewayConfig } from '../config/gateway-config.js';
+import { displayPath } from '../config/gateway-config.js';
 import { CliError } from './cli-error.js';
+import { configOf, type ConfigSource } from './config-source.js';
 
 const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000 } as const;
 const DEFAULT_SINCE = '30d';
@@ -21,10 +22,11 @@ export interface UsageRow {
  * provider-reported tokens per customer and model, from the audit database.
  * /v1/check questions are not requests and are left out.
  */
-export function usageCommand(config: GatewayConfig, args: string[], out: NodeJS.WritableStream, now: Date = new Date()): void {
+export function usageCommand(source: ConfigSource, args: string[], out: NodeJS.WritableStream, now: Date = new Date()): void {
   const { values } = parseArgs({ args, options: { customer: { type: 'string' }, since: { type: 'string' }, json: { type: 'boolean' } }, strict: true });
   const since = values.since ?? DEFAULT_SINCE;
   const cutoff = sqliteTime(new Date(now.getTime() - durationMs(since)));
+  const config = configOf(source);
   let db;
   try {
     db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, readonly: true });

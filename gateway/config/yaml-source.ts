@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 
 /** A path into a YAML document: map keys and sequence indexes. */
@@ -47,7 +48,10 @@ export class YamlSource {
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : `cannot read file (${(err as NodeJS.ErrnoException).code ?? 'error'})`;
+      const code = (err as NodeJS.ErrnoException).code;
+      // The directory, absolute, because a relative name hides which working directory was searched.
+      const dir = dirname(resolve(file));
+      const reason = code === 'ENOENT' ? `file not found (looked in ${dir}${existsSync(dir) ? '' : ', which does not exist'})` : `cannot read file (${code ?? 'error'})`;
       throw new ConfigError(displayName, 1, 1, '', reason);
     }
     return YamlSource.parse(displayName, text);

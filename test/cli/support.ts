@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import * as http from 'node:http';
+import { cliArgs, type CliResult } from '../helpers/cli.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 
 /** Polls `probe` until it returns something other than undefined, or gives up after `timeoutMs`. */
@@ -80,4 +82,30 @@ export function usagelogCount(dbPath: string): number {
 /** The non-empty lines of a stream's output. */
 export function lines(text: string): string[] {
   return text.split('\n').filter((l) => l.trim() !== '');
+}
+
+/** At most this many CLI children at once: each costs a tsx start, and a 2-core machine stalls under dozens. */
+const MAX_CHILDREN = 2;
+let running = 0;
+const waiting: (() => void)[] = [];
+
+/**
+ * `govgate ARGS` without blocking the event loop, so a file's many short CLI
+ * runs proceed side by side (a few at a time) instead of one after another.
+ */
+export async function runCliAsync(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<CliResult> {
+  if (running >= MAX_CHILDREN) await new Promise<void>((resolve) => waiting.push(resolve));
+  running++;
+  try {
+    return await new Promise((resolve) => {
+      execFile(process.execPath, cliArgs(args), { cwd: opts.cwd, env: { ...process.env, ...opts.env }, encoding: 'utf8', timeout: opts.timeoutMs ?? 60_000 }, (err, stdout, stderr) => {
+        // A non-zero exit is a result to check, not a failure of the run; a kill (timeout) has no code.
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
+        resolve({ status: code, stdout, stderr });
+      });
+    });
+  } finally {
+    running--;
+    waiting.shift()?.();
+  }
 }
