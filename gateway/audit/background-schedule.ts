@@ -11,9 +11,10 @@ export interface ScheduledJob {
 }
 
 /**
- * Runs `job` on a node-cron schedule, evaluated in UTC, one run at a time;
- * never keeps the process alive. `stop()` aborts the run in progress through
- * its signal, and an aborted run reports no error.
+ * Runs `job` on a node-cron schedule, evaluated in UTC, one run at a time
+ * (a tick that finds a run still going is skipped); never keeps the process
+ * alive. `stop()` aborts the run in progress through its signal, and an
+ * aborted run reports no error.
  */
 export function scheduleJob<T>(schedule: string, name: string, job: (signal: AbortSignal) => Promise<T>, hooks: ScheduleHooks<T>): ScheduledJob {
   const stopping = new AbortController();
@@ -25,14 +26,18 @@ export function scheduleJob<T>(schedule: string, name: string, job: (signal: Abo
       if (!stopping.signal.aborted) hooks.onError(err);
     }
   };
+  // A tick that comes while the previous run is still going is skipped here,
+  // silently: node-cron's own `noOverlap` skips it too but logs a warning
+  // each time, which a long prune on a short schedule turns into noise.
   const task = cron.schedule(
     schedule,
     async () => {
+      if (running) return;
       running = run();
       await running;
       running = null;
     },
-    { timezone: 'UTC', name, noOverlap: true },
+    { timezone: 'UTC', name },
   );
   task.unref();
   return {

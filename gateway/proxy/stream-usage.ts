@@ -65,11 +65,13 @@ function eventEnd(buf: Buffer): number {
   return crlf + 4;
 }
 
-const DATA_LINE = /^data: ?(\{.*\})\r?$/m;
+/** One line of an event (split on LF only): JSON may hold U+2028 and U+2029 raw, which `m`-flag patterns take for line ends. */
+const DATA_LINE = /^data: ?(\{.*\})\r?$/s;
 
 function withoutUsage(event: Buffer): Buffer | null {
   const text = event.toString('utf8');
-  const data = DATA_LINE.exec(text);
+  let data: RegExpExecArray | null = null;
+  for (const line of text.split('\n')) if ((data = DATA_LINE.exec(line))) break;
   if (!data) return event;
   let parsed: unknown;
   try {

@@ -12,17 +12,27 @@ const OUTPUT = path.join(REPO_ROOT, 'test/.output/admin');
 
 let upstream: MockUpstream;
 let gw: Harness;
-let browser: Browser | null = null;
-let unavailable = '';
 
-test.before(async () => {
+/**
+ * Chromium is launched while the file loads, before any test is declared, so
+ * that a machine without it reports the tests as skipped rather than passed.
+ */
+async function launchChromium(): Promise<Browser | string> {
   try {
     // Root cannot use Chromium's sandbox; the page is the gateway's own, served on loopback.
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], timeout: 20_000 });
+    return await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], timeout: 20_000 });
   } catch (err) {
-    unavailable = `Chromium cannot start (${CHROMIUM}): ${String(err).split('\n')[0]}`;
-    return;
+    return `Chromium cannot start (${CHROMIUM}): ${String(err).split('\n')[0]}`;
   }
+}
+const launched = await launchChromium();
+const browser: Browser | null = typeof launched === 'string' ? null : launched;
+if (typeof launched === 'string') console.warn(`dashboard-browser: tests skipped: ${launched}`);
+const skipNote = typeof launched === 'string' ? ` (SKIPPED: Chromium cannot start at ${CHROMIUM})` : '';
+const browserTest = browser ? test.serial : test.serial.skip;
+
+test.before(async () => {
+  if (!browser) return;
   upstream = await startMockUpstream();
   gw = await startHarness(upstream.url, { policy: DASHBOARD_POLICY, env: { OPENAI_API_KEY: UPSTREAM_SECRET, GOVGATE_ADMIN_TOKEN: ADMIN_TOKEN } });
   await seedDecisions(gw);
@@ -60,9 +70,8 @@ async function signIn(page: Page, token: string): Promise<number> {
   return answer?.status() ?? 0;
 }
 
-test.serial('a wrong token is refused at the login form and as a bearer token', async (t) => {
-  if (!browser) return t.log(`SKIPPED: ${unavailable}`), t.pass();
-  const context = await browser.newContext();
+browserTest(`a wrong token is refused at the login form and as a bearer token${skipNote}`, async (t) => {
+  const context = await browser!.newContext();
   try {
     const page = await context.newPage();
     t.is(await signIn(page, 'definitely-not-the-token'), 401);
@@ -75,9 +84,8 @@ test.serial('a wrong token is refused at the login form and as a bearer token', 
   }
 });
 
-test.serial('after login the charts and tables show what the audit database holds', async (t) => {
-  if (!browser) return t.log(`SKIPPED: ${unavailable}`), t.pass();
-  const context = await browser.newContext({ viewport: { width: 1400, height: 1800 } });
+browserTest(`after login the charts and tables show what the audit database holds${skipNote}`, async (t) => {
+  const context = await browser!.newContext({ viewport: { width: 1400, height: 1800 } });
   const problems: string[] = [];
   try {
     const page = await context.newPage();
