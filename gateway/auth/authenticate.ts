@@ -20,19 +20,8 @@ const PROVIDER_KEY = /^sk-/;
 /** A client that adds "Bearer " itself, given a value that already has it. */
 const DOUBLED_BEARER = /^Bearer[ \t]+Bearer[ \t]+\S+[ \t]*$/i;
 
-/**
- * What is wrong with a key that is not a gateway key, when its shape says so:
- * the two mistakes a newcomer makes, told apart from a mistyped key.
- */
-function shapeProblem(headers: IncomingHttpHeaders, key: string): string | undefined {
-  if (typeof headers.authorization === 'string' && DOUBLED_BEARER.test(headers.authorization)) {
-    return 'Invalid API key: the Authorization header says Bearer twice ("Bearer Bearer <key>"); send "Authorization: Bearer <key>", or give the client the bare key if it adds "Bearer " itself';
-  }
-  if (PROVIDER_KEY.test(key)) {
-    return 'Invalid API key: this is a provider key (sk-…); send a gateway key gg_… from `govgate keys create`. The provider key belongs in the gateway\'s environment, not the client\'s';
-  }
-  return undefined;
-}
+const DOUBLED_BEARER_MESSAGE = 'Invalid API key: the Authorization header says Bearer twice ("Bearer Bearer <key>"); send "Authorization: Bearer <key>", or give the client the bare key if it adds "Bearer " itself';
+const PROVIDER_KEY_MESSAGE = 'Invalid API key: this is a provider key (sk-…); send a gateway key gg_… from `govgate keys create`. The provider key belongs in the gateway\'s environment, not the client\'s';
 
 /** The key a client presented, from `Authorization: Bearer` or `api-key`. */
 export function presentedKey(headers: IncomingHttpHeaders): string | undefined {
@@ -51,10 +40,12 @@ export function presentedKey(headers: IncomingHttpHeaders): string | undefined {
  */
 export function authenticate(headers: IncomingHttpHeaders, registry: KeyRegistry): ApiKeyRecord {
   const key = presentedKey(headers);
-  const problem = key === undefined ? undefined : shapeProblem(headers, key);
-  if (problem !== undefined) throw new AuthenticationError('malformed', problem);
-  if (key === undefined || key === '') throw new AuthenticationError('missing');
-  if (!isWellFormedKey(key)) throw new AuthenticationError('malformed');
+  // The newcomer's two mistakes are told apart only once a key has failed, so a good key pays for no extra test.
+  if (key === undefined || key === '') {
+    const doubled = typeof headers.authorization === 'string' && DOUBLED_BEARER.test(headers.authorization);
+    throw doubled ? new AuthenticationError('malformed', DOUBLED_BEARER_MESSAGE) : new AuthenticationError('missing');
+  }
+  if (!isWellFormedKey(key)) throw new AuthenticationError('malformed', PROVIDER_KEY.test(key) ? PROVIDER_KEY_MESSAGE : undefined);
   const record = registry.lookup(key);
   if (!record) throw new AuthenticationError('unknown');
   return record;
