@@ -48,9 +48,8 @@ export function checkRequestHead(operation: Operation, headers: IncomingHttpHead
   if (transfer !== undefined && transfer !== 'chunked') {
     throw new GatewayError('unsupported_content_encoding', 'only Transfer-Encoding: chunked is accepted');
   }
-  for (const name of ['content-type', 'content-encoding', 'transfer-encoding']) {
-    if (countHeader(rawHeaders, name) > 1) throw new GatewayError('invalid_request', `the ${name} header is sent more than once`);
-  }
+  const repeated = repeatedFramingHeader(rawHeaders);
+  if (repeated) throw new GatewayError('invalid_request', `the ${repeated} header is sent more than once`);
   const models = queryModels(search);
   if (operation.model.in === 'query') {
     if (models.length !== 1) throw new GatewayError('invalid_request', 'the model query parameter must be given exactly once', { param: 'model' });
@@ -232,10 +231,19 @@ function queryModels(search: string): string[] {
   return values;
 }
 
-function countHeader(rawHeaders: readonly string[], name: string): number {
-  let count = 0;
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === name) count++;
-  return count;
+/** Headers that say how to read the body: Node keeps the first of two, a provider may take the last. */
+const FRAMING_HEADERS = ['content-type', 'content-encoding', 'transfer-encoding'] as const;
+
+/** The first framing header sent more than once, in one pass over the raw header list. */
+function repeatedFramingHeader(rawHeaders: readonly string[]): string | null {
+  const seen = new Set<string>();
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!.toLowerCase();
+    if (!(FRAMING_HEADERS as readonly string[]).includes(name)) continue;
+    if (seen.has(name)) return name;
+    seen.add(name);
+  }
+  return null;
 }
 
 /**
