@@ -1,7 +1,7 @@
 import test from 'ava';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, logIdOf, policyWith, rowById, type RawResponse } from './support.js';
+import type { Harness } from '../helpers/gateway-harness.js';
+import type { MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, gatewayForFile, logIdOf, policyWith, rowById, type RawResponse } from './support.js';
 
 // Issue 14, finding 6: a file uploaded with purpose=batch could name any model on any line, and the
 // batch then ran it. Every line is judged at upload; POST /v1/batches is forwarded only for an input
@@ -17,16 +17,7 @@ const POLICY = policyWith(`  batcher:
 
 let upstream: MockUpstream;
 let gw: Harness;
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: POLICY });
-});
-
-test.after.always(async () => {
-  await gw?.close();
-  await upstream?.close();
-});
+gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 const LINES = 10_000;
 

@@ -1,8 +1,8 @@
 import * as zlib from 'node:zlib';
 import test from 'ava';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, logIdOf, policyWith, rowById, send } from './support.js';
+import type { Harness } from '../helpers/gateway-harness.js';
+import type { MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, gatewayForFile, logIdOf, policyWith, rowById, send } from './support.js';
 
 // Issue 14, finding 1: a compressed body is unreadable to the policy (model NULL) while a lenient
 // provider decodes it and serves the model inside. It must be refused with 415 and never forwarded.
@@ -13,16 +13,7 @@ const POLICY = policyWith(`  acme:
 
 let upstream: MockUpstream;
 let gw: Harness;
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: POLICY });
-});
-
-test.after.always(async () => {
-  await gw?.close();
-  await upstream?.close();
-});
+gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 const FORBIDDEN = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
 

@@ -1,7 +1,7 @@
 import test from 'ava';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, policyWith, send } from './support.js';
+import type { Harness } from '../helpers/gateway-harness.js';
+import type { MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, gatewayForFile, policyWith, send } from './support.js';
 
 // Issue 14, finding 10: `"gpt-4o "` and `"gpt-4o\u0000"` did not match a rule about gpt-4o, so they
 // passed it, and a provider that trims or cuts at NUL served gpt-4o (a raw NUL also landed in
@@ -19,16 +19,7 @@ const POLICY = policyWith(
 
 let upstream: MockUpstream;
 let gw: Harness;
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: POLICY });
-});
-
-test.after.always(async () => {
-  await gw?.close();
-  await upstream?.close();
-});
+gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 async function chat(model: string): Promise<{ status: number; code: string | undefined; param: string | null | undefined; forwarded: boolean; body: string }> {
   const { key } = gw.createKey('names');

@@ -1,8 +1,8 @@
 import test from 'ava';
 import busboy from 'busboy';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, logIdOf, multipart, policyWith, rowById, send } from './support.js';
+import type { Harness } from '../helpers/gateway-harness.js';
+import type { MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, gatewayForFile, logIdOf, multipart, policyWith, rowById, send } from './support.js';
 
 // Issue 14, finding 2: the hand-written multipart scan only saw `name="model"`; a provider also reads
 // `name=model`, `NAME="model"` and `name = "model"`, and field names case-insensitively. Whatever a
@@ -14,16 +14,7 @@ const POLICY = policyWith(`  acme:
 
 let upstream: MockUpstream;
 let gw: Harness;
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: POLICY });
-});
-
-test.after.always(async () => {
-  await gw?.close();
-  await upstream?.close();
-});
+gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 const BOUNDARY = 'govgateAdmissionBoundary42';
 const AUDIO = Buffer.from([0x52, 0x49, 0x46, 0x46, 0xff, 0xfe, 0x00, 0x80, 0x0d, 0x0a, 0x2d, 0x2d]);

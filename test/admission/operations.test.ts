@@ -1,7 +1,7 @@
 import test from 'ava';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, logIdOf, policyWith, rowById, send } from './support.js';
+import type { Harness } from '../helpers/gateway-harness.js';
+import type { MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, gatewayForFile, logIdOf, policyWith, rowById, send } from './support.js';
 
 // Issue 14, findings 5 and 10: the operation was read from the path alone, so GET and DELETE of stored
 // chat completions were judged as creating one, mixed-case segments and letters-only ids became
@@ -21,16 +21,7 @@ const POLICY = policyWith(`  chat-only:
 
 let upstream: MockUpstream;
 let gw: Harness;
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: POLICY });
-});
-
-test.after.always(async () => {
-  await gw?.close();
-  await upstream?.close();
-});
+gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 test.serial('GET /v1/chat/completions is recorded as chat.completions.list with meta.method GET', async (t) => {
   const { key } = gw.createKey('reader');

@@ -1,7 +1,7 @@
 import test from 'ava';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { describeAttempt, errorOf, policyWith, rowsOf, send, wsConnect } from './support.js';
+import type { Harness } from '../helpers/gateway-harness.js';
+import type { MockUpstream } from '../helpers/mock-upstream.js';
+import { describeAttempt, errorOf, gatewayForFile, policyWith, rowsOf, send, wsConnect } from './support.js';
 
 // Issue 14, finding 3: with `model` given twice in the query the gateway judged the first value while
 // Starlette serves the last. A model query parameter given more than once (names compared after
@@ -23,16 +23,7 @@ const POLICY = policyWith(`  rt-dup:
 
 let upstream: MockUpstream;
 let gw: Harness;
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: POLICY });
-});
-
-test.after.always(async () => {
-  await gw?.close();
-  await upstream?.close();
-});
+gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 const ALLOWED = 'gpt-4o-mini-realtime-preview';
 const FORBIDDEN = 'gpt-4o-realtime-preview';

@@ -1,7 +1,7 @@
 import test from 'ava';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, logIdOf, policyWith, rowById, rowsOf, send, type RawResponse } from './support.js';
+import type { Harness } from '../helpers/gateway-harness.js';
+import type { MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, gatewayForFile, logIdOf, policyWith, rowById, rowsOf, send, type RawResponse } from './support.js';
 
 // Issue 14, finding 9: blocked requests and /v1/check calls did not count against requests_per_minute,
 // so a key could write audit rows as fast as the machine allowed. Every authenticated request a key
@@ -23,16 +23,7 @@ const POLICY = policyWith(`  rpm-blocked:
 
 let upstream: MockUpstream;
 let gw: Harness;
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: POLICY });
-});
-
-test.after.always(async () => {
-  await gw?.close();
-  await upstream?.close();
-});
+gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 function chat(key: string, body: string): Promise<RawResponse> {
   return send(gw.url, key, { path: '/v1/chat/completions', headers: { 'content-type': 'application/json' }, body });

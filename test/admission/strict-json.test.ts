@@ -1,7 +1,7 @@
 import test from 'ava';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, logIdOf, policyWith, rowById, send } from './support.js';
+import type { Harness } from '../helpers/gateway-harness.js';
+import type { MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, gatewayForFile, logIdOf, policyWith, rowById, send } from './support.js';
 
 // Issue 14, finding 10: duplicate JSON keys were accepted (JSON.parse keeps the last, a first-wins
 // provider serves the first), although ambiguous bodies are to be refused. Duplicates at any depth,
@@ -13,16 +13,7 @@ const POLICY = policyWith(`  acme:
 
 let upstream: MockUpstream;
 let gw: Harness;
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: POLICY });
-});
-
-test.after.always(async () => {
-  await gw?.close();
-  await upstream?.close();
-});
+gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 async function refusedAs400(t: import('ava').ExecutionContext, body: string): Promise<void> {
   const { key } = gw.createKey('acme');

@@ -1,10 +1,30 @@
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import test from 'ava';
 import WebSocket from 'ws';
+import { startHarness, type Harness } from '../helpers/gateway-harness.js';
+import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 import { rawRequest, waitFor, type RawResponse } from '../proxy/support.js';
 
 export { rawRequest, waitFor, type RawResponse };
+
+/**
+ * One gateway under `policy` in front of a fresh mock upstream for the whole
+ * test file: started before its tests (handed to `started`), closed after them.
+ */
+export function gatewayForFile(policy: string, started: (s: { upstream: MockUpstream; gw: Harness }) => void): void {
+  let running: { upstream: MockUpstream; gw: Harness | undefined } | undefined;
+  test.before(async () => {
+    running = { upstream: await startMockUpstream(), gw: undefined };
+    running.gw = await startHarness(running.upstream.url, { policy });
+    started({ upstream: running.upstream, gw: running.gw });
+  });
+  test.after.always(async () => {
+    await running?.gw?.close();
+    await running?.upstream.close();
+  });
+}
 
 /** A policy with the catch-all customer allowed everything, the given customers (YAML under `customers:`) and rules. */
 export function policyWith(customers: string, rules = '[]'): string {

@@ -1,7 +1,7 @@
 import test from 'ava';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, logIdOf, policyWith, rowById, send } from './support.js';
+import type { Harness } from '../helpers/gateway-harness.js';
+import type { MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, gatewayForFile, logIdOf, policyWith, rowById, send } from './support.js';
 
 // Issue 14, finding 10: a customer's max_tokens cap ignored `n`, so n choices of max_tokens each passed
 // a cap meant for one. For chat.completions and completions the judged max_tokens is the cap times n.
@@ -12,16 +12,7 @@ const POLICY = policyWith(`  capped:
 
 let upstream: MockUpstream;
 let gw: Harness;
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: POLICY });
-});
-
-test.after.always(async () => {
-  await gw?.close();
-  await upstream?.close();
-});
+gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 function post(key: string, path: string, body: unknown) {
   return send(gw.url, key, { path, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });

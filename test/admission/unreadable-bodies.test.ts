@@ -1,7 +1,7 @@
 import test from 'ava';
-import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, logIdOf, policyWith, rowById, send } from './support.js';
+import type { Harness } from '../helpers/gateway-harness.js';
+import type { MockUpstream } from '../helpers/mock-upstream.js';
+import { errorOf, gatewayForFile, logIdOf, policyWith, rowById, send } from './support.js';
 
 // Issue 14, finding 1: bodies the gateway could not read as strict JSON were forwarded with model NULL
 // (and allowed), while a lenient provider parses them anyway and serves the model inside. Whatever the
@@ -13,16 +13,7 @@ const POLICY = policyWith(`  acme:
 
 let upstream: MockUpstream;
 let gw: Harness;
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: POLICY });
-});
-
-test.after.always(async () => {
-  await gw?.close();
-  await upstream?.close();
-});
+gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 /** Sends a body as acme (allowed gpt-4o-mini only) and asserts it is refused with 400 and not forwarded. */
 async function refusedAs400(
