@@ -1,13 +1,27 @@
 import path from 'node:path';
-import cron from 'node-cron';
 import { deepFreeze } from './deep-freeze.js';
-import { YamlSource, type KeyPath } from './yaml-source.js';
-import { readBoolean, readEnum, readInteger, readMap, readOptionalMap, readString, readStringList } from './validate.js';
+import { YamlSource } from './yaml-source.js';
+import type { Plain } from './validate.js';
+import { ENV_NAME, SETTINGS, allowsScheme, keyPathOf, type EnumValue } from './settings.js';
+import {
+  readBooleanSetting,
+  readCronSetting,
+  readEnumSetting,
+  readIntegerSetting,
+  readItem,
+  readOptionalStringSetting,
+  readPathSetting,
+  readRoot,
+  readSection,
+  readStringListSetting,
+  readStringSetting,
+} from './read-setting.js';
 import { readLimitsConfig, type LimitsConfig } from './limits-config.js';
+import { readFleetConfig, type FleetConfig } from '../fleet/fleet-config.js';
 
-export type OnWriteFailure = 'block' | 'allow';
-export type SyncMode = 'FULL' | 'NORMAL';
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export type OnWriteFailure = EnumValue<'audit.on_write_failure'>;
+export type SyncMode = EnumValue<'audit.synchronous'>;
+export type LogLevel = EnumValue<'log.level'>;
 
 export interface ProviderConfig {
   readonly name: string;
@@ -68,6 +82,8 @@ export interface GatewayConfig {
   };
   readonly sentry: { readonly dsnEnv: string };
   readonly limits: LimitsConfig;
+  /** Null in single-node mode: keys live in the local SQLite file. */
+  readonly fleet: FleetConfig | null;
   readonly log: { readonly level: LogLevel };
 }
 
@@ -83,126 +99,118 @@ export function resolveConfigFile(flag: string | undefined, env: NodeJS.ProcessE
   return flag ?? env.GOVGATE_CONFIG ?? DEFAULT_CONFIG_FILE;
 }
 
-const MAX_MS = 24 * 60 * 60 * 1000;
-
 /**
  * Reads and validates the gateway configuration once, into a frozen object.
  * Relative paths resolve against `cwd`, the directory the gateway was started in.
+ * Defaults, bounds and allowed keys come from the table in settings.ts.
  */
 export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): GatewayConfig {
   const src: YamlSource = YamlSource.readFile(path.resolve(cwd, file), file);
-  const root = readMap(src, [], src.value(), ['server', 'providers', 'policy', 'audit', 'sentry', 'limits', 'log']);
+  const root = readRoot(src, src.value());
 
-  const server = readOptionalMap(src, ['server'], root.server, ['host', 'port', 'max_body_bytes', 'max_upload_bytes', 'headers_timeout_ms', 'request_timeout_ms', 'drain_timeout_ms', 'max_connections']);
+  const server = readSection(src, 'server', root.server);
+  const portAt = keyPathOf('server.port');
   const envPort = env.PORT;
   if (envPort !== undefined && envPort !== '' && !/^\d{1,5}$/.test(envPort)) {
-    src.fail(['server', 'port'], `$PORT must be a port number, got "${envPort}"`);
+    src.fail(portAt, `$PORT must be a port number, got "${envPort}"`);
   }
   // Validated even when $PORT overrides it: a typo in the file must not wait to surface until the day $PORT is unset.
-  const filePort = readInteger(src, ['server', 'port'], server.port, { min: 0, max: 65535 }, 8080);
+  const filePort = readIntegerSetting(src, server, 'server.port');
   const port = envPort ? Number(envPort) : filePort;
-  if (port > 65535) src.fail(['server', 'port'], `$PORT must be at most 65535, got ${port}`);
+  const maxPort = SETTINGS['server.port'].type.max;
+  if (port > maxPort) src.fail(portAt, `$PORT must be at most ${maxPort}, got ${port}`);
 
   const headersTimeout = server.headers_timeout_ms;
   const requestTimeout = server.request_timeout_ms;
   if (typeof headersTimeout === 'number' && typeof requestTimeout === 'number' && headersTimeout > requestTimeout) {
-    src.fail(['server', 'headers_timeout_ms'], 'must not be longer than server.request_timeout_ms');
+    src.fail(keyPathOf('server.headers_timeout_ms'), 'must not be longer than server.request_timeout_ms');
   }
   const providerList: unknown = root.providers;
   if (!Array.isArray(providerList) || providerList.length === 0) {
     src.fail(['providers'], 'must be a non-empty list of providers');
   }
-  const providers = providerList.map((raw: unknown, i: number) => readProvider(src, ['providers', i], raw));
+  const providers = providerList.map((raw: unknown, i: number) => readProvider(src, i, raw));
   const names = new Set<string>();
   providers.forEach((p, i) => {
-    if (names.has(p.name)) src.fail(['providers', i, 'name'], `duplicate provider name "${p.name}"`);
+    if (names.has(p.name)) src.fail(keyPathOf('providers[].name', i), `duplicate provider name "${p.name}"`);
     names.add(p.name);
   });
 
-  const policy = readMap(src, ['policy'], root.policy ?? { path: 'config/policy.yaml' }, ['path']);
-  const audit = readOptionalMap(src, ['audit'], root.audit, [
-    'path', 'retention_days', 'cleanup_schedule', 'on_write_failure', 'synchronous', 'wal_limit_bytes', 'backup_schedule', 'backup_dir', 'backup_keep',
-  ]);
-  const cleanupSchedule = readCron(src, ['audit', 'cleanup_schedule'], audit.cleanup_schedule, '0 2 * * 0');
-  const backupSchedule = readCron(src, ['audit', 'backup_schedule'], audit.backup_schedule, '0 3 * * *');
-  const sentry = readOptionalMap(src, ['sentry'], root.sentry, ['dsn_env']);
-  const log = readOptionalMap(src, ['log'], root.log, ['level']);
+  const policy = readSection(src, 'policy', root.policy);
+  const audit = readSection(src, 'audit', root.audit);
+  const cleanupSchedule = readCronSetting(src, audit, 'audit.cleanup_schedule');
+  const backupSchedule = readCronSetting(src, audit, 'audit.backup_schedule');
+  const sentry = readSection(src, 'sentry', root.sentry);
+  const log = readSection(src, 'log', root.log);
 
   return deepFreeze({
     file,
     server: {
-      host: readString(src, ['server', 'host'], server.host, '127.0.0.1'),
+      host: readStringSetting(src, server, 'server.host'),
       port,
-      maxBodyBytes: readInteger(src, ['server', 'max_body_bytes'], server.max_body_bytes, { min: 1, max: 1024 ** 3 }, 10 * 1024 * 1024),
-      maxUploadBytes: readInteger(src, ['server', 'max_upload_bytes'], server.max_upload_bytes, { min: 1, max: 1024 ** 3 }, 25 * 1024 * 1024),
-      headersTimeoutMs: readInteger(src, ['server', 'headers_timeout_ms'], server.headers_timeout_ms, { min: 100, max: MAX_MS }, 10_000),
-      requestTimeoutMs: readInteger(src, ['server', 'request_timeout_ms'], server.request_timeout_ms, { min: 100, max: MAX_MS }, 300_000),
-      drainTimeoutMs: readInteger(src, ['server', 'drain_timeout_ms'], server.drain_timeout_ms, { min: 0, max: MAX_MS }, 30_000),
-      maxConnections: readInteger(src, ['server', 'max_connections'], server.max_connections, { min: 1, max: 1_000_000 }, 10_000),
+      maxBodyBytes: readIntegerSetting(src, server, 'server.max_body_bytes'),
+      maxUploadBytes: readIntegerSetting(src, server, 'server.max_upload_bytes'),
+      headersTimeoutMs: readIntegerSetting(src, server, 'server.headers_timeout_ms'),
+      requestTimeoutMs: readIntegerSetting(src, server, 'server.request_timeout_ms'),
+      drainTimeoutMs: readIntegerSetting(src, server, 'server.drain_timeout_ms'),
+      maxConnections: readIntegerSetting(src, server, 'server.max_connections'),
     },
     providers,
-    policy: { path: path.resolve(cwd, readString(src, ['policy', 'path'], policy.path, 'config/policy.yaml')) },
+    policy: { path: readPathSetting(src, policy, 'policy.path', cwd) },
     audit: {
-      path: path.resolve(cwd, readString(src, ['audit', 'path'], audit.path, 'data/audit.db')),
-      retentionDays: readInteger(src, ['audit', 'retention_days'], audit.retention_days, { min: 1, max: 36500 }, 90),
+      path: readPathSetting(src, audit, 'audit.path', cwd),
+      retentionDays: readIntegerSetting(src, audit, 'audit.retention_days'),
       cleanupSchedule,
-      onWriteFailure: readEnum(src, ['audit', 'on_write_failure'], audit.on_write_failure, ['block', 'allow'] as const, 'block'),
-      synchronous: readEnum(src, ['audit', 'synchronous'], audit.synchronous, ['FULL', 'NORMAL'] as const, 'NORMAL'),
-      walLimitBytes: readInteger(src, ['audit', 'wal_limit_bytes'], audit.wal_limit_bytes, { min: 1024 * 1024, max: 1024 ** 4 }, 64 * 1024 * 1024),
+      onWriteFailure: readEnumSetting(src, audit, 'audit.on_write_failure'),
+      synchronous: readEnumSetting(src, audit, 'audit.synchronous'),
+      walLimitBytes: readIntegerSetting(src, audit, 'audit.wal_limit_bytes'),
       backupSchedule,
-      backupDir: path.resolve(cwd, readString(src, ['audit', 'backup_dir'], audit.backup_dir, 'data/backups')),
-      backupKeep: readInteger(src, ['audit', 'backup_keep'], audit.backup_keep, { min: 1, max: 10_000 }, 7),
+      backupDir: readPathSetting(src, audit, 'audit.backup_dir', cwd),
+      backupKeep: readIntegerSetting(src, audit, 'audit.backup_keep'),
     },
-    sentry: { dsnEnv: readString(src, ['sentry', 'dsn_env'], sentry.dsn_env, 'SENTRY_DSN') },
+    sentry: { dsnEnv: readStringSetting(src, sentry, 'sentry.dsn_env') },
     limits: readLimitsConfig(src, root.limits),
-    log: { level: readEnum(src, ['log', 'level'], log.level, ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info') },
+    fleet: readFleetConfig(src, root.fleet),
+    log: { level: readEnumSetting(src, log, 'log.level') },
   });
 }
 
-function readCron(src: YamlSource, at: KeyPath, value: unknown, fallback: string): string {
-  const expression = readString(src, at, value, fallback);
-  if (!cron.validate(expression)) src.fail(at, `"${expression}" is not a valid cron expression`);
-  return expression;
-}
-
 /** A value sent as a header: printable ASCII, so it cannot split or smuggle a header line. */
-function readHeaderValue(src: YamlSource, at: KeyPath, value: unknown): string {
-  const text = readString(src, at, value);
-  if (!/^[\x21-\x7e]{1,256}$/.test(text)) src.fail(at, 'must be 1 to 256 printable ASCII characters without spaces');
+function readHeaderValue(src: YamlSource, map: Plain, key: 'providers[].organization' | 'providers[].project', index: number): string | null {
+  const text = readOptionalStringSetting(src, map, key, index);
+  if (text !== null && !/^[\x21-\x7e]{1,256}$/.test(text)) src.fail(keyPathOf(key, index), 'must be 1 to 256 printable ASCII characters without spaces');
   return text;
 }
 
-function readProvider(src: YamlSource, at: KeyPath, raw: unknown): ProviderConfig {
-  const p = readMap(src, at, raw, [
-    'name', 'base_url', 'api_key_env', 'models', 'connect_timeout_ms', 'first_byte_timeout_ms', 'idle_timeout_ms', 'max_connections',
-    'max_in_flight', 'retries', 'organization', 'project', 'ephemeral_credentials',
-  ]);
-  const baseUrlText = readString(src, [...at, 'base_url'], p.base_url);
+function readProvider(src: YamlSource, index: number, raw: unknown): ProviderConfig {
+  const p = readItem(src, 'providers[]', index, raw);
+  const baseUrlAt = keyPathOf('providers[].base_url', index);
+  const baseUrlText = readStringSetting(src, p, 'providers[].base_url', index);
   let baseUrl: URL;
   try {
     baseUrl = new URL(baseUrlText);
   } catch {
-    src.fail([...at, 'base_url'], `"${baseUrlText}" is not a URL`);
+    src.fail(baseUrlAt, `"${baseUrlText}" is not a URL`);
   }
-  if (baseUrl.protocol !== 'http:' && baseUrl.protocol !== 'https:') src.fail([...at, 'base_url'], 'must be an http:// or https:// URL');
-  if (baseUrl.search || baseUrl.hash) src.fail([...at, 'base_url'], 'must not carry a query or fragment');
-  const apiKeyEnv = p.api_key_env === undefined ? null : readString(src, [...at, 'api_key_env'], p.api_key_env);
-  if (apiKeyEnv !== null && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(apiKeyEnv)) {
-    src.fail([...at, 'api_key_env'], 'must name an environment variable (the key itself never goes in YAML)');
+  if (!allowsScheme(SETTINGS['providers[].base_url'].type, baseUrl.protocol)) src.fail(baseUrlAt, 'must be an http:// or https:// URL');
+  if (baseUrl.search || baseUrl.hash) src.fail(baseUrlAt, 'must not carry a query or fragment');
+  const apiKeyEnv = readOptionalStringSetting(src, p, 'providers[].api_key_env', index);
+  if (apiKeyEnv !== null && !ENV_NAME.test(apiKeyEnv)) {
+    src.fail(keyPathOf('providers[].api_key_env', index), 'must name an environment variable (the key itself never goes in YAML)');
   }
   return {
-    name: readString(src, [...at, 'name'], p.name),
+    name: readStringSetting(src, p, 'providers[].name', index),
     baseUrl,
     apiKeyEnv,
-    models: readStringList(src, [...at, 'models'], p.models, ['*']),
-    connectTimeoutMs: readInteger(src, [...at, 'connect_timeout_ms'], p.connect_timeout_ms, { min: 1, max: MAX_MS }, 10_000),
-    firstByteTimeoutMs: readInteger(src, [...at, 'first_byte_timeout_ms'], p.first_byte_timeout_ms, { min: 1, max: MAX_MS }, 600_000),
-    idleTimeoutMs: readInteger(src, [...at, 'idle_timeout_ms'], p.idle_timeout_ms, { min: 1, max: MAX_MS }, 300_000),
-    maxConnections: readInteger(src, [...at, 'max_connections'], p.max_connections, { min: 1, max: 100_000 }, 1024),
-    maxInFlight: readInteger(src, [...at, 'max_in_flight'], p.max_in_flight, { min: 1, max: 1_000_000 }, 2048),
-    retries: readInteger(src, [...at, 'retries'], p.retries, { min: 0, max: 5 }, 0),
-    organization: p.organization === undefined ? null : readHeaderValue(src, [...at, 'organization'], p.organization),
-    project: p.project === undefined ? null : readHeaderValue(src, [...at, 'project'], p.project),
-    ephemeralCredentials: readBoolean(src, [...at, 'ephemeral_credentials'], p.ephemeral_credentials, false),
+    models: readStringListSetting(src, p, 'providers[].models', index),
+    connectTimeoutMs: readIntegerSetting(src, p, 'providers[].connect_timeout_ms', index),
+    firstByteTimeoutMs: readIntegerSetting(src, p, 'providers[].first_byte_timeout_ms', index),
+    idleTimeoutMs: readIntegerSetting(src, p, 'providers[].idle_timeout_ms', index),
+    maxConnections: readIntegerSetting(src, p, 'providers[].max_connections', index),
+    maxInFlight: readIntegerSetting(src, p, 'providers[].max_in_flight', index),
+    retries: readIntegerSetting(src, p, 'providers[].retries', index),
+    organization: readHeaderValue(src, p, 'providers[].organization', index),
+    project: readHeaderValue(src, p, 'providers[].project', index),
+    ephemeralCredentials: readBooleanSetting(src, p, 'providers[].ephemeral_credentials', index),
   };
 }

@@ -1,8 +1,10 @@
 import type { YamlSource } from './yaml-source.js';
-import { readEnum, readInteger, readOptionalMap, readString } from './validate.js';
+import { readString } from './validate.js';
+import { ENV_NAME, SETTINGS, allowsScheme, keyPathOf, sectionKeys, type EnumValue } from './settings.js';
+import { readEnumSetting, readIntegerSetting, readOptionalStringSetting, readSection } from './read-setting.js';
 
-export type LimitStoreKind = 'memory' | 'redis';
-export type OnStoreFailure = 'block' | 'allow';
+export type LimitStoreKind = EnumValue<'limits.store'>;
+export type OnStoreFailure = EnumValue<'limits.on_store_failure'>;
 
 /** Where limit counters live and what happens when that place cannot be reached. */
 export interface LimitsConfig {
@@ -15,33 +17,35 @@ export interface LimitsConfig {
   readonly defaultTokenReservation: number;
 }
 
-export const LIMITS_KEYS = ['store', 'redis_url', 'redis_password_env', 'on_store_failure', 'default_token_reservation'] as const;
+export const LIMITS_KEYS: readonly string[] = sectionKeys('limits');
 
 /** `limits:` in gateway.yaml; every key is optional and the default is counters in this process. */
 export function readLimitsConfig(src: YamlSource, raw: unknown): LimitsConfig {
-  const limits = readOptionalMap(src, ['limits'], raw, LIMITS_KEYS);
-  const store = readEnum(src, ['limits', 'store'], limits.store, ['memory', 'redis'] as const, 'memory');
+  const limits = readSection(src, 'limits', raw);
+  const store = readEnumSetting(src, limits, 'limits.store');
+  const urlAt = keyPathOf('limits.redis_url');
   let redisUrl: string | null = null;
   if (store === 'redis') {
-    redisUrl = readString(src, ['limits', 'redis_url'], limits.redis_url);
+    // No default in the table: with a Redis store the URL is required.
+    redisUrl = readString(src, urlAt, limits.redis_url);
     let url: URL;
     try {
       url = new URL(redisUrl);
     } catch {
-      src.fail(['limits', 'redis_url'], `"${redisUrl}" is not a URL`);
+      src.fail(urlAt, `"${redisUrl}" is not a URL`);
     }
-    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') src.fail(['limits', 'redis_url'], 'must be a redis:// or rediss:// URL');
-    if (url.password) src.fail(['limits', 'redis_url'], 'must not hold a password; name the environment variable that does in limits.redis_password_env');
+    if (!allowsScheme(SETTINGS['limits.redis_url'].type, url.protocol)) src.fail(urlAt, 'must be a redis:// or rediss:// URL');
+    if (url.password) src.fail(urlAt, 'must not hold a password; name the environment variable that does in limits.redis_password_env');
   } else if (limits.redis_url !== undefined) {
-    src.fail(['limits', 'redis_url'], 'is only used with limits.store: redis');
+    src.fail(urlAt, 'is only used with limits.store: redis');
   }
-  const passwordEnv = limits.redis_password_env === undefined ? null : readString(src, ['limits', 'redis_password_env'], limits.redis_password_env);
-  if (passwordEnv !== null && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(passwordEnv)) src.fail(['limits', 'redis_password_env'], 'must name an environment variable');
+  const passwordEnv = readOptionalStringSetting(src, limits, 'limits.redis_password_env');
+  if (passwordEnv !== null && !ENV_NAME.test(passwordEnv)) src.fail(keyPathOf('limits.redis_password_env'), 'must name an environment variable');
   return {
     store,
     redisUrl,
     redisPasswordEnv: passwordEnv,
-    onStoreFailure: readEnum(src, ['limits', 'on_store_failure'], limits.on_store_failure, ['block', 'allow'] as const, 'block'),
-    defaultTokenReservation: readInteger(src, ['limits', 'default_token_reservation'], limits.default_token_reservation, { min: 0, max: 10_000_000 }, 1024),
+    onStoreFailure: readEnumSetting(src, limits, 'limits.on_store_failure'),
+    defaultTokenReservation: readIntegerSetting(src, limits, 'limits.default_token_reservation'),
   };
 }
