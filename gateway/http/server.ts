@@ -1,7 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { v7 as uuidv7 } from 'uuid';
 import { GatewayError } from '../errors/catalogue.js';
 import type { AdminRoutes } from '../admin/admin-routes.js';
 import type { GatewayContext } from './context.js';
@@ -30,7 +30,7 @@ function isForwardable(pathname: string): boolean {
 
 function requestIdOf(req: IncomingMessage): string {
   const given = req.headers['x-request-id'];
-  return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
+  return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : uuidv7();
 }
 
 function clientErrorOf(err: NodeJS.ErrnoException): GatewayError {
@@ -144,13 +144,13 @@ export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | nu
     socket.once('close', () => openConnections--);
     // Past the limit a connection is told to come back rather than dropped without a word.
     if (openConnections > ctx.config.server.maxConnections) {
-      answerSocket(socket, new GatewayError('overloaded', 'the gateway has too many open connections; retry shortly'), randomUUID(), { 'retry-after': '1' });
+      answerSocket(socket, new GatewayError('overloaded', 'the gateway has too many open connections; retry shortly'), uuidv7(), { 'retry-after': '1' });
     }
   });
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket) => {
     // Requests Node could not parse or that took too long never reach a handler; they still get an OpenAI-shaped answer.
     const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
-    answerSocket(socket, clientErrorOf(err), randomUUID(), {}, { head });
+    answerSocket(socket, clientErrorOf(err), uuidv7(), {}, { head });
   });
   // An expectation other than 100-continue is ignored (RFC 9110 §10.1.1 lets a server do so): the request goes
   // through authentication and the policy like any other, and Expect is never forwarded.

@@ -14,6 +14,7 @@ import { AuditWriter, type DecisionRow } from '../../gateway/audit/audit-writer.
 import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
 import { StoreFile } from '../../gateway/audit/store-file.js';
 import { createKey } from '../../gateway/auth/key-store.js';
+import { LARGE_CUSTOMERS, LARGE_RULES, largePolicy, projectId } from './policy.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -119,7 +120,7 @@ const BENCH_RULES = `
     risk: 25
 `;
 
-async function startGovgate(upstream: string): Promise<{ url: string; key: string; child: ChildProcess; dir: string }> {
+async function startGovgate(upstream: string, policy?: string): Promise<{ url: string; key: string; child: ChildProcess; dir: string }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'govgate-bench-'));
   mkdirSync(path.join(dir, 'config'));
   const shipped = readFileSync(path.join(ROOT, 'config/gateway.yaml'), 'utf8');
@@ -127,7 +128,7 @@ async function startGovgate(upstream: string): Promise<{ url: string; key: strin
     .replace('https://api.openai.com/v1', upstream)
     .replace(/port: 8080\s/, 'port: 0 ')
     .replace('level: info', 'level: info'));
-  writeFileSync(path.join(dir, 'config/policy.yaml'), readFileSync(path.join(ROOT, 'config/policy.yaml'), 'utf8') + BENCH_RULES);
+  writeFileSync(path.join(dir, 'config/policy.yaml'), policy ?? readFileSync(path.join(ROOT, 'config/policy.yaml'), 'utf8') + BENCH_RULES);
   const db = openDatabase(path.join(dir, 'data/audit.db'), { synchronous: 'NORMAL' });
   const { key } = createKey(db, 'bench', 'bench');
   db.close();
@@ -153,13 +154,13 @@ const METADATA = JSON.stringify({ data_classification: 'internal', department: '
 
 interface LoadResult { rps: number; p50us: number; p99us: number; errors: number }
 
-function wrkScript(file: string, key: string): void {
+function wrkScript(file: string, key: string, metadata = METADATA): void {
   writeFileSync(file, `
 wrk.method = "POST"
 wrk.body = ${JSON.stringify(BODY)}
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer ${key}"
-wrk.headers["X-Governance-Metadata"] = ${JSON.stringify(METADATA)}
+wrk.headers["X-Governance-Metadata"] = ${JSON.stringify(metadata)}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH requests=%d duration_us=%d errors=%d p50_us=%d p99_us=%d\\n",
@@ -172,11 +173,11 @@ end
 let loadGenerator: 'wrk' | 'autocannon' = 'wrk';
 let scriptFile = '';
 
-async function load(url: string, connections: number, key: string): Promise<LoadResult> {
+async function load(url: string, connections: number, key: string, script = scriptFile, metadata = METADATA): Promise<LoadResult> {
   const target = `${url}/v1/chat/completions`;
   if (loadGenerator === 'wrk') {
     const threads = String(Math.min(2, connections));
-    const [cmd, argv] = pinned('wrk', ['-t', threads, '-c', String(connections), '-d', `${LOAD_SECONDS}s`, '-s', scriptFile, target], PIN.load);
+    const [cmd, argv] = pinned('wrk', ['-t', threads, '-c', String(connections), '-d', `${LOAD_SECONDS}s`, '-s', script, target], PIN.load);
     const out = execFileSync(cmd, argv, { encoding: 'utf8' });
     const m = /BENCH requests=(\d+) duration_us=(\d+) errors=(\d+) p50_us=(\d+) p99_us=(\d+)/.exec(out);
     if (!m) throw new Error(`unexpected wrk output: ${out}`);
@@ -185,7 +186,7 @@ async function load(url: string, connections: number, key: string): Promise<Load
   const { default: autocannon } = await import('autocannon');
   const result = await autocannon({
     url: target, method: 'POST', body: BODY, connections, duration: LOAD_SECONDS,
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-governance-metadata': METADATA },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-governance-metadata': metadata },
   });
   return { rps: result.requests.average, errors: result.errors + result.non2xx, p50us: result.latency.p50 * 1000, p99us: result.latency.p99 * 1000 };
 }
@@ -267,6 +268,44 @@ async function inFlight(url: string, key: string): Promise<{ ok: number; latenci
   }
 }
 
+// ---------------------------------------------------------------- a large policy
+
+/** A project with a rule in the generated policy whose model glob (`gpt-4*`) matches the requests' model. */
+const LARGE_PROJECT = projectId(40);
+
+/**
+ * Throughput at 32 connections of the gateway under the shipped policy (+ the
+ * bench rules) and of a second one under the same policy grown by
+ * LARGE_CUSTOMERS customers and LARGE_RULES rules on `metadata.project` and a
+ * model glob, both sent the same requests tagged with LARGE_PROJECT, in
+ * interleaved rounds whose order alternates.
+ */
+async function largePolicyPhase(upstream: string, shipped: { url: string; key: string }, workDir: string): Promise<{ G: number[]; L: number[]; kb: number; errors: number }> {
+  const text = largePolicy(readFileSync(path.join(ROOT, 'config/policy.yaml'), 'utf8') + BENCH_RULES);
+  const large = await startGovgate(upstream, text);
+  const metadata = JSON.stringify({ ...JSON.parse(METADATA), project: LARGE_PROJECT });
+  const arms = {
+    G: { url: shipped.url, key: shipped.key, script: path.join(workDir, 'post-shipped-project.lua') },
+    L: { url: large.url, key: large.key, script: path.join(workDir, 'post-large.lua') },
+  };
+  for (const arm of Object.values(arms)) wrkScript(arm.script, arm.key, metadata);
+  const out = { G: [] as number[], L: [] as number[], kb: text.length / 1024, errors: 0 };
+  try {
+    for (let round = 0; round < WARMUP_ROUNDS + ROUNDS; round++) {
+      const order = round % 2 === 0 ? (['G', 'L'] as const) : (['L', 'G'] as const);
+      for (const arm of order) {
+        const r = await load(arms[arm].url, 32, arms[arm].key, arms[arm].script, metadata);
+        if (round >= WARMUP_ROUNDS) { out[arm].push(r.rps); out.errors += r.errors; }
+      }
+      console.error(`bench: large policy round ${round + 1}/${WARMUP_ROUNDS + ROUNDS}${round < WARMUP_ROUNDS ? ' (warm-up)' : ''}: shipped ${fmt(out.G.at(-1) ?? NaN)} req/s, large ${fmt(out.L.at(-1) ?? NaN)} req/s`);
+    }
+  } finally {
+    large.child.kill('SIGKILL');
+    rmSync(large.dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- audit writer alone
 
 async function auditWriterRowsPerSecond(perTurn: number, ids: 'random' | 'sequential' = 'random'): Promise<number> {
@@ -279,7 +318,7 @@ async function auditWriterRowsPerSecond(perTurn: number, ids: 'random' | 'sequen
   const row = (i: number): DecisionRow => ({
     id: ids === 'random' ? randomUUID() : `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, customer_id: 'bench', api_key_id: 'key_bench', model: 'gpt-4o-mini',
     operation: 'chat.completions', meta: JSON.stringify({ metadata: { department: 'engineering' }, stream: false, max_tokens: 256, messages: 2, tools: null, body_bytes: 1024 }),
-    risk_score: 0, allowed: 1, reason: 'allowed', created_at: sqliteTime(),
+    risk_score: 0, allowed: 1, reason: 'allowed', created_at: sqliteTime(), policy_hash: 'a'.repeat(64), causes: '[]',
   });
   const started = performance.now();
   for (let i = 0; i < AUDIT_ROWS; i += perTurn) {
@@ -340,6 +379,9 @@ async function main(): Promise<void> {
   const rssG = peakRssMb(gov.child.pid!);
   const rssB = peakRssMb(bare.child.pid!);
 
+  const largeRun = await largePolicyPhase(`${upstreamUrl}/v1`, gov, workDir);
+  errors += largeRun.errors;
+
   const stream: Record<Arm, StreamSample[]> = { D: [], B: [], G: [] };
   for (let round = 0; round < WARMUP_ROUNDS + ROUNDS; round++) {
     for (const arm of ARMS) {
@@ -393,6 +435,8 @@ async function main(): Promise<void> {
   const rows: [string, string, string, boolean | null][] = [
     ['Throughput, 32 connections (req/s): D / B / G', `${fmt(T.D)} / ${fmt(T.B)} / ${fmt(T.G)}`, '', null],
     ['Throughput ratio G/B', fmt(T.G / T.B, 3), '≥ 0.85', T.G / T.B >= 0.85],
+    [`Throughput, 32 connections, requests with metadata.project (req/s): G shipped policy / G ${LARGE_CUSTOMERS} customers + ${LARGE_RULES} rules (${fmt(largeRun.kb)} KB)`, `${fmt(median(largeRun.G))} / ${fmt(median(largeRun.L))}`, '', null],
+    [`Throughput ratio, ${LARGE_RULES}-rule policy / shipped policy`, fmt(median(largeRun.L) / median(largeRun.G), 3), '≥ 0.90', median(largeRun.L) / median(largeRun.G) >= 0.9],
     ['Latency p50, 1 connection (µs): D / B / G', `${fmt(L50.D)} / ${fmt(L50.B)} / ${fmt(L50.G)}`, '', null],
     ['Latency p99, 1 connection (µs): D / B / G', `${fmt(L99.D)} / ${fmt(L99.B)} / ${fmt(L99.G)}`, '', null],
     ['G−B p50 (µs)', fmt(L50.G - L50.B), '≤ 100', L50.G - L50.B <= 100],
@@ -438,6 +482,7 @@ async function main(): Promise<void> {
     `- Machine: ${cpu}, ${cores} cores, ${fmt(totalmem() / 1024 ** 3, 1)} GiB, Node ${process.version}, ${process.platform}`,
     `- Load generator: ${loadGenerator}; pinning: ${hasTaskset ? `mock upstream and load generator on core ${PIN.upstream}, proxy under test (B or G) on core ${PIN.proxy}, via taskset` : 'none (taskset not available)'}`,
     `- Arms: D = client → mock upstream; B = client → bare undici pass-through (the gateway's forwarding code, no auth/policy/audit) → mock; G = client → govgate (real key, shipped policy + 10 rules, audit on, synchronous NORMAL as shipped) → mock`,
+    `- Large policy: the shipped policy + 10 rules grown by ${LARGE_CUSTOMERS} customers and ${LARGE_RULES} rules on \`metadata.project\` and a model glob (test/bench/policy.ts), in a second gateway; both gateways sent the same requests with \`project: ${LARGE_PROJECT}\` (one generated rule matches), ${ROUNDS} interleaved rounds after ${WARMUP_ROUNDS} warm-up`,
     `- Method: ${WARMUP_ROUNDS} warm-up round discarded, then ${ROUNDS} interleaved rounds (D, B, G, D, B, G …); figures are medians of rounds; ${LOAD_SECONDS} s per load run; ${STREAMS_PER_ROUND} concurrent streams of 64 events 20 ms apart per arm per round; ${IN_FLIGHT} requests with a 1 s upstream delay started evenly over ${IN_FLIGHT_RAMP_MS} ms (so all are in flight together), ${IN_FLIGHT_ROUNDS} rounds`,
     '',
     '| figure | value | target | met |',

@@ -4,15 +4,18 @@ import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
 import { StoreFile } from '../../gateway/audit/store-file.js';
 
 /**
- * A UUID v4 for the i-th row, the same on every run. Scattered like the
- * gateway's own random ids: sequential ones would all sit on the last pages of
- * the primary-key index, and inserting or pruning them would cost far less
- * than it does in a real trail.
+ * A UUID v7 for the i-th row, the same on every run: time-ordered like the
+ * gateway's own ids (one millisecond apart), so inserting and pruning cost
+ * what they cost in a real trail.
  */
 function syntheticId(i: number): string {
+  const t = (1_700_000_000_000 + i).toString(16).padStart(12, '0');
   const h = createHash('sha256').update(String(i)).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${'89ab'[Number.parseInt(h[16]!, 16) & 3]}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  return `${t.slice(0, 8)}-${t.slice(8, 12)}-7${h.slice(13, 16)}-${'89ab'[Number.parseInt(h[16]!, 16) & 3]}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
+
+/** The policy version synthetic rows name; no policy_version row holds it, which only `audit explain` would notice. */
+export const SYNTHETIC_POLICY_HASH = 'a'.repeat(64);
 
 /** The i-th of a run of plausible decision rows: 50 customers, 200 keys, one in seven blocked. */
 export function syntheticDecision(i: number, createdAt: string): DecisionRow {
@@ -20,6 +23,7 @@ export function syntheticDecision(i: number, createdAt: string): DecisionRow {
     id: syntheticId(i), customer_id: `customer-${i % 50}`, api_key_id: `key_${i % 200}`, model: 'gpt-4o-mini',
     operation: 'chat.completions', meta: JSON.stringify({ metadata: { department: 'engineering' }, stream: false, max_tokens: 256, messages: 2, tools: null, body_bytes: 1024 }),
     risk_score: i % 7 === 0 ? 90 : 10, allowed: i % 7 === 0 ? 0 : 1, reason: i % 7 === 0 ? 'rule pii-to-external: risk 90' : 'allowed', created_at: createdAt,
+    policy_hash: SYNTHETIC_POLICY_HASH, causes: i % 7 === 0 ? '[{"kind":"rule","rule":"pii-to-external"}]' : '[]',
   };
 }
 
