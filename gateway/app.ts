@@ -1,9 +1,12 @@
 import type { AddressInfo } from 'node:net';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { statSync } from 'node:fs';
 import { adminTokenProblem } from './admin/admin-auth.js';
 import { AdminRoutes } from './admin/admin-routes.js';
 import { AuditWriter } from './audit/audit-writer.js';
+import { controlEvent, GATEWAY_ACTOR, policyVersionRow } from './audit/control-log.js';
+import { latestAnchors } from './audit/retention.js';
 import { BatchInputFiles } from './audit/batch-files.js';
 import { scheduleBackup } from './audit/backup-schedule.js';
 import { scheduleCleanup } from './audit/cleanup-schedule.js';
@@ -13,6 +16,11 @@ import { AuditHealth } from './audit/audit-health.js';
 import { StoreFile, storeWriteProblem, type WriteAccess } from './audit/store-file.js';
 import { GatewayMetrics } from './observability/metrics.js';
 import { KeyRegistry } from './auth/key-registry.js';
+import { SqliteKeySource } from './auth/sqlite-key-source.js';
+import { openCentralDashboard } from './fleet/central-dashboard.js';
+import { openFleetGateway } from './fleet/fleet-gateway.js';
+import { startFleetShipping } from './fleet/fleet-shipping.js';
+import { localShippedThrough } from './fleet/local-watermark.js';
 import { createLimiter } from './limits/create-limiter.js';
 import { displayPath, type GatewayConfig } from './config/gateway-config.js';
 import type { GatewayContext } from './http/context.js';
@@ -21,6 +29,8 @@ import { errorSummary } from './observability/error-summary.js';
 import type { ErrorReporter } from './observability/error-reporter.js';
 import type { Logger } from './observability/logger.js';
 import { loadPolicyFile } from './policy/compile-policy.js';
+import type { CompiledPolicy } from './policy/policy-types.js';
+import { VERSION } from './cli/version.js';
 import { PolicyWatcher } from './policy/policy-watcher.js';
 import { ProviderRouter } from './proxy/provider-router.js';
 
@@ -33,6 +43,8 @@ import { ProviderRouter } from './proxy/provider-router.js';
  */
 const WRITER_BUSY_TIMEOUT_MS = 0;
 const SHUTDOWN_BUSY_TIMEOUT_MS = 5000;
+/** How long a stop gives its last rows to reach the fleet database; the rest ships at the next start. */
+const SHIP_FLUSH_MS = 2000;
 
 export interface RunningGateway {
   readonly url: string;
@@ -73,6 +85,12 @@ export function throttleByCode(intervalMs: number, emit: (code: string, suppress
   };
 }
 
+/** SHA-256 of the effective configuration (after defaults and $PORT), so `gateway.started` tells two starts' settings apart. */
+function configHash(config: GatewayConfig): string {
+  const json = JSON.stringify(config, (_key, value: unknown) => (value instanceof Map ? [...value] : value));
+  return createHash('sha256').update(json).digest('hex');
+}
+
 /** Wires the pipeline stages together and starts listening. */
 export async function startGateway(config: GatewayConfig, options: StartOptions): Promise<RunningGateway> {
   const { logger, reporter } = options;
@@ -84,6 +102,8 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   // SQLite would open an unwritable file read-only and the gateway would refuse every request with 503: refuse to start instead.
   const storeProblem = storeWriteProblem(config.audit.path, displayPath, options.writeAccess);
   if (storeProblem) throw new Error(storeProblem);
+  // In fleet mode keys come from PostgreSQL; connected before the SQLite file so a refused start leaves neither open.
+  const fleet = config.fleet ? await openFleetGateway(config.fleet, config.file, options.env ?? process.env, { logger, reporter }) : null;
   const db = openDatabase(config.audit.path, {
     synchronous: config.audit.synchronous,
     retentionDays: config.audit.retentionDays,
@@ -108,7 +128,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     },
   });
 
-  const keys = new KeyRegistry(db);
+  const keys = new KeyRegistry(fleet ? fleet.keys : new SqliteKeySource(db));
   const metrics = new GatewayMetrics(() => audit.queued, () => statSync(`${config.audit.path}-wal`, { throwIfNoEntry: false })?.size ?? 0);
   metrics.policyLoaded(initialPolicy.hash);
   const audit = new AuditWriter(db, storeFile, {
@@ -121,13 +141,22 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
       reporter.exception(err, { stage: 'audit' });
     },
   });
+  // Queued before the first request can be decided: the policy's text is committed before any row that names it.
+  audit.recordControl(controlEvent('gateway.started', GATEWAY_ACTOR, { version: VERSION, config_hash: configHash(config), pid: process.pid }));
+  const policyLoaded = (p: CompiledPolicy) => audit.recordControl(
+    controlEvent('policy.loaded', GATEWAY_ACTOR, { policy_hash: p.hash, path: config.policy.path, rules: p.rules.length, mode: p.mode }),
+    policyVersionRow(p, config.policy.path),
+  );
+  policyLoaded(initialPolicy);
   const policy = new PolicyWatcher(config.policy.path, policyName, initialPolicy, {
     onReload(p) {
+      policyLoaded(p);
       metrics.policyReloaded('success');
       metrics.policyLoaded(p.hash);
       logger.info({ policy_hash: p.hash, rules: p.rules.length, mode: p.mode }, 'policy reloaded');
     },
     onRejected(error) {
+      audit.recordControl(controlEvent('policy.rejected', GATEWAY_ACTOR, { path: config.policy.path, line: error.line, col: error.col, key: error.key, error: error.message }));
       metrics.policyReloaded('failure');
       logger.error({ file: error.file, line: error.line, col: error.col, key: error.key }, `policy edit rejected, keeping the last good policy: ${error.message}`);
       reporter.message('policy edit rejected', { file: error.file, line: String(error.line), col: String(error.col) });
@@ -144,11 +173,14 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
 
   // The dashboard exists only with an admin token; an empty variable counts as unset.
   const adminToken = (options.env ?? process.env).GOVGATE_ADMIN_TOKEN;
-  const admin = adminToken ? new AdminRoutes({ token: adminToken, auditPath: config.audit.path, policy, policyPath: config.policy.path, logger }) : null;
+  const onLogin = (address: string, accepted: boolean) => audit.recordControl(controlEvent(accepted ? 'admin.login' : 'admin.login_failed', address, { address }));
+  // In fleet mode the dashboard shows every gateway: it reads the central tables (on a pool of its own), not this file.
+  const central = adminToken && config.fleet ? openCentralDashboard(config.fleet, config.file, options.env ?? process.env) : null;
+  const admin = adminToken ? new AdminRoutes({ token: adminToken, auditPath: config.audit.path, policy, policyPath: config.policy.path, logger, onLogin, central: central ?? undefined }) : null;
   const { server, closeUpgrades, settled } = createGatewayServer(context, admin);
   // The checkpointer's descriptor last: closing it earlier would drop the connections' locks (wal-checkpointer.ts).
   const closeResources = async () => {
-    await Promise.all([providers.close(), checkpointer.stop(), limiter.close()]);
+    await Promise.all([providers.close(), checkpointer.stop(), limiter.close(), fleet?.close(), central?.close()]);
     admin?.close();
     db.close();
     checkpointer.release();
@@ -162,6 +194,13 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     throw err;
   }
 
+  // In fleet mode committed rows are shipped to PostgreSQL in the background; requests never wait for it.
+  const shipping = fleet && config.fleet
+    ? startFleetShipping({
+      auditPath: config.audit.path, writerDb: db, database: fleet.database, gatewayId: config.fleet.gatewayId, databaseUrlEnv: config.fleet.databaseUrlEnv,
+      cleanupSchedule: config.audit.cleanupSchedule, registry: metrics.registry, logger, reporter,
+    })
+    : null;
   keys.start((err) => {
     logger.error({ err: errorSummary(err) }, 'key refresh failed');
     reporter.exception(err, { stage: 'auth' });
@@ -175,20 +214,23 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
       logger.warn({ wal_limit_bytes: config.audit.walLimitBytes }, 'audit retention paused for a minute: the WAL is near its limit, kept from being reset by a long-running reader');
     },
     onDone(result) {
+      audit.recordControl(controlEvent('retention.ran', GATEWAY_ACTOR, { decisions: result.decisions, outcomes: result.outcomes, retention_days: config.audit.retentionDays, anchors: latestAnchors(db) }));
       logger.info({ deleted_decisions: result.decisions, deleted_outcomes: result.outcomes, retention_days: config.audit.retentionDays }, 'audit retention ran');
     },
     onError(err) {
       logger.error({ err: errorSummary(err) }, 'audit retention failed');
       reporter.exception(err, { stage: 'retention' });
     },
-  });
+  }, { shippedThrough: fleet ? localShippedThrough(db) : undefined });
 
   const backups = scheduleBackup(config.audit, {
     onDone(result) {
+      audit.recordControl(controlEvent('backup.made', GATEWAY_ACTOR, { file: result.file, bytes: result.bytes, deleted: result.deleted }));
       logger.info({ file: displayPath(result.file), bytes: result.bytes, ms: result.ms, deleted: result.deleted.map(displayPath) }, 'audit backup written');
     },
     onError(err) {
       logger.error({ err: errorSummary(err), backup_dir: displayPath(config.audit.backupDir) }, 'audit backup failed');
+      metrics.backupFailed();
       reporter.exception(err, { stage: 'backup' });
     },
   });
@@ -219,7 +261,10 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
         await settled();
         // The last rows may meet a checkpoint holding the lock; blocking the loop to wait for it no longer matters.
         db.pragma(`busy_timeout = ${SHUTDOWN_BUSY_TIMEOUT_MS}`);
+        audit.recordControl(controlEvent('gateway.stopped', GATEWAY_ACTOR, { pid: process.pid }));
         audit.flush();
+        // Before the databases close: the shipper reads the file and writes PostgreSQL until then.
+        await shipping?.stop(SHIP_FLUSH_MS);
         await closeResources();
       })();
       return closing;

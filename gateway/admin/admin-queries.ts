@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { openDatabase, type Db } from '../audit/database.js';
-import type { BlockedReason } from './blocking-reasons.js';
+import type { DashboardSource } from './dashboard-source.js';
 
 /** Risk histogram buckets: [0,10), [10,20) … [90,100]. */
 export const RISK_BUCKETS = 10;
@@ -13,6 +13,8 @@ export interface HourCounts {
 }
 
 export interface GroupRow {
+  /** Central tables only (fleet mode): the gateway that decided. */
+  readonly gateway_id?: string;
   readonly customer_id: string;
   readonly model: string | null;
   readonly requests: number;
@@ -21,13 +23,28 @@ export interface GroupRow {
 }
 
 export interface TokenRow {
+  /** Central tables only (fleet mode). */
+  readonly gateway_id?: string;
   readonly customer_id: string;
   readonly model: string | null;
   readonly tokens: number;
 }
 
-export interface ReasonRow extends BlockedReason {
+/** Blocked decisions of one hour with the same `causes` JSON (NULL on rows from before causes were recorded). */
+export interface CauseRow {
+  readonly causes: string | null;
   readonly n: number;
+}
+
+/** One row of the control log, without its chain columns. */
+export interface ChangeRow {
+  /** Central tables only (fleet mode): the gateway whose control log holds it, or '@fleet' for key changes made with the CLI. */
+  readonly gateway_id?: string;
+  readonly created_at: string;
+  readonly kind: string;
+  readonly actor: string;
+  /** JSON; summarised for the page, never shown whole. */
+  readonly detail: string;
 }
 
 export interface DecisionListRow {
@@ -42,6 +59,8 @@ export interface DecisionListRow {
   readonly reason: string;
   readonly status: number | null;
   readonly total_tokens: number | null;
+  /** Central tables only (fleet mode). */
+  readonly gateway_id?: string;
 }
 
 /**
@@ -49,14 +68,18 @@ export interface DecisionListRow {
  * connection (never the proxy's writer), and statements that each read one
  * time range through an index. Callers keep ranges to an hour, so no single
  * statement holds the event loop for long even on a very large table.
+ * The file holds this gateway's rows only, so the dashboard's gateway filter
+ * never reaches it (the routes refuse it without fleet mode).
  */
-export class AdminQueries {
+export class AdminQueries implements DashboardSource {
+  readonly fleet = false;
   private readonly db: Db;
   private readonly counts: Database.Statement<[string, string], { allowed: number; bucket: number; n: number }>;
   private readonly groupsStmt: Database.Statement<[string, string], GroupRow>;
   private readonly tokensStmt: Database.Statement<[string, string], TokenRow>;
-  private readonly reasonsStmt: Database.Statement<[string, string], ReasonRow>;
+  private readonly causesStmt: Database.Statement<[string, string], CauseRow>;
   private readonly latestStmt: Database.Statement<[number], DecisionListRow>;
+  private readonly changesStmt: Database.Statement<[number], ChangeRow>;
 
   constructor(file: string) {
     this.db = openDatabase(file, { synchronous: 'NORMAL', readonly: true });
@@ -74,9 +97,8 @@ export class AdminQueries {
         WHERE u.created_at >= ? AND u.created_at < ? AND o.total_tokens IS NOT NULL
         GROUP BY u.customer_id, u.model`,
     );
-    this.reasonsStmt = this.db.prepare(
-      `SELECT reason, customer_id, model, operation, count(*) AS n
-         FROM usagelog WHERE allowed = 0 AND created_at >= ? AND created_at < ? GROUP BY reason, customer_id, model, operation`,
+    this.causesStmt = this.db.prepare(
+      `SELECT causes, count(*) AS n FROM usagelog WHERE allowed = 0 AND created_at >= ? AND created_at < ? GROUP BY causes`,
     );
     this.latestStmt = this.db.prepare(
       `SELECT u.id, u.created_at, u.customer_id, u.api_key_id, u.model, u.operation, u.risk_score, u.allowed, u.reason,
@@ -85,6 +107,8 @@ export class AdminQueries {
          LEFT JOIN usagelog_outcome o ON o.log_id = u.id
         ORDER BY u.created_at DESC`,
     );
+    // Rowid order is commit order: created_at is stamped before the commit and may tie.
+    this.changesStmt = this.db.prepare('SELECT created_at, kind, actor, detail FROM audit_event ORDER BY rowid DESC LIMIT ?');
   }
 
   /** Allowed and blocked requests and the risk histogram of [from, to). */
@@ -109,12 +133,17 @@ export class AdminQueries {
     return this.tokensStmt.all(from, to);
   }
 
-  blockedReasons(from: string, to: string): ReasonRow[] {
-    return this.reasonsStmt.all(from, to);
+  blockedCauses(from: string, to: string): CauseRow[] {
+    return this.causesStmt.all(from, to);
   }
 
   latest(limit: number): DecisionListRow[] {
     return this.latestStmt.all(limit);
+  }
+
+  /** The newest control events first. */
+  changes(limit: number): ChangeRow[] {
+    return this.changesStmt.all(limit);
   }
 
   /** The plan SQLite chose for each statement, for the benchmark's report. */
@@ -125,7 +154,7 @@ export class AdminQueries {
       hourCounts: explain(this.counts.source),
       groups: explain(this.groupsStmt.source),
       tokens: explain(this.tokensStmt.source),
-      blockedReasons: explain(this.reasonsStmt.source),
+      blockedCauses: explain(this.causesStmt.source),
     };
   }
 

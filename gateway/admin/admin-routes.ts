@@ -6,8 +6,9 @@ import { displayPath } from '../config/gateway-config.js';
 import { AdminAuth, CLEARED_SESSION_COOKIE, clientAddress, type AdminVerdict } from './admin-auth.js';
 import { loadAdminAssets, type Asset } from './admin-assets.js';
 import { AdminQueries } from './admin-queries.js';
-import { DASHBOARD_PAGE, loginPage } from './admin-pages.js';
+import { dashboardPage, loginPage } from './admin-pages.js';
 import { DashboardData } from './dashboard-data.js';
+import { DashboardUnavailable, type DashboardSource, type FleetDashboardSource } from './dashboard-source.js';
 import type { LoginThrottle } from './login-throttle.js';
 
 const LATEST_DECISIONS = 100;
@@ -33,23 +34,34 @@ export interface AdminOptions {
   readonly logger: Logger;
   /** Counts wrong tokens per client address; tests inject one with their own clock. */
   readonly throttle?: LoginThrottle;
+  /** A login form was checked: the control log records who signed in, or tried to. */
+  readonly onLogin?: (address: string, accepted: boolean) => void;
+  /**
+   * Fleet mode: the central tables, read instead of the local file, so the
+   * dashboard shows every gateway. Its creator closes it.
+   */
+  readonly central?: FleetDashboardSource;
 }
 
 /**
  * `/admin`: the read-only dashboard, its login and its JSON API. It only
  * exists when GOVGATE_ADMIN_TOKEN is set; it reads the audit database through
- * its own read-only connection.
+ * its own read-only connection, or in fleet mode the central tables, where
+ * `?gateway=ID` narrows the summary and the decisions to one gateway.
  */
 export class AdminRoutes {
   private readonly auth: AdminAuth;
-  private readonly queries: AdminQueries;
-  private readonly data: DashboardData;
+  /** The local file's queries, opened (and closed) here in single-node mode only. */
+  private readonly local: AdminQueries | null;
+  private readonly source: DashboardSource;
+  /** One per scope (null: every gateway), so each keeps its own hour caches; created only for gateways that exist. */
+  private readonly data = new Map<string | null, DashboardData>();
   private readonly assets = loadAdminAssets();
 
   constructor(private readonly options: AdminOptions) {
     this.auth = new AdminAuth(options.token, options.throttle);
-    this.queries = new AdminQueries(options.auditPath);
-    this.data = new DashboardData(this.queries, () => options.policy.policy.rules);
+    this.local = options.central ? null : new AdminQueries(options.auditPath);
+    this.source = options.central ?? this.local!;
   }
 
   handle(req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string): Promise<void> | undefined {
@@ -73,25 +85,61 @@ export class AdminRoutes {
       if (isApi) return sendJsonError(res, new GatewayError('invalid_admin_token', 'a valid admin token or session is required'));
       return sendHtml(res, 401, loginPage(req.headers.authorization !== undefined));
     }
-    if (!isApi) return sendHtml(res, 200, DASHBOARD_PAGE);
-    return this.api(res, pathname);
+    if (!isApi) return sendHtml(res, 200, dashboardPage(this.options.central !== undefined));
+    return this.api(req, res, pathname, requestId);
   }
 
   close(): void {
-    this.queries.close();
+    this.local?.close();
   }
 
-  private async api(res: ServerResponse, pathname: string): Promise<void> {
-    switch (pathname) {
-      case '/admin/api/summary':
-        return sendData(res, await this.data.summary());
-      case '/admin/api/decisions':
-        return sendData(res, { decisions: this.queries.latest(LATEST_DECISIONS) });
-      case '/admin/api/policy':
-        return sendData(res, this.policyInForce());
-      default:
-        return sendJsonError(res, new GatewayError('route_not_found', `No admin API ${pathname.slice(0, 200)}`));
+  private async api(req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string): Promise<void> {
+    try {
+      switch (pathname) {
+        case '/admin/api/summary':
+        case '/admin/api/decisions': {
+          const scope = await this.scope(req);
+          if (scope instanceof GatewayError) return sendJsonError(res, scope);
+          if (pathname === '/admin/api/decisions') return sendData(res, { decisions: await this.source.latest(LATEST_DECISIONS, scope) });
+          return sendData(res, await this.dataFor(scope).summary());
+        }
+        case '/admin/api/gateways':
+          // Single-node mode has no fleet to list: the route does not exist there, as before.
+          if (this.options.central) return sendData(res, { gateways: await this.options.central.gateways() });
+          break;
+        case '/admin/api/policy':
+          return sendData(res, this.policyInForce());
+      }
+    } catch (err) {
+      if (!(err instanceof DashboardUnavailable)) throw err;
+      // Fails closed: no figures rather than a partial fleet or this gateway's file passed off as the fleet.
+      this.options.logger.error({ req_id: requestId, path: pathname, problem: err.message }, 'admin dashboard cannot read the central tables');
+      return sendJsonError(res, new GatewayError('audit_unavailable', 'the dashboard cannot read the fleet database; try again when it is reachable'));
     }
+    return sendJsonError(res, new GatewayError('route_not_found', `No admin API ${pathname.slice(0, 200)}`));
+  }
+
+  /**
+   * The gateway `?gateway=ID` asks for, or null for all. Refused rather than
+   * ignored where it cannot apply, so a narrowed view is never the whole
+   * one: without fleet mode (one gateway's file), and for an id that has not
+   * shipped (which also bounds the caches to the fleet's gateways).
+   */
+  private async scope(req: IncomingMessage): Promise<string | null | GatewayError> {
+    const gateway = new URL(req.url ?? '/', 'http://admin').searchParams.get('gateway');
+    if (gateway === null || gateway === '') return null;
+    if (!this.options.central) return new GatewayError('invalid_request', 'the gateway filter needs fleet mode: this dashboard shows this gateway only');
+    const known = await this.options.central.gateways();
+    if (!known.some((g) => g.gateway === gateway)) {
+      return new GatewayError('route_not_found', `no gateway ${JSON.stringify(gateway.slice(0, 64))} has shipped to the fleet database`);
+    }
+    return gateway;
+  }
+
+  private dataFor(gateway: string | null): DashboardData {
+    let data = this.data.get(gateway);
+    if (!data) this.data.set(gateway, (data = new DashboardData(this.source, gateway)));
+    return data;
   }
 
   private policyInForce() {
@@ -115,13 +163,16 @@ export class AdminRoutes {
     const body = await readForm(req);
     if (body === null) return sendJsonError(res, new GatewayError('request_too_large', 'the login form is too large'));
     const token = new URLSearchParams(body).get('token') ?? '';
-    const verdict = this.auth.checkToken(token, clientAddress(req));
+    const address = clientAddress(req);
+    const verdict = this.auth.checkToken(token, address);
     if (verdict.result === 'throttled') return this.throttled(res, verdict, requestId, '/admin/login');
     if (verdict.result === 'refused') {
       this.options.logger.info({ req_id: requestId, status: 401 }, 'admin login refused');
+      this.options.onLogin?.(address, false);
       return sendHtml(res, 401, loginPage(true));
     }
     this.options.logger.info({ req_id: requestId }, 'admin signed in');
+    this.options.onLogin?.(address, true);
     res.writeHead(303, { ...SECURITY_HEADERS, ...NO_STORE, location: '/admin', 'set-cookie': this.auth.sessionCookie(), 'content-length': 0 });
     res.end();
   }

@@ -1,8 +1,9 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { sqliteTime } from '../audit/database.js';
-import type { Rule } from '../policy/policy-types.js';
-import { blockingCauses } from './blocking-reasons.js';
-import { RISK_BUCKETS, type AdminQueries, type GroupRow, type HourCounts, type ReasonRow, type TokenRow } from './admin-queries.js';
+import { RISK_BUCKETS, type CauseRow, type GroupRow, type HourCounts, type TokenRow } from './admin-queries.js';
+import { rowCauseLabels } from './cause-labels.js';
+import { changeSummary } from './change-summary.js';
+import type { DashboardSource } from './dashboard-source.js';
 
 const HOUR_MS = 3_600_000;
 const HOURS_SHOWN = 24;
@@ -22,11 +23,12 @@ const TOKEN_SLICES = 4;
 const COMMIT_GRACE_MS = 10_000;
 const TOP_CAUSES = 10;
 const MAX_GROUPS = 500;
+const CHANGES_SHOWN = 20;
 
 interface HourDetail {
   readonly groups: readonly GroupRow[];
   readonly tokens: readonly TokenRow[];
-  readonly reasons: readonly ReasonRow[];
+  readonly causes: readonly CauseRow[];
 }
 
 interface Cached<T> {
@@ -42,22 +44,34 @@ export interface Summary {
   readonly risk: { from: number; to: number; count: number }[];
   readonly blocking: { cause: string; count: number }[];
   readonly customers: { customer: string; model: string | null; requests: number; blocked: number; avg_risk: number; tokens: number | null }[];
+  /** The newest control events first; the control log is never pruned, so this is not limited to 24 hours. In fleet mode each names its gateway. */
+  readonly changes: { created_at: string; kind: string; actor: string; summary: string; gateway?: string }[];
+  /** Fleet mode only: the gateway the figures are narrowed to, or null for the whole fleet. */
+  readonly gateway?: string | null;
+  /** Fleet mode only: each gateway's share of the last 24 hours, by gateway id. */
+  readonly gateways?: { gateway: string; requests: number; blocked: number; tokens: number | null }[];
 }
+
+type GatewayTotals = NonNullable<Summary['gateways']>[number];
 
 /**
  * The dashboard's aggregates, built one hour at a time from the read-only
  * queries with the event loop free between hours, and cached per hour so a
- * reload only re-reads the hour in progress.
+ * reload only re-reads the hour in progress. One instance serves one scope:
+ * the whole source, or (fleet mode) one gateway of it, so caches never mix.
  */
 export class DashboardData {
   private readonly counts = new Map<string, Cached<HourCounts>>();
   private readonly details = new Map<string, Cached<HourDetail>>();
   private building: Promise<Summary> | null = null;
+  private readonly settleMs: number;
 
   constructor(
-    private readonly queries: AdminQueries,
-    private readonly rules: () => readonly Rule[],
-  ) {}
+    private readonly queries: DashboardSource,
+    private readonly gateway: string | null = null,
+  ) {
+    this.settleMs = queries.settleMs ?? COMMIT_GRACE_MS;
+  }
 
   /** Concurrent callers share one build. */
   summary(now: Date = new Date()): Promise<Summary> {
@@ -89,14 +103,14 @@ export class DashboardData {
     const risk = new Array<number>(RISK_BUCKETS).fill(0);
     const causes = new Map<string, number>();
     const groups = new Map<string, { customer: string; model: string | null; requests: number; blocked: number; riskSum: number; tokens: number | null }>();
-    const rules = this.rules();
+    const gateways = new Map<string, GatewayTotals>();
     for (let hour = currentHour - (HOURS_SHOWN - 1) * HOUR_MS; hour <= currentHour; hour += HOUR_MS) {
       const c = await this.hourCounts(hour, now);
       hourly.push({ hour: sqliteTime(new Date(hour)).slice(0, 16), allowed: c.allowed, blocked: c.blocked });
       c.risk.forEach((n, i) => (risk[i]! += n));
       const d = await this.hourDetail(hour, now);
-      for (const row of d.reasons) {
-        for (const cause of blockingCauses(row, rules)) causes.set(cause, (causes.get(cause) ?? 0) + row.n);
+      for (const row of d.causes) {
+        for (const label of rowCauseLabels(row.causes)) causes.set(label, (causes.get(label) ?? 0) + row.n);
       }
       for (const g of d.groups) {
         const key = JSON.stringify([g.customer_id, g.model]);
@@ -105,10 +119,19 @@ export class DashboardData {
         acc.blocked += g.blocked;
         acc.riskSum += g.risk_sum;
         groups.set(key, acc);
+        if (g.gateway_id !== undefined) {
+          const gw = gatewayTotals(gateways, g.gateway_id);
+          gw.requests += g.requests;
+          gw.blocked += g.blocked;
+        }
       }
       for (const t of d.tokens) {
         const acc = groups.get(JSON.stringify([t.customer_id, t.model]));
         if (acc) acc.tokens = (acc.tokens ?? 0) + t.tokens;
+        if (t.gateway_id !== undefined) {
+          const gw = gatewayTotals(gateways, t.gateway_id);
+          gw.tokens = (gw.tokens ?? 0) + t.tokens;
+        }
       }
     }
 
@@ -122,13 +145,28 @@ export class DashboardData {
         .sort((a, b) => b.requests - a.requests || a.customer.localeCompare(b.customer))
         .slice(0, MAX_GROUPS)
         .map((g) => ({ customer: g.customer, model: g.model, requests: g.requests, blocked: g.blocked, avg_risk: round(g.riskSum / g.requests), tokens: g.tokens })),
+      changes: await this.changes(),
+      // Only in fleet mode, so a single gateway's summary keeps exactly its fields.
+      ...(this.queries.fleet ? { gateway: this.gateway, gateways: [...gateways.values()].sort((a, b) => (a.gateway < b.gateway ? -1 : a.gateway > b.gateway ? 1 : 0)) } : {}),
     };
+  }
+
+  /** Read on every build: there are few events, and an admin checks here first for what just changed. */
+  private async changes(): Promise<Summary['changes']> {
+    await nextTurn();
+    return (await this.queries.changes(CHANGES_SHOWN, this.gateway)).map((e) => ({
+      created_at: e.created_at,
+      kind: e.kind,
+      actor: e.actor,
+      summary: changeSummary(e.kind, e.detail),
+      ...(e.gateway_id === undefined ? {} : { gateway: e.gateway_id }),
+    }));
   }
 
   private hourCounts(hour: number, now: Date): Promise<HourCounts> {
     return this.cached(this.counts, hour, now, async () => {
       await nextTurn();
-      return this.queries.hourCounts(sqliteTime(new Date(hour)), sqliteTime(new Date(hour + HOUR_MS)));
+      return this.queries.hourCounts(sqliteTime(new Date(hour)), sqliteTime(new Date(hour + HOUR_MS)), this.gateway);
     });
   }
 
@@ -137,15 +175,15 @@ export class DashboardData {
       const from = sqliteTime(new Date(hour));
       const to = sqliteTime(new Date(hour + HOUR_MS));
       await nextTurn();
-      const groups = this.queries.groups(from, to);
-      const reasons = this.queries.blockedReasons(from, to);
+      const groups = await this.queries.groups(from, to, this.gateway);
+      const causes = await this.queries.blockedCauses(from, to, this.gateway);
       const tokens: TokenRow[] = [];
       const slice = HOUR_MS / TOKEN_SLICES;
       for (let start = hour; start < hour + HOUR_MS; start += slice) {
         await nextTurn();
-        tokens.push(...this.queries.tokens(sqliteTime(new Date(start)), sqliteTime(new Date(start + slice))));
+        tokens.push(...(await this.queries.tokens(sqliteTime(new Date(start)), sqliteTime(new Date(start + slice)), this.gateway)));
       }
-      return { groups, reasons, tokens };
+      return { groups, causes, tokens };
     });
   }
 
@@ -155,7 +193,7 @@ export class DashboardData {
     const hit = cache.get(key);
     if (hit && hit.until > now.getTime()) return hit.value;
     const value = await read();
-    const closed = hour + HOUR_MS + COMMIT_GRACE_MS <= now.getTime();
+    const closed = hour + HOUR_MS + this.settleMs <= now.getTime();
     const ttl = closed ? CLOSED_HOUR_TTL_MS * (0.5 + Math.random() / 2) : OPEN_HOUR_TTL_MS;
     cache.set(key, { value, until: now.getTime() + ttl });
     return value;
@@ -169,6 +207,12 @@ export class DashboardData {
       }
     }
   }
+}
+
+function gatewayTotals(totals: Map<string, GatewayTotals>, gateway: string): GatewayTotals {
+  let acc = totals.get(gateway);
+  if (!acc) totals.set(gateway, (acc = { gateway, requests: 0, blocked: 0, tokens: null }));
+  return acc;
 }
 
 function round(n: number): number {

@@ -1,13 +1,18 @@
 /**
  * The dashboard's browser script, served as /admin/assets/dashboard.js. It is
  * kept as text here so the build (tsc into dist/) ships it with no copy step.
- * Every value from the audit log (customer, model, reason…) is attacker-
- * influenced, so it only ever reaches the page through textContent.
+ * Every value from the audit log (customer, model, reason, a control event's
+ * actor…) is attacker-influenced, so it only ever reaches the page through textContent.
+ * In fleet mode (the page has the gateway select) it adds the gateway parts;
+ * `?gateway=ID` in the page's address narrows every figure to that gateway.
  */
 export const DASHBOARD_SCRIPT = String.raw`'use strict';
 (function () {
   var ALLOWED = '#2e7d32';
   var BLOCKED = '#c62828';
+  var fleetSelect = document.getElementById('gateway');
+  var gatewayFilter = new URLSearchParams(window.location.search).get('gateway') || '';
+  var scope = fleetSelect && gatewayFilter ? '?gateway=' + encodeURIComponent(gatewayFilter) : '';
 
   function getJson(path) {
     return fetch(path, { credentials: 'same-origin', headers: { accept: 'application/json' } }).then(function (res) {
@@ -75,10 +80,46 @@ export const DASHBOARD_SCRIPT = String.raw`'use strict';
       { value: function (r) { return r.avg_risk; }, numeric: true },
       { value: function (r) { return r.tokens; }, numeric: true }
     ]);
+    var changeColumns = [
+      { value: function (r) { return r.created_at; } },
+      { value: function (r) { return r.kind; } },
+      { value: function (r) { return r.actor; } },
+      { value: function (r) { return r.summary; } }
+    ];
+    if (fleetSelect) changeColumns.push({ value: function (r) { return r.gateway; } });
+    fillTable('changes', s.changes, changeColumns);
+    return s;
+  }
+
+  // The select lists every gateway that has shipped; choosing one reloads the page narrowed to it.
+  function showFleet(s, gateways) {
+    gateways.forEach(function (g) {
+      var option = document.createElement('option');
+      option.value = g.gateway;
+      option.textContent = g.gateway;
+      if (g.gateway === gatewayFilter) option.selected = true;
+      fleetSelect.appendChild(option);
+    });
+    fleetSelect.addEventListener('change', function () {
+      window.location.assign('/admin' + (fleetSelect.value ? '?gateway=' + encodeURIComponent(fleetSelect.value) : ''));
+    });
+    var totals = {};
+    s.gateways.forEach(function (t) { totals[t.gateway] = t; });
+    var rows = gateways.filter(function (g) { return !gatewayFilter || g.gateway === gatewayFilter; }).map(function (g) {
+      var t = totals[g.gateway] || { requests: 0, blocked: 0, tokens: null };
+      return { gateway: g.gateway, requests: t.requests, blocked: t.blocked, tokens: t.tokens, shipped_at: g.shipped_at };
+    });
+    fillTable('gateways', rows, [
+      { value: function (r) { return r.gateway; } },
+      { value: function (r) { return r.requests; }, numeric: true },
+      { value: function (r) { return r.blocked; }, numeric: true },
+      { value: function (r) { return r.tokens; }, numeric: true },
+      { value: function (r) { return r.shipped_at; } }
+    ]);
   }
 
   function showDecisions(d) {
-    fillTable('decisions', d.decisions, [
+    var columns = [
       { value: function (r) { return r.created_at; } },
       { value: function (r) { return r.allowed ? 'allow' : 'block'; } },
       { value: function (r) { return r.customer_id; } },
@@ -90,7 +131,9 @@ export const DASHBOARD_SCRIPT = String.raw`'use strict';
       { value: function (r) { return r.total_tokens; }, numeric: true },
       { value: function (r) { return r.reason; } },
       { value: function (r) { return r.id; } }
-    ]);
+    ];
+    if (fleetSelect) columns.push({ value: function (r) { return r.gateway_id; } });
+    fillTable('decisions', d.decisions, columns);
     document.querySelectorAll('#decisions tbody tr').forEach(function (tr, i) {
       tr.className = d.decisions[i].allowed ? 'allow' : 'block';
     });
@@ -113,11 +156,12 @@ export const DASHBOARD_SCRIPT = String.raw`'use strict';
     document.querySelector('main').prepend(p);
   }
 
-  Promise.all([
-    getJson('/admin/api/summary').then(showSummary),
-    getJson('/admin/api/decisions').then(showDecisions),
-    getJson('/admin/api/policy').then(showPolicy)
-  ]).then(function () { document.body.dataset.loaded = 'true'; }, failed);
+  var summary = getJson('/admin/api/summary' + scope).then(showSummary);
+  var loads = [summary, getJson('/admin/api/decisions' + scope).then(showDecisions), getJson('/admin/api/policy').then(showPolicy)];
+  if (fleetSelect) {
+    loads.push(Promise.all([summary, getJson('/admin/api/gateways')]).then(function (r) { showFleet(r[0], r[1].gateways); }));
+  }
+  Promise.all(loads).then(function () { document.body.dataset.loaded = 'true'; }, failed);
 })();
 `;
 

@@ -1,10 +1,11 @@
 import type Database from 'better-sqlite3';
 import { rowHash } from './chain.js';
 import { ChainTails } from './chain-tail.js';
+import { ControlLog, type ControlEventRow, type PolicyVersionRow } from './control-log.js';
 import type { Db } from './database.js';
 import type { StoreFile } from './store-file.js';
 
-/** One policy decision: exactly the columns of `usagelog`. */
+/** One policy decision: the contract's columns of `usagelog`, then its provenance. */
 export interface DecisionRow {
   readonly id: string;
   readonly customer_id: string;
@@ -17,6 +18,10 @@ export interface DecisionRow {
   readonly allowed: 0 | 1;
   readonly reason: string;
   readonly created_at: string;
+  /** The `policy_version` that decided it. */
+  readonly policy_hash: string;
+  /** JSON array of the refusal's causes (policy-types.ts `Cause`); `[]` when nothing refused. */
+  readonly causes: string;
 }
 
 /** What happened after a forwarded request, appended once it is over. */
@@ -46,6 +51,12 @@ export interface AuditWriterHooks {
   /** `ms`: the transaction itself; `waitedMs`: how long the batch waited for a write lock someone else held (0 if free). */
   onCommit(ms: number, waitedMs: number): void;
   onFailure(err: unknown, lostOutcomes: number): void;
+}
+
+/** Control events and policy texts, committed with the next decisions: before any row that names the policy. */
+interface Control {
+  events: ControlEventRow[];
+  policies: PolicyVersionRow[];
 }
 
 interface Pending {
@@ -80,6 +91,7 @@ export class AuditWriter {
   private decisions: Pending[] = [];
   private outcomes: OutcomeRow[] = [];
   private batchFiles: BatchFileRow[] = [];
+  private control: Control = { events: [], policies: [] };
   private decisionFlushScheduled = false;
   private lastFailure: unknown = null;
   /** Since when commits have found the write lock taken; null once one succeeds. */
@@ -89,7 +101,7 @@ export class AuditWriter {
   private readonly insertDecision: Database.Statement;
   private readonly insertOutcome: Database.Statement;
   private readonly insertBatchFile: Database.Statement;
-  private readonly commit: (decisions: readonly Pending[], outcomes: readonly OutcomeRow[], batchFiles: readonly BatchFileRow[]) => void;
+  private readonly commit: (decisions: readonly Pending[], outcomes: readonly OutcomeRow[], batchFiles: readonly BatchFileRow[], control: Control) => void;
   private readonly flushDecisions = () => this.commitQueued(true, false);
   private readonly flushOutcomes = () => this.commitQueued(false, true);
   private readonly retryBusy = () => {
@@ -99,8 +111,8 @@ export class AuditWriter {
 
   constructor(db: Db, private readonly file: StoreFile, private readonly hooks: AuditWriterHooks) {
     this.insertDecision = db.prepare(
-      `INSERT INTO usagelog (rowid, id, customer_id, api_key_id, model, operation, meta, risk_score, allowed, reason, created_at, prev_hash, hash)
-       VALUES (?, @id, @customer_id, @api_key_id, @model, @operation, @meta, @risk_score, @allowed, @reason, @created_at, ?, ?)`,
+      `INSERT INTO usagelog (rowid, id, customer_id, api_key_id, model, operation, meta, risk_score, allowed, reason, created_at, policy_hash, causes, prev_hash, hash)
+       VALUES (?, @id, @customer_id, @api_key_id, @model, @operation, @meta, @risk_score, @allowed, @reason, @created_at, @policy_hash, @causes, ?, ?)`,
     );
     this.insertOutcome = db.prepare(
       `INSERT INTO usagelog_outcome (rowid, log_id, status, duration_ms, upstream_ms, prompt_tokens, completion_tokens, total_tokens, error, created_at, prev_hash, hash)
@@ -111,8 +123,10 @@ export class AuditWriter {
        VALUES (@file_id, @customer_id, @api_key_id, @log_id, @lines, @created_at)`,
     );
     const tails = new ChainTails(db);
+    const controlLog = new ControlLog(db);
     // IMMEDIATE: the chain's tail is read and extended under the write lock, never from a stale snapshot.
-    this.commit = db.transaction((decisions: readonly Pending[], outcomes: readonly OutcomeRow[], batchFiles: readonly BatchFileRow[]) => {
+    this.commit = db.transaction((decisions: readonly Pending[], outcomes: readonly OutcomeRow[], batchFiles: readonly BatchFileRow[], control: Control) => {
+      controlLog.appendIn(control.events, control.policies);
       // Rowids keep rising across retention (tail.nextRowid), so a pruned rowid never names another row.
       if (decisions.length > 0) {
         let { hash: prev, nextRowid } = tails.tail('usagelog');
@@ -148,6 +162,19 @@ export class AuditWriter {
     });
   }
 
+  /**
+   * Queues a control event; a policy text goes with it when the event puts a
+   * policy in force, and is committed before any decision that names it.
+   */
+  recordControl(event: ControlEventRow, policy?: PolicyVersionRow): void {
+    this.control.events.push(event);
+    if (policy) this.control.policies.push(policy);
+    if (!this.decisionFlushScheduled && !this.retryTimer) {
+      this.decisionFlushScheduled = true;
+      setImmediate(this.flushDecisions);
+    }
+  }
+
   recordOutcome(row: OutcomeRow): void {
     this.outcomes.push(row);
     this.scheduleOutcomes();
@@ -171,7 +198,7 @@ export class AuditWriter {
   }
 
   get queued(): number {
-    return this.decisions.length + this.outcomes.length + this.batchFiles.length;
+    return this.decisions.length + this.outcomes.length + this.batchFiles.length + this.control.events.length;
   }
 
   /** Whether requests are waiting for their decision rows (queued for the next commit, or waiting for the lock). */
@@ -200,8 +227,10 @@ export class AuditWriter {
     const decisions = takeDecisions ? this.decisions : [];
     const outcomes = takeOutcomes ? this.outcomes : [];
     const batchFiles = takeOutcomes ? this.batchFiles : [];
+    const control = takeDecisions ? this.control : { events: [], policies: [] };
     if (takeDecisions) {
       this.decisions = [];
+      this.control = { events: [], policies: [] };
       this.decisionFlushScheduled = false;
     }
     if (takeOutcomes) {
@@ -210,15 +239,15 @@ export class AuditWriter {
       if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
       this.outcomeTimer = null;
     }
-    if (decisions.length === 0 && outcomes.length === 0 && batchFiles.length === 0) return;
+    if (decisions.length === 0 && outcomes.length === 0 && batchFiles.length === 0 && control.events.length === 0 && control.policies.length === 0) return;
     const started = performance.now();
     try {
       this.file.assertWritable();
-      this.commit(decisions, outcomes, batchFiles);
+      this.commit(decisions, outcomes, batchFiles, control);
     } catch (err) {
       // SQLITE_BUSY and its extended codes (_RECOVERY after another process crashed, _SNAPSHOT, _TIMEOUT).
       const busy = (err as { code?: string }).code?.startsWith('SQLITE_BUSY') ?? false;
-      if (!final && busy && this.waitForLock(decisions, outcomes, batchFiles)) return;
+      if (!final && busy && this.waitForLock(decisions, outcomes, batchFiles, control)) return;
       if (!busy) this.busySince = null;
       this.lastFailure = err;
       this.hooks.onFailure(err, outcomes.length);
@@ -238,11 +267,12 @@ export class AuditWriter {
    * retries shortly; false once the lock has been taken for BUSY_WAIT_MS, after
    * which batches fail at once until a commit succeeds again.
    */
-  private waitForLock(decisions: Pending[], outcomes: OutcomeRow[], batchFiles: BatchFileRow[]): boolean {
+  private waitForLock(decisions: Pending[], outcomes: OutcomeRow[], batchFiles: BatchFileRow[], control: Control): boolean {
     const now = performance.now();
     this.busySince ??= now;
     if (now - this.busySince >= BUSY_WAIT_MS) return false;
     this.decisions = decisions.concat(this.decisions);
+    this.control = { events: control.events.concat(this.control.events), policies: control.policies.concat(this.control.policies) };
     this.outcomes = outcomes.concat(this.outcomes);
     this.batchFiles = batchFiles.concat(this.batchFiles);
     this.retryTimer ??= setTimeout(this.retryBusy, BUSY_RETRY_MS);

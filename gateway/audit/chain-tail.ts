@@ -23,6 +23,7 @@ export class ChainTails {
     this.lastRow = {
       usagelog: db.prepare('SELECT hash FROM usagelog ORDER BY rowid DESC LIMIT 1'),
       usagelog_outcome: db.prepare('SELECT hash FROM usagelog_outcome ORDER BY rowid DESC LIMIT 1'),
+      audit_event: db.prepare('SELECT hash FROM audit_event ORDER BY rowid DESC LIMIT 1'),
     };
     this.lastAnchor = db.prepare('SELECT through_rowid, through_hash FROM audit_anchor WHERE chain = ? ORDER BY id DESC LIMIT 1');
   }

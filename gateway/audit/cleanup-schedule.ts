@@ -1,6 +1,6 @@
 import { scheduleJob, type ScheduledJob, type ScheduleHooks } from './background-schedule.js';
 import type { Db } from './database.js';
-import { pruneAuditRows, type PruneResult } from './retention.js';
+import { pruneAuditRows, type PruneOptions, type PruneResult } from './retention.js';
 
 export interface CleanupSettings {
   readonly cleanupSchedule: string;
@@ -42,11 +42,20 @@ export interface CleanupHooks extends ScheduleHooks<PruneResult> {
  * that lasts, so that the prune does not itself take the WAL to the limit,
  * whose escalation holds the write lock while it waits for readers (a 1M-row
  * prune that only held off took it to 72.5 MiB of 64, and commits waited up
- * to 250 ms). Stopping ends the prune between two batches.
+ * to 250 ms). Stopping ends the prune between two batches. In fleet mode
+ * `fleet.shippedThrough` keeps the rows not shipped yet.
  */
-export function scheduleCleanup(audit: CleanupSettings, db: Db, writer: PendingDecisions, wal: WalProgress, hooks: CleanupHooks): ScheduledJob {
+export function scheduleCleanup(
+  audit: CleanupSettings,
+  db: Db,
+  writer: PendingDecisions,
+  wal: WalProgress,
+  hooks: CleanupHooks,
+  fleet: Pick<PruneOptions, 'shippedThrough'> = {},
+): ScheduledJob {
   const holdOff = () => writer.decisionsPending || wal.behind;
   const pauseWhile = () => wal.nearLimit;
-  const prune = (signal: AbortSignal) => pruneAuditRows(db, audit.retentionDays, { signal, holdOff, pauseWhile, onLongPause: hooks.onLongPause, onBatch: hooks.onBatch });
+  const prune = (signal: AbortSignal) =>
+    pruneAuditRows(db, audit.retentionDays, { signal, holdOff, pauseWhile, onLongPause: hooks.onLongPause, onBatch: hooks.onBatch, shippedThrough: fleet.shippedThrough });
   return scheduleJob(audit.cleanupSchedule, 'govgate-audit-retention', prune, hooks);
 }

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { SyncMode } from '../config/gateway-config.js';
-import { CHAINS, GENESIS_HASH, rowHash } from './chain.js';
+import { GENESIS_HASH, PRUNED_CHAINS, rowHash } from './chain.js';
 
 export type Db = Database.Database;
 
@@ -102,11 +102,62 @@ const MIGRATIONS: readonly Migration[] = [
     PRIMARY KEY (customer_id, file_id)
   );
   `,
+  // Provenance (docs/audit.md): each decision names the policy text that made it and why it refused, structured;
+  // every policy text ever in force is kept; changes to governance go to the hash-chained control log.
+  // Neither new table is ever pruned, so both are append-only without exception.
+  `
+  ALTER TABLE usagelog ADD COLUMN policy_hash TEXT;
+  ALTER TABLE usagelog ADD COLUMN causes TEXT;
+  CREATE TABLE policy_version (
+    hash      TEXT PRIMARY KEY,
+    loaded_at TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    text      TEXT NOT NULL
+  );
+  CREATE TRIGGER policy_version_no_update BEFORE UPDATE ON policy_version
+    BEGIN SELECT RAISE(ABORT, 'govgate: policy_version is append-only; policy texts cannot be updated'); END;
+  CREATE TRIGGER policy_version_no_delete BEFORE DELETE ON policy_version
+    BEGIN SELECT RAISE(ABORT, 'govgate: policy_version is append-only; policy texts cannot be deleted'); END;
+  CREATE TABLE audit_event (
+    id         TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL
+  );
+  CREATE INDEX audit_event_created_at ON audit_event (created_at);
+  CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_event
+    BEGIN SELECT RAISE(ABORT, 'govgate: audit_event is append-only; control events cannot be updated'); END;
+  CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event
+    BEGIN SELECT RAISE(ABORT, 'govgate: audit_event is append-only; control events cannot be deleted'); END;
+  DROP INDEX usagelog_blocked_reason;
+  CREATE INDEX usagelog_blocked_cause ON usagelog (created_at, causes) WHERE allowed = 0;
+  `,
+  // Fleet mode (gateway/fleet/shipper.ts): `fleet_file` names this file to the fleet, so a second file
+  // under the same gateway id is refused instead of forking that id's central chains; `fleet_shipped` is
+  // how far each table has reached PostgreSQL, so retention, `cleanup-logs` too, keeps what is not there yet.
+  `
+  CREATE TABLE fleet_file (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    file_id   TEXT NOT NULL
+  );
+  INSERT INTO fleet_file (singleton, file_id) VALUES (1, lower(hex(randomblob(16))));
+  CREATE TRIGGER fleet_file_no_update BEFORE UPDATE ON fleet_file
+    BEGIN SELECT RAISE(ABORT, 'govgate: fleet_file names this file for good; it cannot be updated'); END;
+  CREATE TRIGGER fleet_file_no_delete BEFORE DELETE ON fleet_file
+    BEGIN SELECT RAISE(ABORT, 'govgate: fleet_file names this file for good; it cannot be deleted'); END;
+  CREATE TABLE fleet_shipped (
+    table_name     TEXT PRIMARY KEY,
+    through_row_id INTEGER NOT NULL
+  );
+  `,
 ];
 
 /** Databases from before the chain get one: their rows are hashed in rowid order, as if written so. */
 function backfillChains(db: Db): void {
-  for (const chain of CHAINS) {
+  for (const chain of PRUNED_CHAINS) {
     const update = db.prepare(`UPDATE ${chain} SET prev_hash = ?, hash = ? WHERE rowid = ?`);
     let prev = GENESIS_HASH;
     for (const row of db.prepare(`SELECT rowid AS row_id, * FROM ${chain} ORDER BY rowid`).all() as Record<string, unknown>[]) {
@@ -124,7 +175,7 @@ function backfillChains(db: Db): void {
  * SQLite's own clock decides, in the same text format as `created_at`.
  */
 function installDeleteGuards(db: Db, retentionDays: number): void {
-  const wanted = CHAINS.map((chain) => ({
+  const wanted = PRUNED_CHAINS.map((chain) => ({
     name: `${chain}_no_early_delete`,
     sql: `CREATE TRIGGER ${chain}_no_early_delete BEFORE DELETE ON ${chain}
       WHEN OLD.created_at >= strftime('%Y-%m-%d %H:%M:%f', 'now', '-${retentionDays} days')

@@ -7,9 +7,18 @@ export type DecisionKind = 'proxy' | 'check' | 'websocket';
 
 /**
  * The audit row of a decision. `meta` holds the governance metadata and the
- * derived, content-free facts; nothing here comes from message text.
+ * derived, content-free facts, which is what `audit explain` replays against
+ * the policy named by `policy_hash`; nothing here comes from message text.
  */
-export function decisionRow(logId: string, requestId: string, kind: DecisionKind, method: string, facts: RequestFacts, decision: Pick<Decision, 'allowed' | 'riskScore' | 'reason'>): DecisionRow {
+export function decisionRow(
+  logId: string,
+  requestId: string,
+  kind: DecisionKind,
+  method: string,
+  facts: RequestFacts,
+  decision: Pick<Decision, 'allowed' | 'riskScore' | 'reason' | 'causes'>,
+  policyHash: string,
+): DecisionRow {
   return {
     id: logId,
     customer_id: facts.customer,
@@ -28,5 +37,7 @@ export function decisionRow(logId: string, requestId: string, kind: DecisionKind
     allowed: decision.allowed ? 1 : 0,
     reason: decision.reason,
     created_at: sqliteTime(),
+    policy_hash: policyHash,
+    causes: JSON.stringify(decision.causes),
   };
 }

@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CHAINS, type ChainName } from './chain.js';
+import { PRUNED_CHAINS, type PrunedChain } from './chain.js';
 import type { Db } from './database.js';
 import { sqliteTime } from './database.js';
 
@@ -69,6 +69,12 @@ export interface PruneOptions {
   readonly onLongPause?: () => void;
   /** Each batch's time from taking the write lock to the end of its commit. */
   readonly onBatch?: (ms: number) => void;
+  /**
+   * Fleet mode: the last rowid of the chain that has reached the fleet's
+   * PostgreSQL (fleet/local-watermark.ts). Rows after it are kept whatever
+   * their age, or they would be lost to the central trail; read before each batch.
+   */
+  readonly shippedThrough?: (chain: PrunedChain) => number;
 }
 
 /**
@@ -89,8 +95,8 @@ export async function pruneAuditRows(db: Db, days: number, options: PruneOptions
   const waitForTurn = turnWaiter(options);
   // Grown from the smallest: the first batch meets a cold cache, and it must not be the one that holds the loop for long.
   let size = MIN_BATCH_ROWS;
-  for (const chain of CHAINS) {
-    const batch = pruneBatch(db, chain, anchor);
+  for (const chain of PRUNED_CHAINS) {
+    const batch = pruneBatch(db, chain, anchor, options.shippedThrough);
     let busySince: number | null = null;
     while (!signal?.aborted) {
       await waitForTurn(signal);
@@ -158,14 +164,20 @@ async function rest(ms: number, signal: AbortSignal | undefined): Promise<void> 
 }
 
 /** A batch reports when it took the write lock: a connection that waits for the lock (the CLI's) must not shrink its batches for it. */
-function pruneBatch(db: Db, chain: ChainName, anchor: Database.Statement): (cutoff: string, size: number) => { deleted: number; locked: number } {
+function pruneBatch(
+  db: Db,
+  chain: PrunedChain,
+  anchor: Database.Statement,
+  shippedThrough: ((chain: PrunedChain) => number) | undefined,
+): (cutoff: string, size: number) => { deleted: number; locked: number } {
   const oldest = db.prepare(`SELECT rowid AS row_id, hash, created_at FROM ${chain} ORDER BY rowid LIMIT ?`);
   const remove = db.prepare(`DELETE FROM ${chain} WHERE rowid <= ?`);
   return db.transaction((cutoff: string, size: number): { deleted: number; locked: number } => {
     const locked = performance.now();
     const rows = oldest.all(size) as ChainHead[];
+    const keepAfter = shippedThrough?.(chain) ?? Infinity;
     let expired = 0;
-    while (expired < rows.length && rows[expired]!.created_at < cutoff) expired++;
+    while (expired < rows.length && rows[expired]!.created_at < cutoff && rows[expired]!.row_id <= keepAfter) expired++;
     if (expired === 0) return { deleted: 0, locked };
     const last = rows[expired - 1]!;
     remove.run(last.row_id);
@@ -173,4 +185,13 @@ function pruneBatch(db: Db, chain: ChainName, anchor: Database.Statement): (cuto
     anchor.run(chain, last.row_id, last.hash ?? '', last.created_at, expired, sqliteTime());
     return { deleted: expired, locked };
   }).immediate;
+}
+
+/** The latest anchor of each pruned chain: what a `retention.ran` control event names, so the event and the anchors vouch for each other. */
+export function latestAnchors(db: Db): { chain: PrunedChain; through_rowid: number; through_hash: string }[] {
+  const latest = db.prepare('SELECT chain, through_rowid, through_hash FROM audit_anchor WHERE chain = ? ORDER BY id DESC LIMIT 1');
+  return PRUNED_CHAINS.flatMap((chain) => {
+    const row = latest.get(chain) as { chain: PrunedChain; through_rowid: number; through_hash: string } | undefined;
+    return row ? [row] : [];
+  });
 }

@@ -42,7 +42,7 @@ export interface VerifyOptions {
 type Row = Record<string, unknown> & { row_id: number; prev_hash: unknown; hash: unknown };
 
 /**
- * Walks both chains in rowid order, one row in memory at a time, inside one
+ * Walks every chain (decisions, outcomes, the control log) in rowid order, one row in memory at a time, inside one
  * read transaction so a running gateway's appends do not shift the ground.
  * The first remaining row must link to the latest retention anchor (or to
  * the genesis hash), every row's hash must match its content, and every row
@@ -52,12 +52,15 @@ type Row = Record<string, unknown> & { row_id: number; prev_hash: unknown; hash:
 export function verifyAuditChain(db: Db, options: VerifyOptions = {}): VerifyReport {
   const { against } = options;
   const cutoff = options.retentionDays === undefined ? null : retentionCutoff(options.retentionDays, options.now);
-  const rows: Record<ChainName, number> = { usagelog: 0, usagelog_outcome: 0 };
-  const head: Record<ChainName, ChainHead | null> = { usagelog: null, usagelog_outcome: null };
+  const rows: Record<ChainName, number> = { usagelog: 0, usagelog_outcome: 0, audit_event: 0 };
+  const head: Record<ChainName, ChainHead | null> = { usagelog: null, usagelog_outcome: null, audit_event: null };
   const notes: string[] = [];
   db.exec('BEGIN');
   try {
+    const hasTable = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").pluck();
     for (const chain of CHAINS) {
+      // A file from before the control log, opened read-only and so not migrated, has no audit_event yet.
+      if (hasTable.get(chain) === undefined) continue;
       const result = walk(db, chain, cutoff);
       rows[chain] = result.count;
       if ('broken' in result) return { ok: false, rows, broken: result.broken };

@@ -1,27 +1,23 @@
-import type { Db } from '../audit/database.js';
 import { keyDigest } from './key-format.js';
-import { loadActiveKeys, type ApiKeyRecord } from './key-store.js';
+import type { KeysByDigest, KeySource } from './key-source.js';
+import type { ApiKeyRecord } from './key-store.js';
 
-/** Keys are created and revoked by the CLI in another process; the contract gives a running gateway 1 second to notice. */
-const REFRESH_MS = 250;
 /** Bounds the memo of presented keys so a flood of distinct valid keys cannot grow memory. */
 const MEMO_LIMIT = 10_000;
 
 /**
- * The active keys, held in memory and reloaded whenever another connection
- * commits to the database (`PRAGMA data_version`), so authentication never
- * waits on SQLite and a revocation is in force within REFRESH_MS.
+ * The active keys, held in memory so authentication never waits on a
+ * database, and replaced whenever the source reports a change: the local
+ * SQLite file, or PostgreSQL in fleet mode. A revoked key stops working the
+ * moment its source hands over a set without it.
  */
 export class KeyRegistry {
-  private byDigest: Map<string, ApiKeyRecord>;
-  /** Presented key → record, so a busy client costs one SHA-256 per refresh, not per request. */
+  private byDigest: KeysByDigest;
+  /** Presented key → record, so a busy client costs one SHA-256 per change of keys, not per request. */
   private memo = new Map<string, ApiKeyRecord>();
-  private dataVersion: number;
-  private timer: NodeJS.Timeout | null = null;
 
-  constructor(private readonly db: Db) {
-    this.dataVersion = this.readDataVersion();
-    this.byDigest = loadActiveKeys(db);
+  constructor(private readonly source: KeySource) {
+    this.byDigest = source.readIfChanged() ?? new Map();
   }
 
   get size(): number {
@@ -29,33 +25,22 @@ export class KeyRegistry {
   }
 
   start(onError: (err: unknown) => void): void {
-    this.timer = setInterval(() => {
-      try {
-        this.refreshIfChanged();
-      } catch (err) {
-        onError(err);
-      }
-    }, REFRESH_MS);
-    this.timer.unref();
+    this.source.start((keys) => this.replace(keys), onError);
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+    this.source.stop();
   }
 
   refreshIfChanged(): void {
-    const version = this.readDataVersion();
-    if (version === this.dataVersion) return;
-    this.dataVersion = version;
-    this.byDigest = loadActiveKeys(this.db);
-    this.memo = new Map();
+    const keys = this.source.readIfChanged();
+    if (keys) this.replace(keys);
   }
 
   /**
    * The record of an active key, or undefined. The caller has already checked
-   * the key's shape and checksum. A miss re-reads the keys if the database
-   * changed since the last poll, so a key works the moment it is created.
+   * the key's shape and checksum. A miss asks the source whether keys changed
+   * since the last poll, so a key created in SQLite works the moment it exists.
    */
   lookup(key: string): ApiKeyRecord | undefined {
     const memoised = this.memo.get(key);
@@ -66,7 +51,7 @@ export class KeyRegistry {
       try {
         this.refreshIfChanged();
       } catch {
-        // The periodic refresh reports database errors; here the key simply stays unknown.
+        // The periodic refresh reports source errors; here the key simply stays unknown.
       }
       record = this.byDigest.get(digest);
     }
@@ -74,7 +59,8 @@ export class KeyRegistry {
     return record;
   }
 
-  private readDataVersion(): number {
-    return this.db.pragma('data_version', { simple: true }) as number;
+  private replace(keys: KeysByDigest): void {
+    this.byDigest = keys;
+    this.memo = new Map();
   }
 }

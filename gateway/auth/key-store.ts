@@ -27,10 +27,15 @@ export class KeyStoreError extends Error {
   }
 }
 
-export function createKey(db: Db, customerId: string, name: string | null): CreatedKey {
+/** Shared with the fleet's key store (fleet/central-keys.ts): one rule for customer ids wherever keys live. */
+export function checkCustomerId(customerId: string): void {
   if (!CUSTOMER_ID.test(customerId) || customerId === '*') {
     throw new KeyStoreError('invalid_customer', 'customer id must be 1-128 characters of letters, digits, ".", "_", ":" or "-"');
   }
+}
+
+export function createKey(db: Db, customerId: string, name: string | null): CreatedKey {
+  checkCustomerId(customerId);
   const key = generateKey();
   const id = newKeyId();
   db.prepare('INSERT INTO api_keys (id, customer_id, name, prefix, digest, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
@@ -46,11 +51,13 @@ export function listKeys(db: Db, customerId?: string): ApiKeyRecord[] {
     : db.prepare(`SELECT ${columns} FROM api_keys WHERE customer_id = ? ORDER BY created_at, id`).all(customerId)) as ApiKeyRecord[];
 }
 
-export function revokeKey(db: Db, keyId: string): void {
-  const row = db.prepare('SELECT revoked_at FROM api_keys WHERE id = ?').get(keyId) as { revoked_at: string | null } | undefined;
+/** Revokes a key; returns the customer it belonged to. */
+export function revokeKey(db: Db, keyId: string): string {
+  const row = db.prepare('SELECT customer_id, revoked_at FROM api_keys WHERE id = ?').get(keyId) as { customer_id: string; revoked_at: string | null } | undefined;
   if (!row) throw new KeyStoreError('key_not_found', `no key with id ${keyId}`);
   if (row.revoked_at !== null) throw new KeyStoreError('already_revoked', `key ${keyId} was already revoked at ${row.revoked_at}`);
   db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ?').run(sqliteTime(), keyId);
+  return row.customer_id;
 }
 
 /** Active keys by SHA-256 digest, for the gateway's in-memory registry. */

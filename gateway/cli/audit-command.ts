@@ -11,10 +11,19 @@ const HEX64 = /^[0-9a-f]{64}$/;
 /**
  * `audit verify [--export-head] [--against FILE]`: walks the hash chains.
  * Returns the exit code: 0 intact, 1 with the first bad row named on stdout.
+ * `audit explain` and `audit export` live in their own modules.
  */
-export function auditCommand(source: ConfigSource, args: string[], out: NodeJS.WritableStream): number {
+export async function auditCommand(source: ConfigSource, args: string[], out: NodeJS.WritableStream): Promise<number> {
   const [action, ...rest] = args;
-  if (action !== 'verify') throw new CliError(`unknown audit command "${action ?? ''}" (expected verify)`, 2);
+  if (action === 'explain') return (await import('./audit-explain-command.js')).auditExplainCommand(source, rest, out);
+  if (action === 'export') return (await import('./audit-export-command.js')).auditExportCommand(source, rest, out);
+  if (action !== 'verify') throw new CliError(`unknown audit command "${action ?? ''}" (expected verify, explain or export)`, 2);
+  // The central tables are PostgreSQL, which is asynchronous; the local walk stays synchronous.
+  if (rest.includes('--fleet')) return await (await import('./audit-fleet-verify.js')).auditFleetVerifyCommand(source, rest, out);
+  return auditVerifyCommand(source, rest, out);
+}
+
+export function auditVerifyCommand(source: ConfigSource, rest: string[], out: NodeJS.WritableStream): number {
   const { values, positionals } = parseArgs({
     args: rest,
     options: { 'export-head': { type: 'boolean' }, against: { type: 'string' } },
@@ -43,7 +52,7 @@ export function auditCommand(source: ConfigSource, args: string[], out: NodeJS.W
       return h ? `${chain} head: row ${h.rowid} ${h.hash} (${h.created_at} UTC)` : `${chain}: empty`;
     });
     out.write(`${heads.join('\n')}\n`);
-    out.write(`audit trail intact: ${report.rows.usagelog} decision rows and ${report.rows.usagelog_outcome} outcome rows verified${against ? ', exported head found unchanged' : ''}\n`);
+    out.write(`audit trail intact: ${report.rows.usagelog} decision rows, ${report.rows.usagelog_outcome} outcome rows and ${report.rows.audit_event} control events verified${against ? ', exported head found unchanged' : ''}\n`);
     return 0;
   } finally {
     db.close();

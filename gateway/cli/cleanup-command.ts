@@ -1,14 +1,18 @@
 import { parseArgs } from 'node:util';
 import { openDatabase } from '../audit/database.js';
-import { pruneAuditRows, retentionCutoff } from '../audit/retention.js';
+import { appendControlEvent, controlEvent } from '../audit/control-log.js';
+import { latestAnchors, pruneAuditRows, retentionCutoff } from '../audit/retention.js';
+import { localShippedThrough } from '../fleet/local-watermark.js';
+import { cliActor } from './actor.js';
 import { CliError } from './cli-error.js';
 import { configOf, type ConfigSource } from './config-source.js';
 
-/** `cleanup-logs [DAYS]`: the same retention the gateway's schedule runs, on demand. */
+/** `cleanup-logs [DAYS] [--actor NAME]`: the same retention the gateway's schedule runs, on demand, on the control log. */
 export async function cleanupCommand(source: ConfigSource, args: string[], out: NodeJS.WritableStream): Promise<void> {
-  const { positionals } = parseArgs({ args, options: {}, allowPositionals: true, strict: true });
+  const { values, positionals } = parseArgs({ args, options: { actor: { type: 'string' } }, allowPositionals: true, strict: true });
   if (positionals.length > 1) throw new CliError('cleanup-logs takes at most one DAYS argument', 2);
   if (positionals[0] !== undefined && !/^\d+$/.test(positionals[0])) throw new CliError(`DAYS must be a whole number of days, got "${positionals[0]}"`, 2);
+  const actor = cliActor(values.actor);
   const config = configOf(source);
   const days = positionals[0] === undefined ? config.audit.retentionDays : Number(positionals[0]);
   if (!Number.isInteger(days) || days < 0) throw new CliError(`DAYS must be a whole number of days, got "${positionals[0]}"`, 2);
@@ -18,7 +22,9 @@ export async function cleanupCommand(source: ConfigSource, args: string[], out: 
   const db = openDatabase(config.audit.path, { synchronous: config.audit.synchronous, retentionDays: config.audit.retentionDays });
   try {
     const now = new Date();
-    const deleted = await pruneAuditRows(db, days, { now });
+    // In fleet mode rows not shipped to the fleet database yet are kept, whatever their age.
+    const deleted = await pruneAuditRows(db, days, { now, shippedThrough: config.fleet ? localShippedThrough(db) : undefined });
+    appendControlEvent(db, controlEvent('retention.ran', actor, { decisions: deleted.decisions, outcomes: deleted.outcomes, retention_days: days, anchors: latestAnchors(db) }));
     out.write(`Deleted ${deleted.decisions} audit rows (and ${deleted.outcomes} outcome rows) created before ${retentionCutoff(days, now)} UTC (older than ${days} days).\n`);
   } finally {
     db.close();

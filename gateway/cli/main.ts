@@ -34,7 +34,7 @@ export async function main(argv: string[]): Promise<number> {
         await (await import('./demo-command.js')).demoCommand(args, process.stdout);
         return 0;
       case 'keys':
-        (await import('./keys-command.js')).keysCommand(loadConfig, args, process.stdout);
+        await (await import('./keys-command.js')).keysCommand(loadConfig, args, process.stdout);
         return 0;
       case 'policy':
         await (await import('./policy-command.js')).policyCommand(loadConfig, args, process.stdout);
@@ -43,12 +43,12 @@ export async function main(argv: string[]): Promise<number> {
         await (await import('./cleanup-command.js')).cleanupCommand(loadConfig, args, process.stdout);
         return 0;
       case 'audit':
-        return (await import('./audit-command.js')).auditCommand(loadConfig, args, process.stdout);
+        return await (await import('./audit-command.js')).auditCommand(loadConfig, args, process.stdout);
       case 'backup':
         await (await import('./backup-command.js')).backupCommand(loadConfig, args, process.stdout);
         return 0;
       case 'usage':
-        (await import('./usage-command.js')).usageCommand(loadConfig, args, process.stdout);
+        await (await import('./usage-command.js')).usageCommand(loadConfig, args, process.stdout);
         return 0;
       case 'version':
       case '--version':

@@ -4,7 +4,7 @@ import { applicableLimits } from '../limits/applicable-limits.js';
 import { StoreUnavailableError } from '../limits/counter-store.js';
 import { isBudget, LIMIT_UNITS } from '../limits/limit-types.js';
 import type { Reservation } from '../limits/limiter.js';
-import type { CompiledPolicy, Decision } from '../policy/policy-types.js';
+import type { Cause, CompiledPolicy, Decision } from '../policy/policy-types.js';
 import type { RequestFacts } from '../policy/request-facts.js';
 import type { GatewayContext } from './context.js';
 
@@ -36,7 +36,7 @@ export async function admitLimits(ctx: GatewayContext, policy: CompiledPolicy, f
     ctx.metrics.limitStoreFailure(mode);
     if (mode === 'allow') return { decision, refusal: null, reservation: null, headers: { 'x-governance-limits': 'unchecked' } };
     const refusal = new GatewayError('limits_unavailable', 'the rate limit store cannot be reached, so the request was not forwarded', { cause: err });
-    return refuse(policy, decision, `limits_unavailable: ${refusal.message}`, refusal, NOTHING);
+    return refuse(policy, decision, `limits_unavailable: ${refusal.message}`, { kind: 'refused', code: 'limits_unavailable' }, refusal, NOTHING);
   }
   if (admission.kind === 'unlimited') return { decision, refusal: null, reservation: null, headers: NOTHING };
   if (admission.kind === 'admitted') return { decision, refusal: null, reservation: admission.reservation, headers: admission.headers };
@@ -45,13 +45,13 @@ export async function admitLimits(ctx: GatewayContext, policy: CompiledPolicy, f
   if (policy.mode === 'enforce') ctx.metrics.limitRefused(refusal.limit.kind);
   const budget = isBudget(refusal.limit.kind);
   const error = new GatewayError(budget ? 'budget_exceeded' : 'rate_limit_exceeded', refusal.message, { type: LIMIT_UNITS[refusal.limit.kind].unit });
-  return refuse(policy, decision, refusal.reason, error, admission.headers);
+  return refuse(policy, decision, refusal.reason, { kind: 'limit', limit: refusal.limit.kind }, error, admission.headers);
 }
 
-function refuse(policy: CompiledPolicy, decision: Decision, reason: string, error: GatewayError, headers: OutgoingHttpHeaders): LimitOutcome {
+function refuse(policy: CompiledPolicy, decision: Decision, reason: string, cause: Cause, error: GatewayError, headers: OutgoingHttpHeaders): LimitOutcome {
   if (policy.mode === 'monitor') {
     const would = decision.violates ? `${decision.reason}; ${reason}` : `monitor mode, would block: ${reason}`;
-    return { decision: { ...decision, violates: true, reason: would }, refusal: null, reservation: null, headers };
+    return { decision: { ...decision, violates: true, reason: would, causes: [...decision.causes, cause] }, refusal: null, reservation: null, headers };
   }
-  return { decision: { ...decision, allowed: false, violates: true, reason }, refusal: error, reservation: null, headers };
+  return { decision: { ...decision, allowed: false, violates: true, reason, causes: [cause] }, refusal: error, reservation: null, headers };
 }

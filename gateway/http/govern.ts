@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import type { OutgoingHttpHeaders } from 'node:http';
+import { v7 as uuidv7 } from 'uuid';
 import { decisionRow, type DecisionKind } from '../audit/decision-row.js';
 import type { DecisionRow } from '../audit/audit-writer.js';
 import type { ApiKeyRecord } from '../auth/key-store.js';
@@ -7,7 +7,7 @@ import { GatewayError } from '../errors/catalogue.js';
 import { batchLines } from '../facts/batch-lines.js';
 import { applicableLimits } from '../limits/applicable-limits.js';
 import { evaluate, unroutable } from '../policy/evaluate.js';
-import type { CompiledPolicy, Decision } from '../policy/policy-types.js';
+import type { Cause, CompiledPolicy, Decision } from '../policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../policy/request-facts.js';
 import { Lease } from '../proxy/lease.js';
 import type { Provider } from '../proxy/provider-router.js';
@@ -76,7 +76,7 @@ export async function govern(ctx: GatewayContext, input: GovernInput): Promise<G
       if (holdsSlot && !ctx.providers.tryAcquire(provider)) {
         if (limited.reservation) ctx.limiter.settle(limited.reservation, 0);
         refusal = new GatewayError('overloaded', `provider ${provider.name} has too many requests in flight; retry shortly`);
-        decision = { ...decision, allowed: false, violates: true, reason: `overloaded: ${refusal.message}` };
+        decision = { ...decision, allowed: false, violates: true, reason: `overloaded: ${refusal.message}`, causes: [{ kind: 'refused', code: 'overloaded' }] };
         headers = { ...headers, 'retry-after': '1' };
       } else {
         lease = new Lease(ctx.providers, ctx.limiter, provider, holdsSlot, limited.reservation);
@@ -92,10 +92,10 @@ export async function govern(ctx: GatewayContext, input: GovernInput): Promise<G
     : lease
       ? { kind: 'forward', lease }
       : { kind: 'refuse', error: refusal ?? new GatewayError('policy_blocked', `Request blocked by governance policy: ${decision.reason}`) };
-  const logId = randomUUID();
+  const logId = uuidv7();
   let recorded: boolean;
   try {
-    recorded = await commit(ctx, decisionRow(logId, input.requestId, input.kind, input.method, facts, decision));
+    recorded = await commit(ctx, decisionRow(logId, input.requestId, input.kind, input.method, facts, decision, policy.hash));
   } catch (err) {
     lease?.release(0);
     throw err;
@@ -118,25 +118,26 @@ export async function govern(ctx: GatewayContext, input: GovernInput): Promise<G
 function judge(ctx: GatewayContext, policy: CompiledPolicy, facts: RequestFacts, input: GovernInput, provider: Provider): Decision {
   const decision = evaluate(policy, facts);
   if (input.mintsCredential && !provider.config.ephemeralCredentials) {
-    return hardRefusal(decision, `operation ${facts.operation} mints a credential that reaches provider ${provider.name} past the gateway; set ephemeral_credentials: true on the provider to allow it`);
+    return hardRefusal(decision, `operation ${facts.operation} mints a credential that reaches provider ${provider.name} past the gateway; set ephemeral_credentials: true on the provider to allow it`, { kind: 'refused', code: 'mints_credential' });
   }
   if (input.batchFile) {
     for (const line of batchLines(input.batchFile)) {
       const lineProvider = ctx.providers.forModel(line.model);
       // The batch runs where the file goes; a line the gateway would send elsewhere would run somewhere it was not judged.
-      if (lineProvider !== provider) return hardRefusal(decision, `batch input file line ${line.line}: model ${line.model} is not served by provider ${provider.name}, where the file goes`);
+      if (lineProvider !== provider) return hardRefusal(decision, `batch input file line ${line.line}: model ${line.model} is not served by provider ${provider.name}, where the file goes`, { kind: 'refused', code: 'batch_line_elsewhere', line: line.line });
       const verdict = evaluate(policy, { ...facts, model: line.model, operation: line.operation, provider: lineProvider.name, request: line.request });
-      if (verdict.violates && policy.mode === 'enforce') return hardRefusal(decision, `batch input file line ${line.line}: ${verdict.reason}`);
+      if (verdict.violates && policy.mode === 'enforce') return hardRefusal(decision, `batch input file line ${line.line}: ${verdict.reason}`, { kind: 'refused', code: 'batch_line_refused', line: line.line });
     }
   }
   if (input.batchInputFile !== undefined && input.batchInputFile !== null && !ctx.batchFiles.passed(facts.customer, input.batchInputFile)) {
-    return hardRefusal(decision, `batch input file ${input.batchInputFile} was not uploaded through the gateway with purpose=batch by customer ${facts.customer}, so its requests were never judged`);
+    return hardRefusal(decision, `batch input file ${input.batchInputFile} was not uploaded through the gateway with purpose=batch by customer ${facts.customer}, so its requests were never judged`, { kind: 'refused', code: 'batch_file_unchecked' });
   }
   return decision;
 }
 
-function hardRefusal(decision: Decision, reason: string): Decision {
-  return { ...decision, allowed: false, violates: true, reason };
+/** Replaces the policy's reason, so `causes` follows it: one cause per violation in `reason`. */
+function hardRefusal(decision: Decision, reason: string, cause: Cause): Decision {
+  return { ...decision, allowed: false, violates: true, reason, causes: [cause] };
 }
 
 function modelNotFound(model: string | null): GatewayError {
@@ -156,8 +157,9 @@ export function refusalHeaders(logId: string | null): OutgoingHttpHeaders {
  * throws: the request is refused whatever happens to its row.
  */
 export async function recordRefusal(ctx: GatewayContext, input: GovernInput, error: GatewayError): Promise<string | null> {
-  const logId = randomUUID();
-  const row = decisionRow(logId, input.requestId, input.kind, input.method, factsOf(input, null), { allowed: false, riskScore: 0, reason: `${error.code}: ${error.message}` });
+  const logId = uuidv7();
+  const refusal = { allowed: false, riskScore: 0, reason: `${error.code}: ${error.message}`, causes: [{ kind: 'refused', code: error.code }] } as const;
+  const row = decisionRow(logId, input.requestId, input.kind, input.method, factsOf(input, null), refusal, ctx.policy.policy.hash);
   try {
     await ctx.audit.record(row);
     return logId;

@@ -1,5 +1,6 @@
 import type { LimitKind } from '../limits/limit-types.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { logLinesDropped } from './logger.js';
 
 /**
  * Label values come from requests (model names, operations), so each label
@@ -46,6 +47,7 @@ export class GatewayMetrics {
   private readonly policyInfo: Gauge<'hash'>;
   private readonly limitRefusals: Counter<'limit'>;
   private readonly limitStoreFailures: Counter<'mode'>;
+  private readonly backupFailures: Counter;
 
   constructor(auditQueueDepth: () => number, auditWalBytes: () => number) {
     const registers = [this.registry];
@@ -63,9 +65,17 @@ export class GatewayMetrics {
     this.policyReloads = new Counter({ name: 'govgate_policy_reloads_total', help: 'Policy edits picked up or rejected', labelNames: ['result'], registers });
     this.policyInfo = new Gauge({ name: 'govgate_policy_info', help: 'The policy in force, by SHA-256 of its file', labelNames: ['hash'], registers });
     this.limitRefusals = new Counter({ name: 'govgate_limit_refusals_total', help: 'Requests refused with 429 by a rate limit or token budget, by limit kind', labelNames: ['limit'], registers });
+    this.backupFailures = new Counter({ name: 'govgate_backup_failures_total', help: 'Scheduled audit backups that failed', registers });
     this.limitStoreFailures = new Counter({ name: 'govgate_limit_store_failures_total', help: 'Requests whose limits could not be checked because the limit store was unreachable, by limits.on_store_failure (allow: forwarded unchecked)', labelNames: ['mode'], registers });
     new Gauge({ name: 'govgate_audit_queue_depth', help: 'Audit rows waiting to be committed', registers, collect() { this.set(auditQueueDepth()); } });
     new Gauge({ name: 'govgate_audit_wal_bytes', help: 'Size of the audit database\'s write-ahead log', registers, collect() { this.set(auditWalBytes()); } });
+    // The logger exists before any registry and counts for the whole process; a scrape adds what it dropped since the last.
+    let droppedReported = 0;
+    new Counter({ name: 'govgate_log_lines_dropped_total', help: 'Log lines dropped because stdout was not being read and the lines waiting for it reached their bound', registers, collect() {
+      const dropped = logLinesDropped();
+      this.inc(dropped - droppedReported);
+      droppedReported = dropped;
+    } });
   }
 
   request(o: RequestObservation): void {
@@ -117,6 +127,10 @@ export class GatewayMetrics {
 
   limitStoreFailure(mode: 'block' | 'allow'): void {
     this.limitStoreFailures.inc({ mode });
+  }
+
+  backupFailed(): void {
+    this.backupFailures.inc();
   }
 
   private bounded(label: keyof typeof LABEL_LIMITS, value: string): string {

@@ -3,7 +3,8 @@ import { YamlSource } from '../config/yaml-source.js';
 import { deepFreeze } from '../config/deep-freeze.js';
 import { isPlainObject, readEnum, readInteger, readMap, readNumber, readString, readStringList } from '../config/validate.js';
 import { compileGlobList } from './glob.js';
-import { compileField, compileMatcher } from './matchers.js';
+import { compileField, compileMatcher, matcherKeys } from './matchers.js';
+import { buildRuleIndex, type IndexableCondition } from './rule-index.js';
 import { CUSTOMER_LIMIT_KEYS, readKeyLimits, readLimitSet } from './compile-limits.js';
 import type { CompiledPolicy, CustomerPolicy, Rule } from './policy-types.js';
 
@@ -42,6 +43,7 @@ function compilePolicy(src: YamlSource): CompiledPolicy {
   if (root.rules !== undefined && root.rules !== null && !Array.isArray(root.rules)) src.fail(['rules'], 'must be a list of rules');
   const rulesRaw: unknown[] = Array.isArray(root.rules) ? root.rules : [];
   const seen = new Set<string>();
+  const indexable: IndexableCondition[][] = [];
   const rules = rulesRaw.map((raw, i): Rule => {
     const at = ['rules', i];
     const r = readMap(src, at, raw, RULE_KEYS);
@@ -49,11 +51,13 @@ function compilePolicy(src: YamlSource): CompiledPolicy {
     if (seen.has(id)) src.fail([...at, 'id'], `duplicate rule id "${id}"`);
     seen.add(id);
     if (!isPlainObject(r.when) || Object.keys(r.when).length === 0) src.fail([...at, 'when'], 'must be a non-empty mapping of field: matcher');
-    const when = Object.entries(r.when).map(([field, spec]) => ({
+    const specs = Object.entries(r.when);
+    const when = specs.map(([field, spec]) => ({
       field,
       read: compileField(src, [...at, 'when', field], field),
       test: compileMatcher(src, [...at, 'when', field], spec),
     }));
+    indexable.push(when.map(({ field, read }, j) => ({ field, read, keys: matcherKeys(specs[j]![1]) })));
     const action = r.action === undefined ? null : readEnum(src, [...at, 'action'], r.action, ['block'] as const);
     return {
       id,
@@ -71,7 +75,9 @@ function compilePolicy(src: YamlSource): CompiledPolicy {
     blockThreshold: readNumber(src, ['block_threshold'], root.block_threshold, { min: 1, max: 100 }, 70),
     customers,
     rules,
+    ruleIndex: buildRuleIndex(indexable),
     hash: createHash('sha256').update(src.text).digest('hex'),
     source: src.file,
+    text: src.text,
   });
 }

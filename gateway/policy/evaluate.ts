@@ -1,54 +1,63 @@
-import type { CompiledPolicy, Rule, Decision } from './policy-types.js';
+import type { Cause, CompiledPolicy, Decision, Rule } from './policy-types.js';
 import type { RequestFacts } from './request-facts.js';
+import { candidateRules } from './rule-index.js';
 
 /** The decision for a model no provider serves: refused, whatever the policy says. */
 export function unroutable(model: string | null): Decision {
-  return { allowed: false, violates: true, riskScore: 0, reason: `no provider serves model ${model}`, rules: [] };
+  return { allowed: false, violates: true, riskScore: 0, reason: `no provider serves model ${model}`, rules: [], causes: [{ kind: 'no_provider' }] };
 }
 
-/** How a blocking rule is named in a decision's reason; the admin dashboard reads reasons back with it. */
-export function ruleViolation(rule: Pick<Rule, 'id' | 'reason' | 'description'>): string {
+/** How a blocking rule is named in a decision's reason. */
+function ruleViolation(rule: Pick<Rule, 'id' | 'reason' | 'description'>): string {
   return `rule ${rule.id}: ${rule.reason ?? rule.description ?? 'blocked by rule'}`;
 }
 
 /**
  * The policy decision: a pure function of the compiled policy and the request
- * facts. Every limit and rule that refuses the request is named in `reason`.
+ * facts. Every limit and rule that refuses the request is named in `reason`
+ * and, structured, in `causes`.
  */
 export function evaluate(policy: CompiledPolicy, facts: RequestFacts): Decision {
   const violations: string[] = [];
+  const causes: Cause[] = [];
+  const violation = (text: string, cause: Cause) => {
+    violations.push(text);
+    causes.push(cause);
+  };
   const customer = policy.customers.get(facts.customer) ?? policy.customers.get('*');
 
   if (!customer) {
-    violations.push(`customer ${facts.customer} is not covered by the policy`);
+    violation(`customer ${facts.customer} is not covered by the policy`, { kind: 'customer_not_covered' });
   } else {
     if (facts.model !== null && !customer.allowsModel(facts.model)) {
-      violations.push(`customer ${facts.customer} may not use model ${facts.model}`);
+      violation(`customer ${facts.customer} may not use model ${facts.model}`, { kind: 'allow_list', list: 'models' });
     }
     if (!customer.allowsOperation(facts.operation)) {
-      violations.push(`customer ${facts.customer} may not use operation ${facts.operation}`);
+      violation(`customer ${facts.customer} may not use operation ${facts.operation}`, { kind: 'allow_list', list: 'operations' });
     }
     const maxTokens = facts.request.max_tokens;
     if (customer.maxTokens !== null && maxTokens !== null && maxTokens > customer.maxTokens) {
-      violations.push(`limit max_tokens: ${maxTokens} is over the cap of ${customer.maxTokens} for customer ${facts.customer}`);
+      violation(`limit max_tokens: ${maxTokens} is over the cap of ${customer.maxTokens} for customer ${facts.customer}`, { kind: 'max_tokens', cap: customer.maxTokens });
     }
   }
 
   const matched: string[] = [];
   const risky: string[] = [];
   let risk = 0;
-  for (const rule of policy.rules) {
+  // Only the rules the index leaves can match; the others each have a condition these facts fail.
+  for (const position of candidateRules(policy.ruleIndex, facts)) {
+    const rule = policy.rules[position]!;
     if (!rule.when.every((cond) => cond.test(cond.read(facts)))) continue;
     matched.push(rule.id);
     if (rule.risk > 0) {
       risk += rule.risk;
       risky.push(`${rule.id} (${rule.risk})`);
     }
-    if (rule.block) violations.push(ruleViolation(rule));
+    if (rule.block) violation(ruleViolation(rule), { kind: 'rule', rule: rule.id });
   }
   const riskScore = Math.min(100, risk);
   if (riskScore >= policy.blockThreshold) {
-    violations.push(`risk_score ${riskScore} >= block_threshold ${policy.blockThreshold}: rules ${risky.join(', ') || 'none'}`);
+    violation(`risk_score ${riskScore} >= block_threshold ${policy.blockThreshold}: rules ${risky.join(', ') || 'none'}`, { kind: 'risk_threshold', score: riskScore, threshold: policy.blockThreshold });
   }
 
   const violates = violations.length > 0;
@@ -57,5 +66,5 @@ export function evaluate(policy: CompiledPolicy, facts: RequestFacts): Decision 
   else if (policy.mode === 'monitor') reason = `monitor mode, would block: ${violations.join('; ')}`;
   else reason = violations.join('; ');
 
-  return { allowed: !violates || policy.mode === 'monitor', violates, riskScore, reason, rules: matched };
+  return { allowed: !violates || policy.mode === 'monitor', violates, riskScore, reason, rules: matched, causes };
 }

@@ -1,7 +1,7 @@
 import type { KeyPath, YamlSource } from '../config/yaml-source.js';
 import { describe, isPlainObject } from '../config/validate.js';
 import { compileGlob } from './glob.js';
-import type { FactValue, RequestFacts } from './request-facts.js';
+import type { FactValue, MetadataValue, RequestFacts } from './request-facts.js';
 
 type Test = (value: FactValue) => boolean;
 
@@ -76,4 +76,39 @@ export function compileMatcher(src: YamlSource, at: KeyPath, spec: unknown): Tes
     return { compare: COMPARISONS[key as keyof typeof COMPARISONS], bound };
   });
   return (value) => typeof value === 'number' && bounds.every(({ compare, bound }) => compare(value, bound));
+}
+
+/**
+ * What a matcher can be indexed by: it holds only for one of `values` (by
+ * `===`) or for a string that starts with one of `prefixes` (the literal start
+ * of a `*` glob). Null when it may hold for anything else: negations, ranges,
+ * `exists`, and globs that start with `*`. Takes a spec `compileMatcher`
+ * accepted.
+ */
+export interface MatcherKeys {
+  readonly values: readonly MetadataValue[];
+  readonly prefixes: readonly string[];
+}
+
+export function matcherKeys(spec: unknown): MatcherKeys | null {
+  if (typeof spec === 'string') {
+    const star = spec.indexOf('*');
+    if (star < 0) return { values: [spec], prefixes: [] };
+    return star === 0 ? null : { values: [], prefixes: [spec.slice(0, star)] };
+  }
+  // NaN equals nothing, so a NaN matcher holds for no value at all.
+  if (typeof spec === 'number') return { values: Number.isNaN(spec) ? [] : [spec], prefixes: [] };
+  if (typeof spec === 'boolean') return { values: [spec], prefixes: [] };
+  if (Array.isArray(spec)) {
+    const values: MetadataValue[] = [];
+    const prefixes: string[] = [];
+    for (const item of spec) {
+      const keys = matcherKeys(item);
+      if (keys === null) return null;
+      values.push(...keys.values);
+      prefixes.push(...keys.prefixes);
+    }
+    return { values, prefixes };
+  }
+  return null;
 }

@@ -168,6 +168,72 @@ test('the summary API matches the audit database', async (t) => {
 
 type Expected = ReturnType<typeof expectedFromDb>;
 
+test('single-node mode has no fleet: the gateway filter is refused, not ignored, and there is no gateway list', async (t) => {
+  for (const path of ['/admin/api/summary?gateway=gw-1', '/admin/api/decisions?gateway=gw-1']) {
+    const res = await fetch(`${gw.url}${path}`, { headers: bearer(ADMIN_TOKEN) });
+    t.is(res.status, 400, path);
+    t.is(((await res.json()) as { error: { code: string } }).error.code, 'invalid_request');
+  }
+  const list = await fetch(`${gw.url}/admin/api/gateways`, { headers: bearer(ADMIN_TOKEN) });
+  t.is(list.status, 404);
+  await list.arrayBuffer();
+  const summary = (await (await fetch(`${gw.url}/admin/api/summary`, { headers: bearer(ADMIN_TOKEN) })).json()) as Record<string, unknown>;
+  t.deepEqual(Object.keys(summary).sort(), ['blocking', 'changes', 'customers', 'daily', 'generated_at', 'hourly', 'risk'], 'no fleet fields');
+  const page = await (await fetch(`${gw.url}/admin`, { headers: bearer(ADMIN_TOKEN) })).text();
+  t.false(page.includes('id="gateway"'), 'no gateway select');
+});
+
+interface Change {
+  created_at: string;
+  kind: string;
+  actor: string;
+  summary: string;
+}
+
+test('the changes panel lists the control events newest first: start, a failed login by its address, a policy edit', async (t) => {
+  // A gateway of its own, so that the other tests' logins are not among its events.
+  const own = await startHarness(upstream.url, { policy: DASHBOARD_POLICY, env: { OPENAI_API_KEY: UPSTREAM_SECRET, GOVGATE_ADMIN_TOKEN: ADMIN_TOKEN } });
+  try {
+    const changesNow = async () =>
+      ((await (await fetch(`${own.url}/admin/api/summary`, { headers: bearer(ADMIN_TOKEN) })).json()) as { changes: Change[] }).changes;
+    const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+    const until = async (done: (changes: Change[]) => boolean): Promise<Change[]> => {
+      let changes = await changesNow();
+      // Events are committed by the audit writer's next flush and reloads are polled, so the test waits for them.
+      for (const deadline = Date.now() + 3000; !done(changes) && Date.now() < deadline; ) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        changes = await changesNow();
+      }
+      return changes;
+    };
+
+    const started = await until((c) => c.length >= 2);
+    t.deepEqual(started.map((c) => [c.kind, c.actor]), [['policy.loaded', 'gateway'], ['gateway.started', 'gateway']]);
+    t.is(started[0]!.summary, `policy ${sha(DASHBOARD_POLICY).slice(0, 12)}, 3 rules, enforce`);
+
+    const wrongToken = 'wrong-token-for-the-changes-panel';
+    t.is((await login(wrongToken, fetchFrom('127.0.0.40'), own.url)).status, 401);
+    const edited = DASHBOARD_POLICY.replace('block_threshold: 70', 'block_threshold: 75');
+    writeFileSync(own.policyFile, edited);
+
+    const changes = await until((c) => c.length >= 4);
+    t.deepEqual(changes.map((c) => [c.kind, c.actor]), [
+      ['policy.loaded', 'gateway'],
+      ['admin.login_failed', '127.0.0.40'],
+      ['policy.loaded', 'gateway'],
+      ['gateway.started', 'gateway'],
+    ]);
+    t.is(changes[0]!.summary, `policy ${sha(edited).slice(0, 12)}, 3 rules, enforce`);
+    t.is(changes[1]!.summary, '127.0.0.40');
+    t.true(changes.every((c, i) => i === 0 || c.created_at <= changes[i - 1]!.created_at));
+    const shown = JSON.stringify(changes);
+    t.false(shown.includes(wrongToken), 'a wrong token is never recorded nor shown');
+    t.false(shown.includes(ADMIN_TOKEN));
+  } finally {
+    await own.close();
+  }
+});
+
 test.serial('the policy panel shows the hash in force, when it was loaded, and the last rejected edit', async (t) => {
   const policyNow = async () =>
     (await (await fetch(`${gw.url}/admin/api/policy`, { headers: bearer(ADMIN_TOKEN) })).json()) as {

@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { appendControlEvent, controlEvent } from '../../gateway/audit/control-log.js';
+import { openDatabase } from '../../gateway/audit/database.js';
 import { REPO_ROOT, startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { ADMIN_TOKEN, byGroup, DASHBOARD_POLICY, EXPECTED_BLOCKING, expectedFromDb, HOSTILE_MODEL, seedDecisions } from './support.js';
@@ -36,7 +38,17 @@ test.before(async () => {
   upstream = await startMockUpstream();
   gw = await startHarness(upstream.url, { policy: DASHBOARD_POLICY, env: { OPENAI_API_KEY: UPSTREAM_SECRET, GOVGATE_ADMIN_TOKEN: ADMIN_TOKEN } });
   await seedDecisions(gw);
+  // What `govgate backup --actor …` records: the actor is whatever the CLI was given, the file a path; both shaped like markup here.
+  const db = openDatabase(gw.dbPath, { synchronous: 'NORMAL' });
+  try {
+    appendControlEvent(db, controlEvent('backup.made', HOSTILE_ACTOR, { file: HOSTILE_FILE, bytes: 1, deleted: [] }));
+  } finally {
+    db.close();
+  }
 });
+
+const HOSTILE_ACTOR = '<img src=x onerror="document.body.dataset.pwned=1">';
+const HOSTILE_FILE = '<script>document.body.dataset.pwned=1</script>.db';
 
 test.after.always(async () => {
   await browser?.close();
@@ -132,7 +144,12 @@ browserTest(`after login the charts and tables show what the audit database hold
     t.is(decisions.length, Math.min(100, expected.total));
     t.deepEqual(decisions.map((row) => row.at(-1)), expected.latestIds);
     t.true(decisions.some((row) => row[4] === HOSTILE_MODEL), 'a markup-shaped model name is shown as text');
-    t.is(await page.$$eval('main img', (imgs) => imgs.length), 0, 'and never becomes markup');
+    const changes = await tableRows(page, 'changes');
+    t.deepEqual(changes.map(([at, kind, actor]) => ({ created_at: at, kind, actor })), expected.changes);
+    t.true(changes.some(([, kind, actor, summary]) => kind === 'backup.made' && actor === HOSTILE_ACTOR && summary === HOSTILE_FILE), 'a markup-shaped actor and file are shown as text');
+    t.true(changes.some(([, kind, actor]) => kind === 'admin.login' && actor === '127.0.0.1'), 'this sign-in is among the changes');
+    t.true(changes.filter(([, kind]) => kind === 'policy.loaded').every(([, , , summary]) => /^policy [0-9a-f]{12}, 3 rules, enforce$/.test(summary!)));
+    t.is(await page.$$eval('main img, main script', (els) => els.length), 0, 'and never becomes markup');
     t.is(await page.getAttribute('body', 'data-pwned'), null);
 
     t.regex((await page.textContent('#policy [data-field="hash"]')) ?? '', /^[0-9a-f]{64}$/);

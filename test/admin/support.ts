@@ -26,7 +26,7 @@ export async function closeFetchers(): Promise<void> {
   await Promise.all(agents.splice(0).map((agent) => agent.close()));
 }
 
-/** A policy whose rules and limits each block something in `seedDecisions`. */
+/** A policy whose rules, allow-lists and limits each block something in `seedDecisions`. */
 export const DASHBOARD_POLICY = `version: 1
 mode: enforce
 block_threshold: 70
@@ -37,6 +37,11 @@ customers:
   acme:
     models: ["gpt-4o-mini", "text-embedding-3-*"]
     operations: [chat.completions, embeddings]
+  initech:
+    models: ["*"]
+    operations: ["*"]
+    max_tokens: 100
+    requests_per_minute: 2
 rules:
   - id: pii-to-external
     when:
@@ -55,6 +60,18 @@ rules:
 
 /** A model name a client controls, shaped like markup (without spaces, as model names are): the page must show it as text. */
 export const HOSTILE_MODEL = '<img/src="x"/onerror="document.body.dataset.pwned=1">';
+
+/** Resolves when `request` is refused with the SDK error `expected`, and fails otherwise. */
+async function refusedWith(request: Promise<unknown>, expected: abstract new (...args: never[]) => Error): Promise<void> {
+  await request.then(
+    () => {
+      throw new Error('expected a refusal');
+    },
+    (err: unknown) => {
+      if (!(err instanceof expected)) throw err;
+    },
+  );
+}
 
 async function check(gw: Harness, key: string, model: string, metadata: Record<string, unknown>): Promise<void> {
   const res = await fetch(`${gw.url}/v1/check`, {
@@ -76,23 +93,19 @@ export async function seedDecisions(gw: Harness): Promise<void> {
     await acme.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello' }] });
   }
   await acme.embeddings.create({ model: 'text-embedding-3-small', input: 'hello' });
-  const refused = [
+  await refusedWith(
     acme.chat.completions.create(
       { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] },
       { headers: { 'X-Governance-Metadata': JSON.stringify({ data_classification: 'restricted' }) } },
     ),
-    acme.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }),
-  ];
-  for (const request of refused) {
-    await request.then(
-      () => {
-        throw new Error('expected a refusal');
-      },
-      (err: unknown) => {
-        if (!(err instanceof OpenAI.PermissionDeniedError)) throw err;
-      },
-    );
-  }
+    OpenAI.PermissionDeniedError,
+  );
+  await refusedWith(acme.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }), OpenAI.PermissionDeniedError);
+  // Two requests a minute: the first is forwarded, the second is over the max_tokens cap (and still counted), the third is over the rate limit.
+  const initech = gw.sdk(gw.createKey('initech', 'dashboard').key);
+  await initech.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello' }] });
+  await refusedWith(initech.chat.completions.create({ model: 'gpt-4o-mini', max_tokens: 500, messages: [{ role: 'user', content: 'x' }] }), OpenAI.PermissionDeniedError);
+  await refusedWith(initech.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }), OpenAI.RateLimitError);
   const globex = gw.createKey('globex', 'dashboard').key;
   await check(gw, globex, 'gpt-4o', { data_classification: 'internal' });
   await check(gw, globex, 'gpt-4o', { data_classification: 'internal' });
@@ -101,9 +114,11 @@ export async function seedDecisions(gw: Harness): Promise<void> {
   await check(gw, globex, HOSTILE_MODEL, {});
 }
 
-/** The causes seedDecisions blocks for, by what the dashboard calls them. */
+/** The causes seedDecisions blocks for, by what the dashboard calls them: most blocks first, then by name. */
 export const EXPECTED_BLOCKING = [
   { cause: 'rule restricted-data', count: 2 },
+  { cause: 'limit max_tokens', count: 1 },
+  { cause: 'limit requests_per_minute', count: 1 },
   { cause: 'model not allowed for customer', count: 1 },
   { cause: 'risk_score over block_threshold', count: 1 },
 ];
@@ -117,6 +132,8 @@ export interface Expected {
   customers: { customer: string; model: string | null; requests: number; blocked: number; avg_risk: number; tokens: number | null }[];
   latestIds: string[];
   total: number;
+  /** The newest 20 control events, newest first. */
+  changes: { created_at: string; kind: string; actor: string }[];
 }
 
 /** What the dashboard must show, computed independently by the sqlite3 CLI from the audit file. */
@@ -142,7 +159,8 @@ export function expectedFromDb(dbPath: string): Expected {
   );
   const latestIds = sqliteJson<{ id: string }>(dbPath, 'SELECT id FROM usagelog ORDER BY created_at DESC LIMIT 100').map((r) => r.id);
   const [{ n: total }] = sqliteJson<{ n: number }>(dbPath, 'SELECT count(*) AS n FROM usagelog') as [{ n: number }];
-  return { hourly: counts("strftime('%H:00', created_at)"), daily: counts("strftime('%m-%d', created_at)"), risk, customers, latestIds, total };
+  const changes = sqliteJson<Expected['changes'][number]>(dbPath, 'SELECT created_at, kind, actor FROM audit_event ORDER BY rowid DESC LIMIT 20');
+  return { hourly: counts("strftime('%H:00', created_at)"), daily: counts("strftime('%m-%d', created_at)"), risk, customers, latestIds, total, changes };
 }
 
 /** Sorted the same way for comparison: the dashboard breaks ties by customer only. */

@@ -47,6 +47,7 @@ async function insertRows(dbPath: string, count: number): Promise<void> {
           id: `seed-${j}`, customer_id: 'acme', api_key_id: 'key_seed', model: 'gpt-4o-mini', operation: 'chat.completions',
           meta: `{"metadata":{},"stream":false,"body_bytes":${j}}`, risk_score: j % 100, allowed: j % 7 === 0 ? 0 : 1,
           reason: j % 7 === 0 ? 'rule restricted-data: no' : 'allowed', created_at: sqliteTime(new Date(now - (count - j) * 1000)),
+          policy_hash: 'a'.repeat(64), causes: j % 7 === 0 ? '[{"kind":"rule","rule":"restricted-data"}]' : '[]',
         }));
       }
       await Promise.all(turn);

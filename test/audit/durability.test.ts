@@ -130,7 +130,7 @@ test('kill -9 under load, 20 times: the file is sound, the chain verifies, and n
 
   const verify = runCli(['audit', 'verify'], { cwd: dir, env: ENV, timeoutMs: 60_000 });
   t.is(verify.status, 0, `audit verify: ${verify.stdout}${verify.stderr}`);
-  t.regex(verify.stdout, /^audit trail intact: \d+ decision rows and \d+ outcome rows verified$/m);
+  t.regex(verify.stdout, /^audit trail intact: \d+ decision rows, \d+ outcome rows and \d+ control events verified$/m);
 
   const rows = sqliteJson<{ id: string; request_id: string; allowed: number }>(
     dbPath,

@@ -8,7 +8,7 @@ import { GENESIS_HASH, rowHash } from '../../gateway/audit/chain.js';
 import { openDatabase, sqliteTime, type Db } from '../../gateway/audit/database.js';
 import { pruneAuditRows } from '../../gateway/audit/retention.js';
 import { StoreFile } from '../../gateway/audit/store-file.js';
-import { auditCommand } from '../../gateway/cli/audit-command.js';
+import { auditVerifyCommand } from '../../gateway/cli/audit-command.js';
 import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
 import { runCli } from '../helpers/cli.js';
 import { makeGatewayDir, FIXTURE_POLICY, startHarness, writeGatewayYaml } from '../helpers/gateway-harness.js';
@@ -57,6 +57,8 @@ function decision(ageDays = 0, overrides: Partial<DecisionRow> = {}): DecisionRo
     allowed: seq % 2 === 0 ? 1 : 0,
     reason: seq % 2 === 0 ? 'allowed' : 'rule pii-to-external: risk',
     created_at: sqliteTime(new Date(Date.now() - ageDays * 86_400_000)),
+    policy_hash: 'a'.repeat(64),
+    causes: seq % 2 === 0 ? '[]' : '[{"kind":"rule","rule":"pii-to-external"}]',
     ...overrides,
   };
 }
@@ -89,7 +91,7 @@ async function fill(t: Trail, count: number, ageDays = 0): Promise<DecisionRow[]
 function verify(tr: Trail, ...args: string[]): { status: number; stdout: string } {
   let stdout = '';
   const out = new Writable({ write(chunk: Buffer, _enc, done) { stdout += chunk.toString(); done(); } });
-  const status = auditCommand(loadGatewayConfig('config/gateway.yaml', {}, tr.dir), ['verify', ...args], out);
+  const status = auditVerifyCommand(loadGatewayConfig('config/gateway.yaml', {}, tr.dir), args, out);
   return { status, stdout };
 }
 
@@ -122,7 +124,7 @@ test.serial('rows written by the gateway form a chain that audit verify accepts,
 
   const r = runCli(['audit', 'verify'], { cwd: h.dir });
   t.is(r.status, 0, r.stdout + r.stderr);
-  t.regex(r.stdout, /audit trail intact: 13 decision rows and 12 outcome rows verified/);
+  t.regex(r.stdout, /audit trail intact: 13 decision rows, 12 outcome rows and \d+ control events verified/);
 });
 
 test('an auditor can recompute every hash from the canonical encoding in docs/audit.md, in Python', async (t) => {
@@ -131,9 +133,11 @@ test('an auditor can recompute every hash from the canonical encoding in docs/au
   // An independent implementation of the "Audit integrity" section of docs/audit.md, not the gateway's code.
   const script = `
 import hashlib, sqlite3, struct, sys
+V1 = ['id','customer_id','api_key_id','model','operation','meta','risk_score','allowed','reason','created_at']
 COLS = {
-  'usagelog': ['id','customer_id','api_key_id','model','operation','meta','risk_score','allowed','reason','created_at'],
+  'usagelog': V1 + ['policy_hash','causes'],
   'usagelog_outcome': ['log_id','status','duration_ms','upstream_ms','prompt_tokens','completion_tokens','total_tokens','error','created_at'],
+  'audit_event': ['id','kind','actor','detail','created_at'],
 }
 def field(v):
     if v is None: return b'-\\n'
@@ -145,7 +149,10 @@ checked = 0
 for table, cols in COLS.items():
     prev = '0' * 64
     for row in db.execute('SELECT prev_hash, hash, ' + ','.join(cols) + ' FROM ' + table + ' ORDER BY rowid'):
-        rec = b'govgate-audit-v1\\n' + field(table) + field(row[0]) + b''.join(field(v) for v in row[2:])
+        values = list(row[2:])
+        v2 = table == 'audit_event' or (table == 'usagelog' and values[len(V1)] is not None)
+        if table == 'usagelog' and not v2: values = values[:len(V1)]
+        rec = (b'govgate-audit-v2\\n' if v2 else b'govgate-audit-v1\\n') + field(table) + field(row[0]) + b''.join(field(v) for v in values)
         assert row[0] == prev, (table, checked)
         assert hashlib.sha256(rec).hexdigest() == row[1], (table, checked)
         prev = row[1]
@@ -218,8 +225,8 @@ test('a removed row, rows removed from the start, and a row inserted out of orde
   // A well-formed, correctly hashed row slipped in before the first one (the forger picks a free rowid).
   const fake = decision();
   const hash = rowHash('usagelog', GENESIS_HASH, fake);
-  tamper(inserted, `INSERT INTO usagelog (rowid, id, customer_id, api_key_id, model, operation, meta, risk_score, allowed, reason, created_at, prev_hash, hash)
-    VALUES (0, '${fake.id}', '${fake.customer_id}', '${fake.api_key_id}', '${fake.model}', '${fake.operation}', '${fake.meta}', ${fake.risk_score}, ${fake.allowed}, '${fake.reason}', '${fake.created_at}', '${GENESIS_HASH}', '${hash}');`);
+  tamper(inserted, `INSERT INTO usagelog (rowid, id, customer_id, api_key_id, model, operation, meta, risk_score, allowed, reason, created_at, policy_hash, causes, prev_hash, hash)
+    VALUES (0, '${fake.id}', '${fake.customer_id}', '${fake.api_key_id}', '${fake.model}', '${fake.operation}', '${fake.meta}', ${fake.risk_score}, ${fake.allowed}, '${fake.reason}', '${fake.created_at}', '${fake.policy_hash}', '${fake.causes}', '${GENESIS_HASH}', '${hash}');`);
   const r = verify(inserted);
   t.is(r.status, 1);
   t.regex(r.stdout, new RegExp(`usagelog row 0 \\(${fake.id}\\) was inserted out of order`));
@@ -249,7 +256,7 @@ test('retention deletes only the expired prefix, anchors it, and the rest still 
 
   const r = verify(tr);
   t.is(r.status, 0, r.stdout);
-  t.regex(r.stdout, /25 decision rows and 25 outcome rows verified/);
+  t.regex(r.stdout, /25 decision rows, 25 outcome rows and \d+ control events verified/);
   t.is(verify(tr, '--against', headBefore.stdout.trim()).status, 0, 'a head exported before retention still checks out');
 
   // Retention never deletes past the first row inside the window, even if older rows follow it.
@@ -341,7 +348,7 @@ test('after retention empties a table, rowids keep rising and an exported head i
   const r = verify(tr, '--against', oldHead);
   t.is(r.status, 0, r.stdout);
   t.regex(r.stdout, /head row 5 has since been deleted by retention/);
-  t.regex(r.stdout, /3 decision rows and 3 outcome rows verified/);
+  t.regex(r.stdout, /3 decision rows, 3 outcome rows and \d+ control events verified/);
 
   // A fresh row deleted by hand is not mistaken for one retention took.
   const newHead = verify(tr, '--export-head').stdout.trim();

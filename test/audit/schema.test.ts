@@ -116,7 +116,7 @@ test.after.always(async () => {
   await upstream?.close();
 });
 
-test.serial('usagelog has the contract columns, in order, with their types and id as primary key, then the hash chain', (t) => {
+test.serial('usagelog has the contract columns, in order, with their types and id as primary key, then the hash chain and the provenance', (t) => {
   const cols = sqliteJson<ColumnInfo>(gw.dbPath, 'PRAGMA table_info(usagelog)');
   t.deepEqual(
     cols.map((c) => [c.name, c.type.toUpperCase()]),
@@ -133,6 +133,8 @@ test.serial('usagelog has the contract columns, in order, with their types and i
       ['created_at', 'TEXT'],
       ['prev_hash', 'TEXT'],
       ['hash', 'TEXT'],
+      ['policy_hash', 'TEXT'],
+      ['causes', 'TEXT'],
     ],
   );
   t.deepEqual(

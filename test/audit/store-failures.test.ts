@@ -258,7 +258,7 @@ async function storeFailure(t: ExecutionContext, failure: StoreFailure, mode: Mo
     if (verify) {
       const result = runCli(['audit', 'verify'], { cwd: h.dir, env: { OPENAI_API_KEY: UPSTREAM_SECRET } });
       t.is(result.status, 0, `audit verify after ${failure.name}: ${result.stdout}${result.stderr}`);
-      t.regex(result.stdout, /^audit trail intact: 2 decision rows and \d+ outcome rows verified$/m);
+      t.regex(result.stdout, /^audit trail intact: 2 decision rows, \d+ outcome rows and \d+ control events verified$/m);
     }
   } finally {
     if (!healed) broken.heal();

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { openDatabase } from '../../gateway/audit/database.js';
 import { AdminQueries } from '../../gateway/admin/admin-queries.js';
 import { backupAuditDatabase } from '../../gateway/audit/backup.js';
+import { CHAIN_COLUMNS, GENESIS_HASH, rowHash } from '../../gateway/audit/chain.js';
 import { DashboardData } from '../../gateway/admin/dashboard-data.js';
 
 const ROWS = Number(process.env.BENCH_ADMIN_ROWS ?? 10_000_000);
@@ -38,23 +39,44 @@ for (const { sql } of indexes) db.exec(`DROP INDEX ${/CREATE INDEX (\S+)/.exec(s
 
 const endJd = (db.prepare("SELECT julianday('now') AS jd").get() as { jd: number }).jd;
 const step = DAYS / ROWS;
+// Rows are chained as the gateway chains them, so the backup's chain check (part of what is measured) passes:
+// SQLite evaluates a row's result columns left to right, so chain_prev reads the link chain_hash then moves on.
+const links: Record<string, string> = { usagelog: GENESIS_HASH, usagelog_outcome: GENESIS_HASH };
+db.function('chain_prev', (chain) => links[chain as string]!);
+db.function('chain_hash', { varargs: true }, (chain, ...values) => {
+  const name = chain as 'usagelog' | 'usagelog_outcome';
+  const row = Object.fromEntries(CHAIN_COLUMNS[name].map(([column], i) => [column, values[i]]));
+  links[name] = rowHash(name, links[name]!, row);
+  return links[name];
+});
+const BENCH_POLICY = 'b'.repeat(64);
+const decisionColumns = CHAIN_COLUMNS.usagelog.map(([c]) => c).join(', ');
 const insert = db.prepare(`
   WITH RECURSIVE n(i) AS (SELECT @from UNION ALL SELECT i + 1 FROM n WHERE i < @to)
-  INSERT INTO usagelog (id, customer_id, api_key_id, model, operation, meta, risk_score, allowed, reason, created_at)
-  SELECT printf('bench-%010d', i), 'customer-' || (i % 40), 'key_' || (i % 200),
-         CASE i % 5 WHEN 0 THEN 'gpt-4o' WHEN 1 THEN 'gpt-4o-mini' WHEN 2 THEN 'text-embedding-3-small' WHEN 3 THEN 'o3-mini' ELSE 'gpt-4.1' END,
-         CASE i % 5 WHEN 2 THEN 'embeddings' ELSE 'chat.completions' END,
-         '{"metadata":{"data_classification":"internal"},"stream":false,"max_tokens":null,"messages":2,"tools":0,"body_bytes":512,"provider":"openai","kind":"proxy"}',
-         (i * 7) % 101, i % 10 != 0,
+  INSERT INTO usagelog (${decisionColumns}, prev_hash, hash)
+  SELECT ${decisionColumns}, chain_prev('usagelog'), chain_hash('usagelog', ${decisionColumns}) FROM (
+  SELECT printf('bench-%010d', i) AS id, 'customer-' || (i % 40) AS customer_id, 'key_' || (i % 200) AS api_key_id,
+         CASE i % 5 WHEN 0 THEN 'gpt-4o' WHEN 1 THEN 'gpt-4o-mini' WHEN 2 THEN 'text-embedding-3-small' WHEN 3 THEN 'o3-mini' ELSE 'gpt-4.1' END AS model,
+         CASE i % 5 WHEN 2 THEN 'embeddings' ELSE 'chat.completions' END AS operation,
+         '{"metadata":{"data_classification":"internal"},"stream":false,"max_tokens":null,"messages":2,"tools":0,"body_bytes":512,"provider":"openai","kind":"proxy"}' AS meta,
+         CAST((i * 7) % 101 AS REAL) AS risk_score, i % 10 != 0 AS allowed,
          CASE WHEN i % 10 != 0 THEN 'allowed'
               WHEN i % 30 = 0 THEN 'rule restricted-data: Restricted data may not be sent to any model'
               WHEN i % 20 = 0 THEN 'risk_score 90 >= block_threshold 70: rules pii-to-external (90)'
-              ELSE 'customer customer-' || (i % 40) || ' may not use model gpt-4o' END,
-         strftime('%Y-%m-%d %H:%M:%f', @start + i * @step)
-    FROM n`);
+              ELSE 'customer customer-' || (i % 40) || ' may not use model gpt-4o' END AS reason,
+         strftime('%Y-%m-%d %H:%M:%f', @start + i * @step) AS created_at,
+         '${BENCH_POLICY}' AS policy_hash,
+         CASE WHEN i % 10 != 0 THEN '[]'
+              WHEN i % 30 = 0 THEN '[{"kind":"rule","rule":"restricted-data"}]'
+              WHEN i % 20 = 0 THEN '[{"kind":"risk_threshold","score":90,"threshold":70}]'
+              ELSE '[{"kind":"allow_list","list":"models"}]' END AS causes
+    FROM n)`);
+const outcomeColumns = CHAIN_COLUMNS.usagelog_outcome.map(([c]) => c).join(', ');
 const outcomes = db.prepare(`
-  INSERT INTO usagelog_outcome (log_id, status, duration_ms, upstream_ms, prompt_tokens, completion_tokens, total_tokens, error, created_at)
-  SELECT id, 200, 420.5, 415.0, 100 + risk_score, 50, 150 + risk_score, NULL, created_at FROM usagelog WHERE rowid BETWEEN @from AND @to AND allowed = 1`);
+  INSERT INTO usagelog_outcome (${outcomeColumns}, prev_hash, hash)
+  SELECT ${outcomeColumns}, chain_prev('usagelog_outcome'), chain_hash('usagelog_outcome', ${outcomeColumns}) FROM (
+  SELECT id AS log_id, 200 AS status, 420.5 AS duration_ms, 415.0 AS upstream_ms, 100 + CAST(risk_score AS INTEGER) AS prompt_tokens, 50 AS completion_tokens,
+         150 + CAST(risk_score AS INTEGER) AS total_tokens, NULL AS error, created_at FROM usagelog WHERE rowid BETWEEN @from AND @to AND allowed = 1 ORDER BY rowid)`);
 for (let from = 1; from <= ROWS; from += CHUNK) {
   const to = Math.min(ROWS, from + CHUNK - 1);
   db.transaction(() => {
@@ -103,14 +125,11 @@ const timings: Timing[] = [
   timeIt('hourCounts: allowed/blocked + risk histogram, one hour', 40, (i) => queries.hourCounts(...hours(i))),
   timeIt('groups: customer × model, one hour', 40, (i) => queries.groups(...hours(i))),
   timeIt('tokens: outcome join, one hour', 40, (i) => queries.tokens(...hours(i))),
-  timeIt('blockedReasons: one hour', 40, (i) => queries.blockedReasons(...hours(i))),
+  timeIt('blockedCauses: one hour', 40, (i) => queries.blockedCauses(...hours(i))),
   timeIt('latest 100 decisions', 40, () => queries.latest(100)),
 ];
 
-const data = new DashboardData(queries, () => [
-  { id: 'restricted-data', reason: 'Restricted data may not be sent to any model', description: null, when: [], risk: 0, block: true },
-  { id: 'pii-to-external', reason: null, description: 'Personal data must not reach external providers', when: [], risk: 90, block: false },
-]);
+const data = new DashboardData(queries);
 /** Runs `work` while a 1 ms timer watches the event loop; returns the longest turn it saw. */
 async function longestTurnDuring(work: () => Promise<unknown>): Promise<number> {
   let longest = 0;
