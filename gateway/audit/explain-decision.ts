@@ -7,27 +7,19 @@ import { compilePolicySource } from '../policy/compile-policy.js';
 import { evaluate, unroutable } from '../policy/evaluate.js';
 import type { Cause, CompiledPolicy, PolicyMode } from '../policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../policy/request-facts.js';
-import type { OutcomeRow } from './audit-writer.js';
+import type { DecisionRow, OutcomeRow } from './audit-writer.js';
 import type { PolicyVersionRow } from './control-log.js';
 
 /** A `usagelog` row as stored; `policy_hash` and `causes` are null on rows written before provenance. */
-export interface RecordedDecision {
+/** A row as stored: rows from before provenance have no policy_hash or causes, rows from before the chain no hashes. */
+export type RecordedDecision = Omit<DecisionRow, 'allowed' | 'policy_hash' | 'causes'> & {
   readonly rowid: number;
-  readonly id: string;
-  readonly customer_id: string;
-  readonly api_key_id: string;
-  readonly model: string | null;
-  readonly operation: string;
-  readonly meta: string;
-  readonly risk_score: number;
   readonly allowed: number;
-  readonly reason: string;
-  readonly created_at: string;
   readonly policy_hash: string | null;
   readonly causes: string | null;
   readonly prev_hash: string | null;
   readonly hash: string | null;
-}
+};
 
 /** The policy version a row names, as `policy_version` holds it, with what its text compiles to. */
 export interface ExplainedPolicy {
