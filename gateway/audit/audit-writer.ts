@@ -252,6 +252,8 @@ export class AuditWriter {
       this.lastFailure = err;
       this.hooks.onFailure(err, outcomes.length);
       for (const d of decisions) d.reject(err);
+      // A refused request can be retried by its client; a lost policy text or control event cannot: they go with the next commit.
+      if (!final) this.control = { events: [...control.events, ...this.control.events], policies: [...control.policies, ...this.control.policies] };
       return;
     }
     // Capped: after BUSY_WAIT_MS batches stop waiting, so an outage's length is not one commit's wait.

@@ -212,7 +212,7 @@ async function walk(client: pg.PoolClient, gatewayId: string, chain: ChainName, 
 async function loadAnchors(client: pg.PoolClient, gatewayId: string, chain: ChainName): Promise<Anchor[]> {
   const { rows } = await client.query<{ id: string; through_rowid: string; through_hash: string; through_created_at: string }>(
     `SELECT id::text AS id, through_rowid::text AS through_rowid, through_hash, ${sqliteTimeOf('through_created_at')} AS through_created_at
-       FROM audit_anchor WHERE gateway_id = $1 AND chain = $2 ORDER BY id`,
+       FROM audit_anchor WHERE gateway_id = $1 AND chain = $2 ORDER BY audit_anchor.id`,
     [gatewayId, chain],
   );
   return rows.map((r) => ({ ...r, through_rowid: Number(r.through_rowid) }));
