@@ -260,7 +260,8 @@ pgTest(`after central retention a chain begins at its anchor and still verifies;
   const { row_id: through, hash } = third as { row_id: number; hash: string };
   // What a gateway's own retention ships when it deletes its oldest rows (aged here: the rows are minutes old).
   const anchor = "INSERT INTO audit_anchor (gateway_id, id, chain, through_rowid, through_hash, through_created_at, rows_deleted, created_at) VALUES ('gw-1', $1, 'usagelog', $2, $3, now() - interval '100 days', 3, now())";
-  await sql(anchor, [2000, through, hash]);
+  // Ids 9 and 10 (below): anchors must be taken in number order, not as text ('10' < '9').
+  await sql(anchor, [9, through, hash]);
   const covering = await verifyCentralAudit(central!, { retentionDays: 90 });
   t.true(covering.ok, 'an anchor may cover rows still central, when it names them with their hashes');
 
@@ -272,12 +273,12 @@ pgTest(`after central retention a chain begins at its anchor and still verifies;
 
   const [last] = await sql("SELECT max(row_id)::int AS row_id FROM usagelog WHERE gateway_id = 'gw-1'");
   const lastRow = (last as { row_id: number }).row_id;
-  await sql(anchor.replace("interval '100 days'", "interval '99 days'"), [2001, lastRow + 5, 'f'.repeat(64)]);
+  await sql(anchor.replace("interval '100 days'", "interval '99 days'"), [10, lastRow + 5, 'f'.repeat(64)]);
   try {
     const cut = await verifyCentralAudit(central!, { retentionDays: 90 });
     t.false(cut.ok);
-    if (!cut.ok) t.like(cut.broken, { gatewayId: 'gw-1', chain: 'usagelog', rowid: lastRow, problem: `is the last row, but retention anchor 2001 covers rows through ${lastRow + 5}: rows were cut off the end of the chain` });
+    if (!cut.ok) t.like(cut.broken, { gatewayId: 'gw-1', chain: 'usagelog', rowid: lastRow, problem: `is the last row, but retention anchor 10 covers rows through ${lastRow + 5}: rows were cut off the end of the chain` });
   } finally {
-    await tamper('audit_anchor', "DELETE FROM audit_anchor WHERE gateway_id = 'gw-1' AND id = 2001");
+    await tamper('audit_anchor', "DELETE FROM audit_anchor WHERE gateway_id = 'gw-1' AND id = 10");
   }
 });
