@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
@@ -10,15 +11,15 @@ import { latestAnchors } from './audit/retention.js';
 import { BatchInputFiles } from './audit/batch-files.js';
 import { scheduleBackup } from './audit/backup-schedule.js';
 import { scheduleCleanup } from './audit/cleanup-schedule.js';
-import { openDatabase, type Db } from './audit/database.js';
+import { openDatabase, type Db } from './store/connection.js';
 import { WalCheckpointer } from './audit/wal-checkpointer.js';
 import { AuditHealth } from './audit/audit-health.js';
-import { StoreFile, storeWriteProblem, type WriteAccess } from './audit/store-file.js';
+import { StoreFile, storeWriteProblem, type WriteAccess } from './store/store-file.js';
 import { GatewayMetrics } from './observability/metrics.js';
 import { KeyRegistry } from './auth/key-registry.js';
 import { SqliteKeySource } from './auth/sqlite-key-source.js';
 import { openCentralDashboard } from './fleet/central-dashboard.js';
-import { openFleetGateway } from './fleet/fleet-gateway.js';
+import { openFleetGateway, type FleetGateway } from './fleet/fleet-gateway.js';
 import { startFleetShipping } from './fleet/fleet-shipping.js';
 import { localShippedThrough } from './fleet/local-watermark.js';
 import { createLimiter } from './limits/create-limiter.js';
@@ -30,21 +31,9 @@ import type { ErrorReporter } from './observability/error-reporter.js';
 import type { Logger } from './observability/logger.js';
 import { loadPolicyFile } from './policy/compile-policy.js';
 import type { CompiledPolicy } from './policy/policy-types.js';
-import { VERSION } from './cli/version.js';
+import { VERSION } from './config/version.js';
 import { PolicyWatcher } from './policy/policy-watcher.js';
 import { ProviderRouter } from './proxy/provider-router.js';
-
-/**
- * The event loop never sleeps on a taken lock: the audit writer retries
- * asynchronously. Even 2 ms was too much: while another connection held the
- * lock most of the time (a retention prune, when it still ran on its own),
- * the gateway's thread spent a fifth of its time asleep in SQLite's busy
- * handler (strace: 7,159 sleeps of ~1.1 ms in 45 s).
- */
-const WRITER_BUSY_TIMEOUT_MS = 0;
-const SHUTDOWN_BUSY_TIMEOUT_MS = 5000;
-/** How long a stop gives its last rows to reach the fleet database; the rest ships at the next start. */
-const SHIP_FLUSH_MS = 2000;
 
 export interface RunningGateway {
   readonly url: string;
@@ -62,6 +51,14 @@ export interface StartOptions {
   /** Who the gateway runs as, for the audit store's start-up check; the process itself unless a test stands in for another user. */
   readonly writeAccess?: WriteAccess;
 }
+
+/**
+ * The event loop never sleeps on a taken lock: the audit writer retries
+ * asynchronously, since SQLite's busy handler would sleep on the thread that
+ * serves every request (docs/design/audit-writer.md, "The writer never sleeps on a lock").
+ */
+const WRITER_BUSY_TIMEOUT_MS = 0;
+const SHUTDOWN_BUSY_TIMEOUT_MS = 5000;
 
 /** How often one checkpoint failure code may be logged: the checkpointer retries many times a second. */
 export const CHECKPOINT_LOG_INTERVAL_MS = 60_000;
@@ -94,16 +91,81 @@ function configHash(config: GatewayConfig): string {
 /** Wires the pipeline stages together and starts listening. */
 export async function startGateway(config: GatewayConfig, options: StartOptions): Promise<RunningGateway> {
   const { logger, reporter } = options;
-  // Before anything is opened, so a refused start leaves nothing running.
-  const adminTokenError = adminTokenProblem((options.env ?? process.env).GOVGATE_ADMIN_TOKEN);
-  if (adminTokenError) throw new Error(adminTokenError);
-  const policyName = displayPath(config.policy.path);
-  const initialPolicy = loadPolicyFile(config.policy.path, policyName);
-  // SQLite would open an unwritable file read-only and the gateway would refuse every request with 503: refuse to start instead.
-  const storeProblem = storeWriteProblem(config.audit.path, displayPath, options.writeAccess);
-  if (storeProblem) throw new Error(storeProblem);
+  const env = options.env ?? process.env;
+  const initialPolicy = checkStart(config, env, options.writeAccess);
   // In fleet mode keys come from PostgreSQL; connected before the SQLite file so a refused start leaves neither open.
-  const fleet = config.fleet ? await openFleetGateway(config.fleet, config.file, options.env ?? process.env, { logger, reporter }) : null;
+  const fleet = config.fleet ? await openFleetGateway(config.fleet, config.file, env, { logger, reporter }) : null;
+  const { db, storeFile, checkpointer } = openAuditStore(config, logger, reporter);
+  const keys = new KeyRegistry(fleet ? fleet.keys : new SqliteKeySource(db));
+  const metrics = new GatewayMetrics(() => audit.queued, () => statSync(`${config.audit.path}-wal`, { throwIfNoEntry: false })?.size ?? 0);
+  metrics.policyLoaded(initialPolicy.hash);
+  const audit = createAuditWriter(db, storeFile, metrics, logger, reporter);
+  // Queued before the first request can be decided: the policy's text is committed before any row that names it.
+  audit.recordControl(controlEvent('gateway.started', GATEWAY_ACTOR, { version: VERSION, config_hash: configHash(config), pid: process.pid }));
+  const policy = watchPolicy(config, initialPolicy, audit, metrics, logger, reporter);
+  const providers = new ProviderRouter(config.providers, env);
+  // Names the variable and the provider, never its value.
+  for (const problem of providers.problems) logger.warn({ provider: problem.provider, env: problem.env, problem: problem.kind }, problem.message);
+  const limiter = await createLimiter(config.limits, db, env, logger, reporter);
+  const health = new AuditHealth(db, audit, storeFile);
+  const batchFiles = new BatchInputFiles(db, audit);
+  const context: GatewayContext = { config, keys, policy, audit, batchFiles, providers, limiter, logger, reporter, metrics, auditWritable: () => health.writable() };
+  const dashboard = openDashboard(config, env, audit, policy, logger);
+  const { server, closeUpgrades, settled } = createGatewayServer(context, dashboard?.admin ?? null);
+  // The checkpointer's descriptor last: closing it earlier would drop the connections' locks (wal-checkpointer.ts).
+  const closeResources = async () => {
+    await Promise.all([providers.close(), checkpointer.stop(), limiter.close(), fleet?.close(), dashboard?.close()]);
+    db.close();
+    checkpointer.release();
+  };
+  await listen(server, config, closeResources);
+
+  const background = startBackground(config, { db, audit, checkpointer, metrics, keys, policy, fleet }, logger, reporter);
+  const { port } = server.address() as AddressInfo;
+  const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
+  let closing: Promise<void> | null = null;
+
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    context,
+    db,
+    close(drainMs = config.server.drainTimeoutMs) {
+      closing ??= (async () => {
+        await background.stopSchedules();
+        await drain(server, closeUpgrades, drainMs);
+        // Connections are gone, but their handlers may still be recording outcomes: those rows must make the flush.
+        await settled();
+        // The last rows may meet a checkpoint holding the lock; blocking the loop to wait for it no longer matters.
+        db.pragma(`busy_timeout = ${SHUTDOWN_BUSY_TIMEOUT_MS}`);
+        audit.recordControl(controlEvent('gateway.stopped', GATEWAY_ACTOR, { pid: process.pid }));
+        audit.flush();
+        // Before the databases close: the shipper reads the file and writes PostgreSQL until then.
+        await background.stopShipping();
+        await closeResources();
+      })();
+      return closing;
+    },
+  };
+}
+
+/**
+ * What must hold before anything is opened, so a refused start leaves nothing
+ * running: a usable admin token, a valid policy (returned), a writable audit
+ * file. SQLite would open an unwritable file read-only and the gateway would
+ * then refuse every request with 503.
+ */
+function checkStart(config: GatewayConfig, env: NodeJS.ProcessEnv, writeAccess: WriteAccess | undefined): CompiledPolicy {
+  const adminTokenError = adminTokenProblem(env[config.admin.tokenEnv], config.admin.tokenEnv);
+  if (adminTokenError) throw new Error(adminTokenError);
+  const policy = loadPolicyFile(config.policy.path, displayPath(config.policy.path));
+  const storeProblem = storeWriteProblem(config.audit.path, displayPath, writeAccess);
+  if (storeProblem) throw new Error(storeProblem);
+  return policy;
+}
+
+/** The writer's connection and the thread that checkpoints its WAL. */
+function openAuditStore(config: GatewayConfig, logger: Logger, reporter: ErrorReporter): { db: Db; storeFile: StoreFile; checkpointer: WalCheckpointer } {
   const db = openDatabase(config.audit.path, {
     synchronous: config.audit.synchronous,
     retentionDays: config.audit.retentionDays,
@@ -127,11 +189,11 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
       reporter.message('audit checkpoint thread died', { stage: 'audit' });
     },
   });
+  return { db, storeFile, checkpointer };
+}
 
-  const keys = new KeyRegistry(fleet ? fleet.keys : new SqliteKeySource(db));
-  const metrics = new GatewayMetrics(() => audit.queued, () => statSync(`${config.audit.path}-wal`, { throwIfNoEntry: false })?.size ?? 0);
-  metrics.policyLoaded(initialPolicy.hash);
-  const audit = new AuditWriter(db, storeFile, {
+function createAuditWriter(db: Db, storeFile: StoreFile, metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter): AuditWriter {
+  return new AuditWriter(db, storeFile, {
     onCommit(ms, waitedMs) {
       metrics.auditCommitted(ms, waitedMs);
     },
@@ -141,16 +203,18 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
       reporter.exception(err, { stage: 'audit' });
     },
   });
-  // Queued before the first request can be decided: the policy's text is committed before any row that names it.
-  audit.recordControl(controlEvent('gateway.started', GATEWAY_ACTOR, { version: VERSION, config_hash: configHash(config), pid: process.pid }));
-  const policyLoaded = (p: CompiledPolicy) => audit.recordControl(
+}
+
+/** The policy in force, swapped on valid edits; every text that comes into force goes to `policy_version` with a control event. */
+function watchPolicy(config: GatewayConfig, initial: CompiledPolicy, audit: AuditWriter, metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter): PolicyWatcher {
+  const loaded = (p: CompiledPolicy) => audit.recordControl(
     controlEvent('policy.loaded', GATEWAY_ACTOR, { policy_hash: p.hash, path: config.policy.path, rules: p.rules.length, mode: p.mode }),
     policyVersionRow(p, config.policy.path),
   );
-  policyLoaded(initialPolicy);
-  const policy = new PolicyWatcher(config.policy.path, policyName, initialPolicy, {
+  loaded(initial);
+  return new PolicyWatcher(config.policy.path, displayPath(config.policy.path), initial, {
     onReload(p) {
-      policyLoaded(p);
+      loaded(p);
       metrics.policyReloaded('success');
       metrics.policyLoaded(p.hash);
       logger.info({ policy_hash: p.hash, rules: p.rules.length, mode: p.mode }, 'policy reloaded');
@@ -162,39 +226,42 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
       reporter.message('policy edit rejected', { file: error.file, line: String(error.line), col: String(error.col) });
     },
   });
-  const providers = new ProviderRouter(config.providers, options.env ?? process.env);
-  // Names the variable and the provider, never its value.
-  for (const problem of providers.problems) logger.warn({ provider: problem.provider, env: problem.env, problem: problem.kind }, problem.message);
-  const limiter = await createLimiter(config.limits, db, options.env ?? process.env, logger, reporter);
-  const health = new AuditHealth(db, audit, storeFile);
-  const auditWritableNow = () => health.writable();
-  const batchFiles = new BatchInputFiles(db, audit);
-  const context: GatewayContext = { config, keys, policy, audit, batchFiles, providers, limiter, logger, reporter, metrics, auditWritable: auditWritableNow };
+}
 
-  // The dashboard exists only with an admin token; an empty variable counts as unset.
-  const adminToken = (options.env ?? process.env).GOVGATE_ADMIN_TOKEN;
+/**
+ * The dashboard exists only with an admin token (an empty variable counts as
+ * unset). In fleet mode it shows every gateway: it reads the central tables,
+ * on a pool of its own, not this file.
+ */
+function openDashboard(config: GatewayConfig, env: NodeJS.ProcessEnv, audit: AuditWriter, policy: PolicyWatcher, logger: Logger): { admin: AdminRoutes; close(): Promise<void> } | null {
+  const token = env[config.admin.tokenEnv];
+  if (!token) return null;
   const onLogin = (address: string, accepted: boolean) => audit.recordControl(controlEvent(accepted ? 'admin.login' : 'admin.login_failed', address, { address }));
-  // In fleet mode the dashboard shows every gateway: it reads the central tables (on a pool of its own), not this file.
-  const central = adminToken && config.fleet ? openCentralDashboard(config.fleet, config.file, options.env ?? process.env) : null;
-  const admin = adminToken ? new AdminRoutes({ token: adminToken, auditPath: config.audit.path, policy, policyPath: config.policy.path, logger, onLogin, central: central ?? undefined }) : null;
-  const { server, closeUpgrades, settled } = createGatewayServer(context, admin);
-  // The checkpointer's descriptor last: closing it earlier would drop the connections' locks (wal-checkpointer.ts).
-  const closeResources = async () => {
-    await Promise.all([providers.close(), checkpointer.stop(), limiter.close(), fleet?.close(), central?.close()]);
-    admin?.close();
-    db.close();
-    checkpointer.release();
+  const central = config.fleet ? openCentralDashboard(config.fleet, config.file, env) : null;
+  const admin = new AdminRoutes({ token, auditPath: config.audit.path, policy, policyPath: config.policy.path, logger, onLogin, central: central ?? undefined });
+  return {
+    admin,
+    async close() {
+      await central?.close();
+      admin.close();
+    },
   };
-  try {
-    server.listen(config.server.port, config.server.host);
-    await once(server, 'listening');
-  } catch (err) {
-    // Nothing may outlive a start that failed (a port in use): the thread, the pools, the database.
-    await closeResources();
-    throw err;
-  }
+}
 
-  // In fleet mode committed rows are shipped to PostgreSQL in the background; requests never wait for it.
+interface Background {
+  /** Retention, backups, policy file checks and key refreshes: before the drain, so nothing new starts during it. */
+  stopSchedules(): Promise<void>;
+  /** After the last rows are committed, so they get their chance to reach PostgreSQL. */
+  stopShipping(): Promise<void>;
+}
+
+/** What runs beside the requests once the gateway listens; in fleet mode that includes shipping committed rows to PostgreSQL, which requests never wait for. */
+function startBackground(
+  config: GatewayConfig,
+  parts: { db: Db; audit: AuditWriter; checkpointer: WalCheckpointer; metrics: GatewayMetrics; keys: KeyRegistry; policy: PolicyWatcher; fleet: FleetGateway | null },
+  logger: Logger, reporter: ErrorReporter,
+): Background {
+  const { db, audit, checkpointer, metrics, keys, policy, fleet } = parts;
   const shipping = fleet && config.fleet
     ? startFleetShipping({
       auditPath: config.audit.path, writerDb: db, database: fleet.database, gatewayId: config.fleet.gatewayId, databaseUrlEnv: config.fleet.databaseUrlEnv,
@@ -206,7 +273,28 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
     reporter.exception(err, { stage: 'auth' });
   });
   policy.start();
-  const cleanup = scheduleCleanup(config.audit, db, audit, checkpointer, {
+  const schedules = [
+    scheduleRetention(config, db, audit, checkpointer, metrics, logger, reporter, fleet !== null),
+    scheduleBackups(config, audit, metrics, logger, reporter),
+  ];
+  return {
+    async stopSchedules() {
+      await Promise.all(schedules.map((job) => job.stop()));
+      policy.stop();
+      keys.stop();
+    },
+    async stopShipping() {
+      await shipping?.stop();
+    },
+  };
+}
+
+/** Retention on audit.cleanup_schedule; in fleet mode a row is kept until it has reached PostgreSQL. */
+function scheduleRetention(
+  config: GatewayConfig, db: Db, audit: AuditWriter, checkpointer: WalCheckpointer,
+  metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter, fleet: boolean,
+): { stop(): Promise<void> } {
+  return scheduleCleanup(config.audit, db, audit, checkpointer, {
     onBatch(ms) {
       metrics.pruneBatch(ms);
     },
@@ -222,8 +310,10 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
       reporter.exception(err, { stage: 'retention' });
     },
   }, { shippedThrough: fleet ? localShippedThrough(db) : undefined });
+}
 
-  const backups = scheduleBackup(config.audit, {
+function scheduleBackups(config: GatewayConfig, audit: AuditWriter, metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter): { stop(): Promise<void> } {
+  return scheduleBackup(config.audit, {
     onDone(result) {
       audit.recordControl(controlEvent('backup.made', GATEWAY_ACTOR, { file: result.file, bytes: result.bytes, deleted: result.deleted }));
       logger.info({ file: displayPath(result.file), bytes: result.bytes, ms: result.ms, deleted: result.deleted.map(displayPath) }, 'audit backup written');
@@ -234,40 +324,27 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
       reporter.exception(err, { stage: 'backup' });
     },
   });
+}
 
-  const { port } = server.address() as AddressInfo;
-  const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
-  let closing: Promise<void> | null = null;
+/** Nothing may outlive a start that failed (a port in use): the thread, the pools, the database. */
+async function listen(server: Server, config: GatewayConfig, closeResources: () => Promise<void>): Promise<void> {
+  try {
+    server.listen(config.server.port, config.server.host);
+    await once(server, 'listening');
+  } catch (err) {
+    await closeResources();
+    throw err;
+  }
+}
 
-  return {
-    url: `http://${host}:${port}`,
-    port,
-    context,
-    db,
-    close(drainMs = config.server.drainTimeoutMs) {
-      closing ??= (async () => {
-        await Promise.all([cleanup.stop(), backups.stop()]);
-        policy.stop();
-        keys.stop();
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeIdleConnections();
-        const deadline = setTimeout(() => {
-          server.closeAllConnections();
-          closeUpgrades();
-        }, drainMs);
-        await closed;
-        clearTimeout(deadline);
-        // Connections are gone, but their handlers may still be recording outcomes: those rows must make the flush.
-        await settled();
-        // The last rows may meet a checkpoint holding the lock; blocking the loop to wait for it no longer matters.
-        db.pragma(`busy_timeout = ${SHUTDOWN_BUSY_TIMEOUT_MS}`);
-        audit.recordControl(controlEvent('gateway.stopped', GATEWAY_ACTOR, { pid: process.pid }));
-        audit.flush();
-        // Before the databases close: the shipper reads the file and writes PostgreSQL until then.
-        await shipping?.stop(SHIP_FLUSH_MS);
-        await closeResources();
-      })();
-      return closing;
-    },
-  };
+/** Stops accepting, lets in-flight requests finish for up to `drainMs`, then cuts what is left. */
+async function drain(server: Server, closeUpgrades: () => void, drainMs: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const deadline = setTimeout(() => {
+    server.closeAllConnections();
+    closeUpgrades();
+  }, drainMs);
+  await closed;
+  clearTimeout(deadline);
 }

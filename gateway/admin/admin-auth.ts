@@ -9,12 +9,13 @@ const SESSION_VALUE = /^(\d{1,12})\.([A-Za-z0-9_-]{43})$/;
 export const MIN_ADMIN_TOKEN_LENGTH = 32;
 
 /**
- * Why a GOVGATE_ADMIN_TOKEN cannot be used, as one line for the operator, or
- * null when it can. Unset or empty is fine: it means there is no dashboard.
+ * Why the admin token in `variable` (admin.token_env) cannot be used, as one
+ * line for the operator, or null when it can. Unset or empty is fine: it
+ * means there is no dashboard.
  */
-export function adminTokenProblem(token: string | undefined): string | null {
+export function adminTokenProblem(token: string | undefined, variable: string): string | null {
   if (!token || token.length >= MIN_ADMIN_TOKEN_LENGTH) return null;
-  return `GOVGATE_ADMIN_TOKEN must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters long (it has ${token.length}); generate one with "openssl rand -hex 32", or unset it to turn the dashboard off`;
+  return `${variable} must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters long (it has ${token.length}); generate one with "openssl rand -hex 32", or unset it to turn the dashboard off`;
 }
 
 /** The outcome of presenting credentials; `throttled` means the token was not even compared. */
@@ -27,7 +28,7 @@ const GRANTED: AdminVerdict = { result: 'granted' };
 const REFUSED: AdminVerdict = { result: 'refused' };
 
 /**
- * Who may see the dashboard: holders of `GOVGATE_ADMIN_TOKEN`, presented as a
+ * Who may see the dashboard: holders of the admin token, presented as a
  * bearer token or exchanged once at the login form for a session cookie. The
  * cookie holds an expiry and an HMAC keyed by the token, never the token, so
  * a leaked cookie expires and rotating the token ends every session.
@@ -45,7 +46,7 @@ export class AdminAuth {
     private readonly throttle: LoginThrottle = new LoginThrottle(),
   ) {
     // Start-up refuses such a token with a readable line; this guards any other construction.
-    const problem = adminTokenProblem(token) ?? (token ? null : 'GOVGATE_ADMIN_TOKEN is empty');
+    const problem = token.length < MIN_ADMIN_TOKEN_LENGTH ? `the admin token must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters long` : null;
     if (problem) throw new RangeError(problem);
     this.tokenDigest = digest(token);
   }

@@ -19,7 +19,7 @@ export function loginPage(refused: boolean): string {
 <main>
 <h1>govgate admin</h1>
 ${refused ? '<p class="error" id="login-error" role="alert">That token is not the admin token.</p>\n' : ''}<form method="post" action="/admin/login">
-<label for="token">Admin token (<code>GOVGATE_ADMIN_TOKEN</code>)</label>
+<label for="token">Admin token</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
 <button type="submit">Sign in</button>
 </form>

@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { openDatabase, type Db } from '../audit/database.js';
+import { openDatabase, type Db } from '../store/connection.js';
 import type { DashboardSource } from './dashboard-source.js';
 
 /** Risk histogram buckets: [0,10), [10,20) … [90,100]. */

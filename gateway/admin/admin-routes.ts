@@ -45,7 +45,7 @@ export interface AdminOptions {
 
 /**
  * `/admin`: the read-only dashboard, its login and its JSON API. It only
- * exists when GOVGATE_ADMIN_TOKEN is set; it reads the audit database through
+ * exists when the variable admin.token_env names is set; it reads the audit database through
  * its own read-only connection, or in fleet mode the central tables, where
  * `?gateway=ID` narrows the summary and the decisions to one gateway.
  */
@@ -104,7 +104,7 @@ export class AdminRoutes {
           return sendData(res, await this.dataFor(scope).summary());
         }
         case '/admin/api/gateways':
-          // Single-node mode has no fleet to list: the route does not exist there, as before.
+          // Single-node mode has no fleet to list: the route does not exist there.
           if (this.options.central) return sendData(res, { gateways: await this.options.central.gateways() });
           break;
         case '/admin/api/policy':

@@ -1,5 +1,5 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { sqliteTime } from '../audit/database.js';
+import { sqliteTime } from '../store/sqlite-time.js';
 import { RISK_BUCKETS, type CauseRow, type GroupRow, type HourCounts, type TokenRow } from './admin-queries.js';
 import { rowCauseLabels } from './cause-labels.js';
 import { changeSummary } from './change-summary.js';

@@ -10,8 +10,8 @@ export interface LoginThrottleOptions {
 
 /**
  * Wrong admin tokens counted per client address over a sliding window. Without
- * it an address could try thousands of tokens a second (5,775 in 2 s were
- * measured); with it, five a minute. Each address keeps the times of its
+ * it an address could try thousands of tokens a second (docs/observability.md,
+ * "Admin dashboard"); with it, five a minute. Each address keeps the times of its
  * failures still inside the window (at most `maxFailures` of them), so memory is
  * bounded by `maxAddresses × maxFailures` numbers whatever the traffic.
  */

@@ -1,8 +1,8 @@
 import { statfsSync } from 'node:fs';
 import path from 'node:path';
 import type { AuditWriter } from './audit-writer.js';
-import { withBusyTimeout, type Db } from './database.js';
-import type { StoreFile } from './store-file.js';
+import { withBusyTimeout, type Db } from '../store/connection.js';
+import type { StoreFile } from '../store/store-file.js';
 
 /**
  * Whether the audit store can take a commit now, for `/readyz`: its path

@@ -1,9 +1,9 @@
 import type Database from 'better-sqlite3';
-import { rowHash } from './chain.js';
+import { rowHash } from '../store/chain.js';
 import { ChainTails } from './chain-tail.js';
 import { ControlLog, type ControlEventRow, type PolicyVersionRow } from './control-log.js';
-import type { Db } from './database.js';
-import type { StoreFile } from './store-file.js';
+import type { Db } from '../store/connection.js';
+import type { StoreFile } from '../store/store-file.js';
 
 /** One policy decision: the contract's columns of `usagelog`, then its provenance. */
 export interface DecisionRow {

@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { AuditWriter } from './audit-writer.js';
-import { sqliteTime, type Db } from './database.js';
+import { type Db } from '../store/connection.js';
+import { sqliteTime } from '../store/sqlite-time.js';
 
 /** Files accepted but perhaps not committed yet: the client may create its batch before the next outcome commit. */
 const RECENT_LIMIT = 10_000;

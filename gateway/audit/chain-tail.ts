@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
-import { GENESIS_HASH, type ChainName } from './chain.js';
-import type { Db } from './database.js';
+import { GENESIS_HASH, type ChainName } from '../store/chain.js';
+import type { Db } from '../store/connection.js';
 
 /** Where a chain's next row goes: the hash it links to, and its rowid when SQLite's own choice would be wrong. */
 export interface ChainTail {

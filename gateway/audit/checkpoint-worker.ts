@@ -1,7 +1,7 @@
 import { fdatasyncSync, statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { withBusyTimeout } from './database.js';
+import { withBusyTimeout } from '../store/connection.js';
 import { copyBackAndReset, fullyCopied, type ResetHooks } from './wal-reset.js';
 
 /**
@@ -9,8 +9,7 @@ import { copyBackAndReset, fullyCopied, type ResetHooks } from './wal-reset.js';
  * copies the WAL back and resets it early (wal-reset.ts; nothing to do while
  * nothing was committed since the last reset), which keeps it below
  * `limitBytes` whenever no reader holds an old snapshot and this thread gets
- * the CPU (with every core busy, a 1M-row prune's WAL file still reached
- * 70 MiB of 64).
+ * the CPU (docs/design/audit-writer.md, "The checkpointer needs the CPU").
  *
  * Readers that always overlap (an admin's long queries, a dashboard) keep any
  * reset from happening, and the WAL grows. Past `limitBytes` the worker

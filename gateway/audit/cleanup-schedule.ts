@@ -1,5 +1,5 @@
 import { scheduleJob, type ScheduledJob, type ScheduleHooks } from './background-schedule.js';
-import type { Db } from './database.js';
+import type { Db } from '../store/connection.js';
 import { pruneAuditRows, type PruneOptions, type PruneResult } from './retention.js';
 
 export interface CleanupSettings {
@@ -29,21 +29,20 @@ export interface CleanupHooks extends ScheduleHooks<PruneResult> {
  * audit writer's own connection, in batches of about a millisecond taken
  * between its commits, holding off (up to 50 ms a batch) while decisions
  * wait for theirs, which mostly happens while the writer waits for another
- * connection's lock. With the prune on a connection of its own (a worker
- * thread, before), the two competed for SQLite's write lock, which is not
- * fair, and a batch descheduled while holding it on a busy machine kept
- * commits waiting 10-100 ms; here a request waits for the prune at most one
- * batch.
+ * connection's lock. Not a connection of its own: it would compete with the
+ * writer for SQLite's write lock, which is not fair; here a request waits for
+ * the prune at most one batch (docs/design/audit-writer.md, "Retention on the
+ * writer's connection").
  *
  * A prune writes the WAL faster than the gateway does: while the WAL holds
  * what the checkpointer resets it at, or a reset is under way, the prune
  * holds off, and while it is near its limit (readers keep it from being
  * reset, or the writes outrun the resets) the prune pauses for as long as
  * that lasts, so that the prune does not itself take the WAL to the limit,
- * whose escalation holds the write lock while it waits for readers (a 1M-row
- * prune that only held off took it to 72.5 MiB of 64, and commits waited up
- * to 250 ms). Stopping ends the prune between two batches. In fleet mode
- * `fleet.shippedThrough` keeps the rows not shipped yet.
+ * whose escalation holds the write lock while it waits for readers
+ * (docs/design/audit-writer.md, "Near the limit"). Stopping ends the prune
+ * between two batches. In fleet mode `fleet.shippedThrough` keeps the rows
+ * not shipped yet.
  */
 export function scheduleCleanup(
   audit: CleanupSettings,

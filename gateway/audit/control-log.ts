@@ -1,7 +1,8 @@
 import { v7 as uuidv7 } from 'uuid';
-import { rowHash } from './chain.js';
+import { rowHash } from '../store/chain.js';
 import { ChainTails } from './chain-tail.js';
-import { sqliteTime, type Db } from './database.js';
+import { type Db } from '../store/connection.js';
+import { sqliteTime } from '../store/sqlite-time.js';
 
 /** Every change to governance the control log records (docs/audit.md, "The control log"). */
 export const CONTROL_EVENT_KINDS = [

@@ -1,7 +1,7 @@
 import type { Decision } from '../policy/policy-types.js';
 import type { RequestFacts } from '../policy/request-facts.js';
 import type { DecisionRow } from './audit-writer.js';
-import { sqliteTime } from './database.js';
+import { sqliteTime } from '../store/sqlite-time.js';
 
 export type DecisionKind = 'proxy' | 'check' | 'websocket';
 

@@ -1,17 +1,16 @@
 import { createHash } from 'node:crypto';
 import { isPlainObject } from '../config/validate.js';
 import { ConfigError } from '../config/yaml-source.js';
-import { applicableLimits } from '../limits/applicable-limits.js';
-import { LIMIT_UNITS, type AppliedLimit, type LimitKind, type LimitScope } from '../limits/limit-types.js';
+import { applicableLimits } from '../policy/applicable-limits.js';
+import { LIMIT_UNITS, type AppliedLimit, type LimitKind, type LimitScope } from '../policy/limit-kinds.js';
 import { compilePolicySource } from '../policy/compile-policy.js';
 import { evaluate, unroutable } from '../policy/evaluate.js';
-import type { Cause, CompiledPolicy, PolicyMode } from '../policy/policy-types.js';
+import type { Cause, CompiledPolicy, Decision, PolicyMode } from '../policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../policy/request-facts.js';
 import type { DecisionRow, OutcomeRow } from './audit-writer.js';
 import type { PolicyVersionRow } from './control-log.js';
 
-/** A `usagelog` row as stored; `policy_hash` and `causes` are null on rows written before provenance. */
-/** A row as stored: rows from before provenance have no policy_hash or causes, rows from before the chain no hashes. */
+/** A `usagelog` row as stored: rows from before provenance have no policy_hash or causes, rows from before the chain no hashes. */
 export type RecordedDecision = Omit<DecisionRow, 'allowed' | 'policy_hash' | 'causes'> & {
   readonly rowid: number;
   readonly allowed: number;
@@ -72,14 +71,8 @@ export interface LimitReplay {
   readonly refused: boolean;
 }
 
-export interface ReplayedDecision {
-  readonly allowed: boolean;
-  readonly violates: boolean;
-  readonly risk_score: number;
-  readonly reason: string;
-  readonly causes: readonly Cause[];
-  readonly rules: readonly string[];
-}
+/** The replayed decision as `--json` prints it: the evaluator's, under the row's column name for the score. */
+export type ReplayedDecision = Omit<Decision, 'riskScore'> & { readonly risk_score: number };
 
 export interface Replay {
   readonly mode: PolicyMode;

@@ -1,5 +1,5 @@
-import { CHAIN_COLUMNS, CHAINS, GENESIS_HASH, type ChainName } from './chain.js';
-import type { Db } from './database.js';
+import { CHAIN_COLUMNS, CHAINS, GENESIS_HASH, type ChainName } from '../store/chain.js';
+import type { Db } from '../store/connection.js';
 import type { ChainHead } from './verify-chain.js';
 
 /** The first line's `format`: bumped whenever a record's shape changes, so tools/verify_export.py can refuse what it does not know. */
@@ -170,7 +170,7 @@ function numberText(value: number): string {
 
 /**
  * SQLite hands back TEXT, INTEGER and REAL as strings and numbers; anything
- * else (a BLOB) can only come from an edit, and is written the way chain.ts
+ * else (a BLOB) can only come from an edit, and is written the way store/chain.ts
  * renders it, so it fails its hash in the export as it does in the file.
  */
 function scalarText(value: unknown): string {

@@ -1,16 +1,15 @@
 import type Database from 'better-sqlite3';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PRUNED_CHAINS, type PrunedChain } from './chain.js';
-import type { Db } from './database.js';
-import { sqliteTime } from './database.js';
+import { PRUNED_CHAINS, type PrunedChain } from '../store/chain.js';
+import type { Db } from '../store/connection.js';
+import { sqliteTime } from '../store/sqlite-time.js';
 
 /**
  * Each batch runs in one transaction that holds the write lock, and in the
  * gateway it also holds the event loop (it runs on the audit writer's own
  * connection, between its commits), so its size adapts to take about
- * TARGET_BATCH_MS: deleting a row touches a random leaf of every index (ids
- * are random UUIDs), and what that costs depends on the disk, the cache and
- * the other load.
+ * TARGET_BATCH_MS: deleting a row touches a leaf of every index, and what
+ * that costs depends on the disk, the cache and the other load.
  */
 const TARGET_BATCH_MS = 1;
 const MIN_BATCH_ROWS = 8;
@@ -26,10 +25,8 @@ const PAUSE_POLL_MS = 10;
 const LONG_PAUSE_MS = 60_000;
 /**
  * After each batch the prune rests this many times as long as the batch took,
- * so it takes at most a third of the event loop from the requests (150,000
- * rows of each table under load on 2 cores: resting as long as each batch,
- * the requests' p50 went from 1.7 ms to 4.0 ms during the prune, which took
- * 34 s; resting twice as long and holding off, from 2.0 ms to 3.2 ms, 81 s).
+ * so it takes at most a third of the event loop from the requests
+ * (docs/design/audit-writer.md, "Retention's pace").
  */
 const REST_FACTOR = 2;
 

@@ -1,5 +1,6 @@
-import { CHAIN_COLUMNS, CHAINS, GENESIS_HASH, rowHash, type ChainName } from './chain.js';
-import type { Db } from './database.js';
+import { CHAIN_COLUMNS, CHAINS, GENESIS_HASH, type ChainName } from '../store/chain.js';
+import { checkAnchorOrder, checkContent, misorder, unlinkedProblem, type ChainAnchor, type ChainRow } from './chain-rules.js';
+import type { Db } from '../store/connection.js';
 import { retentionCutoff } from './retention.js';
 
 /** A chain's last row: what `audit verify --export-head` prints, to be kept off the machine. */
@@ -24,12 +25,7 @@ export type VerifyReport =
   | { readonly ok: true; readonly rows: Readonly<Record<ChainName, number>>; readonly head: ExportedHead; readonly notes: readonly string[] }
   | { readonly ok: false; readonly rows: Readonly<Record<ChainName, number>>; readonly broken: ChainBreak };
 
-interface Anchor {
-  readonly id: number;
-  readonly through_rowid: number;
-  readonly through_hash: string;
-  readonly through_created_at: string;
-}
+type Anchor = ChainAnchor & { readonly id: number };
 
 export interface VerifyOptions {
   /** A head exported earlier, which must still be in the chain unchanged. */
@@ -39,7 +35,7 @@ export interface VerifyOptions {
   readonly now?: Date;
 }
 
-type Row = Record<string, unknown> & { row_id: number; prev_hash: unknown; hash: unknown };
+type Row = ChainRow;
 
 /**
  * Walks every chain (decisions, outcomes, the control log) in rowid order, one row in memory at a time, inside one
@@ -93,30 +89,19 @@ function walk(db: Db, chain: ChainName, cutoff: string | null): { count: number;
   });
   try {
     for (let next = iterator.next(); !next.done; ) {
-      const row = next.value;
-      if (typeof row.hash !== 'string' || typeof row.prev_hash !== 'string') return breakAt(row, 'has no hash: it was not written by govgate');
-      if (rowHash(chain, row.prev_hash, row) !== row.hash) return breakAt(row, 'was changed: its content no longer matches its hash');
+      const checked = checkContent(chain, next.value);
+      if ('problem' in checked) return breakAt(next.value, checked.problem);
+      const { row } = checked;
       if (!previous && anchor && row.row_id <= anchor.through_rowid) {
         return breakAt(row, `has a rowid that retention anchor ${anchor.id} says was deleted (through row ${anchor.through_rowid})`);
       }
       next = iterator.next();
       if (row.prev_hash !== expected) {
-        if (previous && row.prev_hash === previous.prev_hash) {
-          return breakAt(previous, `was inserted out of order: row ${row.row_id} after it links to what came before it`);
-        }
-        const follower = next.done ? null : next.value;
-        if (follower && follower.prev_hash === expected) {
-          return breakAt(row, `was inserted out of order: the row after it links to ${previous ? `row ${previous.row_id}` : 'the start of the chain'}`);
-        }
+        const swapped = misorder(row, previous, next.done ? null : next.value, expected);
+        if (swapped) return breakAt(swapped.at, swapped.problem);
         // The only place a search is needed: a broken link is rare, and it names the cause.
-        const linkedTo = rowWithHash.get(row.prev_hash) as number | undefined;
-        if (linkedTo !== undefined) return breakAt(row, `is out of order: it links to row ${linkedTo}`);
-        if (!previous) {
-          return breakAt(row, anchor
-            ? `does not link to retention anchor ${anchor.id} (through row ${anchor.through_rowid}): rows before it were removed`
-            : 'does not link to the start of the chain: rows before it were removed without a retention anchor');
-        }
-        return breakAt(row, `does not link to row ${previous.row_id}: rows between them were removed, or row ${previous.row_id} was changed and re-hashed`);
+        const linkedTo = (rowWithHash.get(row.prev_hash) as number | undefined) ?? null;
+        return breakAt(row, unlinkedProblem(previous, linkedTo, anchor));
       }
       expected = row.hash;
       previous = row;
@@ -133,28 +118,11 @@ function walk(db: Db, chain: ChainName, cutoff: string | null): { count: number;
   };
 }
 
-/**
- * Anchors are only written by retention, so each must cover more rows than the
- * one before and only rows past the retention window: an anchor that covers
- * rows inside the window was forged to hide a deletion (or the window was
- * lengthened since, which docs/audit.md explains).
- */
 function checkAnchors(db: Db, chain: ChainName, cutoff: string | null): { anchor: Anchor | undefined } | { broken: ChainBreak } {
-  let latest: Anchor | undefined;
   const all = db.prepare('SELECT id, through_rowid, through_hash, through_created_at FROM audit_anchor WHERE chain = ? ORDER BY id').iterate(chain) as IterableIterator<Anchor>;
-  for (const anchor of all) {
-    const broken = (problem: string) => ({ broken: { chain, rowid: anchor.through_rowid, id: null, problem: `is covered by retention anchor ${anchor.id}, ${problem}` } });
-    if (latest && (anchor.through_rowid <= latest.through_rowid || anchor.through_created_at < latest.through_created_at)) {
-      all.return?.();
-      return broken(`which goes back behind anchor ${latest.id}: anchors were forged or reordered`);
-    }
-    if (cutoff !== null && anchor.through_created_at >= cutoff) {
-      all.return?.();
-      return broken(`which deleted rows up to ${anchor.through_created_at}, inside the retention window: a forged anchor hides a deletion`);
-    }
-    latest = anchor;
-  }
-  return { anchor: latest };
+  const checked = checkAnchorOrder(all, cutoff);
+  if ('latest' in checked) return { anchor: checked.latest };
+  return { broken: { chain, rowid: checked.anchor.through_rowid, id: null, problem: checked.problem } };
 }
 
 /**

@@ -3,40 +3,39 @@ import type { Worker } from 'node:worker_threads';
 import { startModuleWorker } from './module-worker.js';
 
 /**
- * The gateway alone writes the WAL at up to ~70 MB/s on the bench machine, a
- * prune as much again: checked once a second, the WAL ran past its limit
- * between two ticks, and the TRUNCATE that followed held the write lock for
- * 40-50 ms. A tick with nothing to copy costs microseconds.
+ * Often enough that heavy writes cannot take the WAL past its limit between
+ * two ticks; an idle tick is cheap (docs/design/audit-writer.md, "Checkpoint interval").
  */
 const CHECKPOINT_INTERVAL_MS = 100;
 /**
- * Each reset holds the write lock for its last few pages and their fsyncs: 16
- * MiB makes them a few a second at the heaviest write load while the WAL
- * stays well under the shipped 64 MiB limit (8 MiB meant ten a second during a
- * prune).
+ * Each reset holds the write lock for its last pages and their fsyncs: large
+ * enough that resets come only a few a second, small enough to stay well under
+ * the shipped 64 MiB limit (docs/design/audit-writer.md, "Reset size").
  */
 const MAX_RESET_BYTES = 16 * 1024 * 1024;
 const STOP_TIMEOUT_MS = 2000;
 const GONE = -1;
 /**
- * Writers that can wait do not add to a WAL this full (of its limit): between
- * two ticks the gateway alone may add ~7 MiB, which leaves room below the
- * shipped 64 MiB limit.
+ * Writers that can wait do not add to a WAL this full (of its limit): it
+ * leaves room for what the gateway alone writes between two ticks
+ * (docs/design/audit-writer.md, "Near the limit").
  */
 const NEAR_LIMIT = 0.75;
 
 /**
- * Long enough for readers of old snapshots to finish, twice over (those that
- * began before the checkpoint copied the last frame pin the WAL too), for
- * queries of up to about half a second. Below the audit writer's asynchronous
- * BUSY_WAIT_MS (2 s), so commits that meet it wait, without blocking the event
- * loop, instead of failing.
+ * A checkpoint that readers kept from resetting an over-limit WAL is retried
+ * with a busy wait of `escalatedWaitMs`, backing off from `backoffMs` to
+ * `maxBackoffMs` while it keeps failing. The wait is long enough for readers
+ * of old snapshots to finish, twice over (those that began before the
+ * checkpoint copied the last frame pin the WAL too), for queries of up to
+ * about half a second; and below the audit writer's asynchronous BUSY_WAIT_MS
+ * (2 s), so commits that meet it wait, without blocking the event loop,
+ * instead of failing.
  */
-const ESCALATED_WAIT_MS = 1000;
-const ESCALATION_BACKOFF_MS = 5000;
-const MAX_ESCALATION_BACKOFF_MS = 60_000;
+const ESCALATION = { escalatedWaitMs: 1000, backoffMs: 5000, maxBackoffMs: 60_000 } as const;
 
 export interface CheckpointEvents {
+  /** A checkpoint failed with this SQLite error code; the next tick tries again. */
   onError(code: string): void;
   /** The WAL is over the limit and readers kept even an escalated checkpoint from resetting it. */
   onPinned(walBytes: number): void;
@@ -76,8 +75,8 @@ export class WalCheckpointer {
     this.dbFd = openSync(file, 'r');
     try {
       this.worker = startModuleWorker('checkpoint-worker', {
-        file, dbFd: this.dbFd, intervalMs: CHECKPOINT_INTERVAL_MS, limitBytes, resetBytes: this.resetBytes, escalatedWaitMs: ESCALATED_WAIT_MS,
-        backoffMs: ESCALATION_BACKOFF_MS, maxBackoffMs: MAX_ESCALATION_BACKOFF_MS, inUse: this.inUse.buffer,
+        file, dbFd: this.dbFd, intervalMs: CHECKPOINT_INTERVAL_MS, limitBytes, resetBytes: this.resetBytes, ...ESCALATION,
+        inUse: this.inUse.buffer,
       });
     } catch (err) {
       closeSync(this.dbFd);

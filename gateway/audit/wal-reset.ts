@@ -1,26 +1,17 @@
-import { withBusyTimeout, type Db } from './database.js';
+import { withBusyTimeout, type Db } from '../store/connection.js';
 
 /**
- * The WAL is reused from its start only once everything in it was copied back
- * into the database before the next write, which never happens by itself
- * while writes keep coming (the gateway's commits, a prune's batches): left
- * alone it grows until a checkpoint resets it, and resetting a large WAL held
- * the write lock for a long time (40-50 ms to truncate 73 MB; seconds when a
- * prune had grown it to gigabytes). Resetting early keeps every hold short:
- * copy back without any lock (PASSIVE), copy again what was written
- * meanwhile (up to SETTLE_PASSES times, until little is left), sync the
- * database file, copy once more, then RESTART, which holds the write lock for
- * the pages still left and their fsyncs and waits at most RESET_WAIT_MS for
- * readers to let go. RESTART, not TRUNCATE: the file is reused at its size
- * instead of being cut and grown again.
+ * Under steady writes the WAL is never all copied back before the next write,
+ * so it is never reused from its start by itself, and the larger it grows the
+ * longer a reset holds the write lock. Resetting early keeps every hold short:
+ * lock-free PASSIVE copies until little is left, then RESTART (not TRUNCATE:
+ * the file is reused at its size) holds the lock for the last pages only.
  *
- * The sync before the RESTART is the one that matters: SQLite syncs the
- * database file at the end of a PASSIVE only if it copied up to the WAL's
- * current end (no commit came while it copied, no reader held it back), which
- * under load is never, so the pages every pass copied waited for
- * the RESTART's sync, under the write lock: 15-28 ms a reset during a prune on
- * the bench machine, against 1.5-4 ms for the resets whose last pass happened
- * to catch up.
+ * The database file is synced before the RESTART, outside the lock: SQLite
+ * syncs it after a PASSIVE only when the copy caught up with the WAL's end
+ * (under load, never), so the RESTART would otherwise sync every page the
+ * passes copied, under the write lock. Figures: docs/design/audit-writer.md,
+ * "Resetting the WAL early".
  */
 const RESET_WAIT_MS = 3;
 const SETTLE_PASSES = 3;

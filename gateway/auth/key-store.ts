@@ -1,5 +1,5 @@
-import type { Db } from '../audit/database.js';
-import { sqliteTime } from '../audit/database.js';
+import type { Db } from '../store/connection.js';
+import { sqliteTime } from '../store/sqlite-time.js';
 import { displayPrefix, generateKey, keyDigest, newKeyId } from './key-format.js';
 
 export interface ApiKeyRecord {

@@ -1,4 +1,4 @@
-import type { Db } from '../audit/database.js';
+import type { Db } from '../store/connection.js';
 import type { KeysByDigest, KeySource } from './key-source.js';
 import { loadActiveKeys } from './key-store.js';
 

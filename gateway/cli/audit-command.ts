@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { CHAINS, type ChainName } from '../audit/chain.js';
-import { openDatabase } from '../audit/database.js';
+import { CHAINS, type ChainName } from '../store/chain.js';
+import { openDatabase } from '../store/connection.js';
 import { verifyAuditChain, type ChainHead, type ExportedHead } from '../audit/verify-chain.js';
 import { CliError } from './cli-error.js';
 import { configOf, type ConfigSource } from './config-source.js';

@@ -2,10 +2,22 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { OutcomeRow } from '../audit/audit-writer.js';
 import type { PolicyVersionRow } from '../audit/control-log.js';
-import { openDatabase } from '../audit/database.js';
-import { explainDecision, type Explanation, type RecordedDecision, type ShownFact } from '../audit/explain-decision.js';
-import { LIMIT_UNITS } from '../limits/limit-types.js';
+import { openDatabase } from '../store/connection.js';
+import {
+  explainDecision,
+  type CustomerReplay,
+  type ExplainedPolicy,
+  type Explanation,
+  type LimitReplay,
+  type RecordedDecision,
+  type Replay,
+  type RuleReplay,
+  type ShownFact,
+  type Verdict,
+} from '../audit/explain-decision.js';
+import { LIMIT_UNITS } from '../policy/limit-kinds.js';
 import type { Cause } from '../policy/policy-types.js';
+import type { RequestFacts } from '../policy/request-facts.js';
 import { CliError } from './cli-error.js';
 import { configOf, type ConfigSource } from './config-source.js';
 
@@ -81,7 +93,13 @@ function causes(list: readonly Cause[] | null, raw: string | null): string {
 
 /** The human form: aligned sections, then the verdict as the last line. Content-free like the row it reads. */
 function render(e: Explanation): string {
-  const { row, outcome, policy, facts, replay, verdict } = e;
+  let s = decisionSection(e.row, e.causes) + outcomeSection(e.outcome) + policySection(e.policy, e.row.policy_hash) + factsSection(e.facts);
+  // Without the facts there is nothing the policy could be replayed against.
+  if (e.replay !== null && e.facts !== null) s += replaySections(e.replay, e.facts, e.verdict.policy_ran);
+  return s + verdictSection(e.verdict);
+}
+
+function decisionSection(row: RecordedDecision, parsedCauses: readonly Cause[] | null): string {
   let s = 'decision\n';
   s += kv('log id', row.id);
   s += kv('row', `${row.rowid}${row.hash === null ? '' : ` (hash ${row.hash})`}`);
@@ -93,78 +111,93 @@ function render(e: Explanation): string {
   s += kv('allowed', row.allowed === 1 ? 'yes' : 'no');
   s += kv('risk_score', String(row.risk_score));
   s += kv('reason', row.reason);
-  s += kv('causes', causes(e.causes, row.causes));
+  s += kv('causes', causes(parsedCauses, row.causes));
+  return s;
+}
 
-  s += '\noutcome\n';
-  if (outcome === null) s += '  (none recorded: refused, still running, or lost)\n';
-  else {
-    s += kv('status', count(outcome.status));
-    s += kv('duration', `${outcome.duration_ms} ms${outcome.upstream_ms === null ? '' : ` (upstream ${outcome.upstream_ms} ms)`}`);
-    s += kv('tokens', `prompt ${count(outcome.prompt_tokens)}, completion ${count(outcome.completion_tokens)}, total ${count(outcome.total_tokens)}`);
-    s += kv('error', outcome.error ?? '-');
+function outcomeSection(outcome: OutcomeRow | null): string {
+  let s = '\noutcome\n';
+  if (outcome === null) return `${s}  (none recorded: refused, still running, or lost)\n`;
+  s += kv('status', count(outcome.status));
+  s += kv('duration', `${outcome.duration_ms} ms${outcome.upstream_ms === null ? '' : ` (upstream ${outcome.upstream_ms} ms)`}`);
+  s += kv('tokens', `prompt ${count(outcome.prompt_tokens)}, completion ${count(outcome.completion_tokens)}, total ${count(outcome.total_tokens)}`);
+  s += kv('error', outcome.error ?? '-');
+  return s;
+}
+
+function policySection(policy: ExplainedPolicy | null, recordedHash: string | null): string {
+  let s = '\npolicy version\n';
+  if (policy === null) return s + (recordedHash === null ? '  (not recorded: the row predates provenance)\n' : `  ${recordedHash}: no policy_version row holds it\n`);
+  s += kv('hash', policy.hash);
+  s += kv('loaded_at', `${policy.loaded_at} UTC`);
+  s += kv('path', policy.path);
+  s += kv('text', policy.text_sha256 === policy.hash ? 'matches its hash' : `EDITED: now hashes to ${policy.text_sha256}`);
+  if (policy.compile_error !== null) s += kv('compiles', `no: ${policy.compile_error}`);
+  else s += kv('mode', `${policy.mode}, block_threshold ${policy.block_threshold}`);
+  return s;
+}
+
+function factsSection(facts: RequestFacts | null): string {
+  let s = '\nfacts\n';
+  if (facts === null) return `${s}  (meta does not hold the request facts)\n`;
+  s += kv('provider', facts.provider ?? '-');
+  const meta = Object.entries(facts.metadata);
+  s += kv('metadata', meta.length === 0 ? '(none)' : meta.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', '));
+  const r = facts.request;
+  s += kv('request', `stream ${r.stream}, max_tokens ${count(r.max_tokens)}, messages ${count(r.messages)}, tools ${count(r.tools)}, body_bytes ${r.body_bytes}`);
+  return s;
+}
+
+function replaySections(replay: Replay, facts: RequestFacts, policyRan: boolean): string {
+  return customerSection(replay.customer, facts) + rulesSection(replay.rules) + limitsSection(replay.limits) + replayedDecisionSection(replay, policyRan);
+}
+
+function customerSection(c: CustomerReplay, facts: RequestFacts): string {
+  let s = `\ncustomer ${c.entry === null ? '(not covered by the policy)' : c.entry === '*' ? '"*"' : c.entry}\n`;
+  if (c.entry === null) return s;
+  s += kv('models', `${facts.model ?? '-'}: ${c.model_allowed === null ? 'no model named' : c.model_allowed ? 'allowed' : 'NOT allowed'}`);
+  s += kv('operations', `${facts.operation}: ${c.operation_allowed ? 'allowed' : 'NOT allowed'}`);
+  s += kv('max_tokens', `${count(facts.request.max_tokens)}, ${c.max_tokens_cap === null ? 'no cap' : `cap ${c.max_tokens_cap}${c.max_tokens_over_cap ? ': OVER' : ''}`}`);
+  return s;
+}
+
+/** One row per rule, its conditions indented under it, in columns as wide as the longest id or field. */
+function rulesSection(rules: readonly RuleReplay[]): string {
+  let s = '\nrules\n';
+  if (rules.length === 0) return `${s}  (none)\n`;
+  const width = Math.max(4, ...rules.map((r) => r.id.length), ...rules.flatMap((r) => r.conditions.map((cond) => cond.field.length + 2)));
+  s += `  ${'RULE'.padEnd(width)}  MATCHED  RISK  BLOCKS\n`;
+  for (const r of rules) {
+    s += `  ${r.id.padEnd(width)}  ${yesNo(r.matched).padEnd(7)}  ${String(r.risk).padStart(4)}  ${yesNo(r.blocks)}\n`;
+    for (const cond of r.conditions) s += `    ${cond.field.padEnd(width - 2)}  ${yesNo(cond.matched).padEnd(7)}  = ${fact(cond.value)}\n`;
   }
+  return s;
+}
 
-  s += '\npolicy version\n';
-  if (policy === null) s += row.policy_hash === null ? '  (not recorded: the row predates provenance)\n' : `  ${row.policy_hash}: no policy_version row holds it\n`;
-  else {
-    s += kv('hash', policy.hash);
-    s += kv('loaded_at', `${policy.loaded_at} UTC`);
-    s += kv('path', policy.path);
-    s += kv('text', policy.text_sha256 === policy.hash ? 'matches its hash' : `EDITED: now hashes to ${policy.text_sha256}`);
-    if (policy.compile_error !== null) s += kv('compiles', `no: ${policy.compile_error}`);
-    else s += kv('mode', `${policy.mode}, block_threshold ${policy.block_threshold}`);
+function limitsSection(limits: readonly LimitReplay[]): string {
+  let s = '\nlimits\n';
+  if (limits.length === 0) return `${s}  (none apply)\n`;
+  const width = Math.max(...limits.map((l) => l.kind.length));
+  for (const l of limits) {
+    s += `  ${l.kind.padEnd(width)}  ${`${l.scope} ${l.id}`}  ${l.limit}/${LIMIT_UNITS[l.kind].per}${l.refused ? '  refused it (per the row)' : ''}\n`;
   }
+  return s;
+}
 
-  s += '\nfacts\n';
-  if (facts === null) s += '  (meta does not hold the request facts)\n';
-  else {
-    s += kv('provider', facts.provider ?? '-');
-    const meta = Object.entries(facts.metadata);
-    s += kv('metadata', meta.length === 0 ? '(none)' : meta.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', '));
-    const r = facts.request;
-    s += kv('request', `stream ${r.stream}, max_tokens ${count(r.max_tokens)}, messages ${count(r.messages)}, tools ${count(r.tools)}, body_bytes ${r.body_bytes}`);
-  }
+function replayedDecisionSection(replay: Replay, policyRan: boolean): string {
+  const d = replay.decision;
+  let s = `\nreplay${policyRan ? '' : ' (for reference: the gateway refused before the policy ran)'}\n`;
+  s += kv('risk', `sum ${replay.risk_sum}, risk_score ${d.risk_score} vs block_threshold ${replay.block_threshold}: ${d.risk_score >= replay.block_threshold ? 'reaches it' : 'below'}`);
+  s += kv('mode', replay.mode);
+  s += kv('allowed', yesNo(d.allowed) + (d.allowed && d.violates ? ' (monitor mode: enforce would block)' : ''));
+  s += kv('risk_score', String(d.risk_score));
+  s += kv('reason', d.reason);
+  s += kv('causes', causes(d.causes, null));
+  return s;
+}
 
-  if (replay !== null && facts !== null) {
-    const c = replay.customer;
-    s += `\ncustomer ${c.entry === null ? '(not covered by the policy)' : c.entry === '*' ? '"*"' : c.entry}\n`;
-    if (c.entry !== null) {
-      s += kv('models', `${facts.model ?? '-'}: ${c.model_allowed === null ? 'no model named' : c.model_allowed ? 'allowed' : 'NOT allowed'}`);
-      s += kv('operations', `${facts.operation}: ${c.operation_allowed ? 'allowed' : 'NOT allowed'}`);
-      s += kv('max_tokens', `${count(facts.request.max_tokens)}, ${c.max_tokens_cap === null ? 'no cap' : `cap ${c.max_tokens_cap}${c.max_tokens_over_cap ? ': OVER' : ''}`}`);
-    }
-
-    s += '\nrules\n';
-    if (replay.rules.length === 0) s += '  (none)\n';
-    else {
-      const width = Math.max(4, ...replay.rules.map((r) => r.id.length), ...replay.rules.flatMap((r) => r.conditions.map((cond) => cond.field.length + 2)));
-      s += `  ${'RULE'.padEnd(width)}  MATCHED  RISK  BLOCKS\n`;
-      for (const r of replay.rules) {
-        s += `  ${r.id.padEnd(width)}  ${yesNo(r.matched).padEnd(7)}  ${String(r.risk).padStart(4)}  ${yesNo(r.blocks)}\n`;
-        for (const cond of r.conditions) s += `    ${cond.field.padEnd(width - 2)}  ${yesNo(cond.matched).padEnd(7)}  = ${fact(cond.value)}\n`;
-      }
-    }
-
-    s += '\nlimits\n';
-    if (replay.limits.length === 0) s += '  (none apply)\n';
-    else {
-      const width = Math.max(...replay.limits.map((l) => l.kind.length));
-      for (const l of replay.limits) {
-        s += `  ${l.kind.padEnd(width)}  ${`${l.scope} ${l.id}`}  ${l.limit}/${LIMIT_UNITS[l.kind].per}${l.refused ? '  refused it (per the row)' : ''}\n`;
-      }
-    }
-
-    const d = replay.decision;
-    s += `\nreplay${verdict.policy_ran ? '' : ' (for reference: the gateway refused before the policy ran)'}\n`;
-    s += kv('risk', `sum ${replay.risk_sum}, risk_score ${d.risk_score} vs block_threshold ${replay.block_threshold}: ${d.risk_score >= replay.block_threshold ? 'reaches it' : 'below'}`);
-    s += kv('mode', replay.mode);
-    s += kv('allowed', yesNo(d.allowed) + (d.allowed && d.violates ? ' (monitor mode: enforce would block)' : ''));
-    s += kv('risk_score', String(d.risk_score));
-    s += kv('reason', d.reason);
-    s += kv('causes', causes(d.causes, null));
-  }
-
-  s += '\nverdict\n';
+function verdictSection(verdict: Verdict): string {
+  let s = '\nverdict\n';
   s += kv('basis', verdict.summary);
   if (verdict.agrees === null) s += 'not replayed: the row was recorded before provenance and names no policy version\n';
   else if (verdict.agrees) s += `replay agrees with the recorded decision${verdict.basis === 'row' ? ' (explained from the row)' : ''}\n`;

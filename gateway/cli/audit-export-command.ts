@@ -3,11 +3,12 @@ import { once } from 'node:events';
 import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { openDatabase, sqliteTime } from '../audit/database.js';
+import { openDatabase } from '../store/connection.js';
+import { sqliteTime } from '../store/sqlite-time.js';
 import { EXPORT_FORMATS, exportTrail, type ExportFormat } from '../audit/export-trail.js';
 import { CliError } from './cli-error.js';
 import { configOf, type ConfigSource } from './config-source.js';
-import { VERSION } from './version.js';
+import { VERSION } from '../config/version.js';
 
 const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000 } as const;
 /** Lines are gathered into chunks of about this size: one write per row would cost more than the row. */

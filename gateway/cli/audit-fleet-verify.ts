@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { CHAINS } from '../audit/chain.js';
+import { CHAINS } from '../store/chain.js';
 import { FLEET_CHAIN_ID } from '../fleet/fleet-control-log.js';
 import type { FleetDatabase } from '../fleet/fleet-database.js';
 import { CENTRAL_AUDIT_TABLES, verifyCentralAudit, type GatewayVerified } from '../fleet/verify-central.js';

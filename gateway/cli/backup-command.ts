@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { backupAuditDatabase } from '../audit/backup.js';
 import { appendControlEvent, controlEvent } from '../audit/control-log.js';
-import { openDatabase } from '../audit/database.js';
+import { openDatabase } from '../store/connection.js';
 import { cliActor } from './actor.js';
 import { displayPath } from '../config/gateway-config.js';
 import { configOf, type ConfigSource } from './config-source.js';

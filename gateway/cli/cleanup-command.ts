@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { openDatabase } from '../audit/database.js';
+import { openDatabase } from '../store/connection.js';
 import { appendControlEvent, controlEvent } from '../audit/control-log.js';
 import { latestAnchors, pruneAuditRows, retentionCutoff } from '../audit/retention.js';
 import { localShippedThrough } from '../fleet/local-watermark.js';

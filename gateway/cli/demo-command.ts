@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startGateway, type RunningGateway } from '../app.js';
-import { openDatabase } from '../audit/database.js';
+import { openDatabase } from '../store/connection.js';
 import { createKey } from '../auth/key-store.js';
 import { loadGatewayConfig } from '../config/gateway-config.js';
 import { createLogger } from '../observability/logger.js';

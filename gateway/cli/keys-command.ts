@@ -1,11 +1,11 @@
 import { parseArgs } from 'node:util';
 import { appendControlEvent, controlEvent } from '../audit/control-log.js';
-import { openDatabase } from '../audit/database.js';
+import { openDatabase } from '../store/connection.js';
 import { createKey, KeyStoreError, listKeys, revokeKey, type ApiKeyRecord, type CreatedKey } from '../auth/key-store.js';
 import type { GatewayConfig } from '../config/gateway-config.js';
 import { createCentralKey, listCentralKeys, revokeCentralKey } from '../fleet/central-keys.js';
 import { migrateCentralSchema } from '../fleet/central-schema.js';
-import type { FleetConfig } from '../fleet/fleet-config.js';
+import type { FleetConfig } from '../config/fleet-config.js';
 import { describeFleetError, FleetDatabase, fleetDatabaseUrl } from '../fleet/fleet-database.js';
 import { cliActor } from './actor.js';
 import { CliError } from './cli-error.js';

@@ -2,16 +2,31 @@ import { displayPath, loadGatewayConfig, resolveConfigFile, type GatewayConfig }
 import { ConfigError } from '../config/yaml-source.js';
 import { CliError } from './cli-error.js';
 import { commandUsage, USAGE } from './usage-text.js';
-import { VERSION } from './version.js';
+import { VERSION } from '../config/version.js';
 
 /** parseArgs' complaints about the command line itself: usage errors, exit 2. */
 const PARSE_ARGS_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE']);
 
+type LoadConfig = () => GatewayConfig;
+/** A command's exit code, or nothing for 0. */
+type Command = (loadConfig: LoadConfig, args: string[]) => Promise<number | void>;
+
 /**
- * Runs one command; returns the exit code. Errors become one line on stderr.
- * Each command's module is loaded on demand, so `keys list` does not pay for
- * the proxy, the dashboard or Sentry.
+ * The commands that read the configuration, each loaded on demand, so `keys
+ * list` does not pay for the proxy, the dashboard or Sentry. `serve` logs to
+ * stderr; the others answer on stdout.
  */
+const COMMANDS: Readonly<Record<string, Command>> = {
+  serve: async (load, args) => (await import('./serve-command.js')).serveCommand(load, args, process.stderr),
+  keys: async (load, args) => (await import('./keys-command.js')).keysCommand(load, args, process.stdout),
+  policy: async (load, args) => (await import('./policy-command.js')).policyCommand(load, args, process.stdout),
+  'cleanup-logs': async (load, args) => (await import('./cleanup-command.js')).cleanupCommand(load, args, process.stdout),
+  audit: async (load, args) => (await import('./audit-command.js')).auditCommand(load, args, process.stdout),
+  backup: async (load, args) => (await import('./backup-command.js')).backupCommand(load, args, process.stdout),
+  usage: async (load, args) => (await import('./usage-command.js')).usageCommand(load, args, process.stdout),
+};
+
+/** Runs one command; returns the exit code. Errors become one line on stderr. */
 export async function main(argv: string[]): Promise<number> {
   // Kept so a missing file can be explained by the setting that named it.
   let configName: string | undefined;
@@ -24,59 +39,47 @@ export async function main(argv: string[]): Promise<number> {
     if (command !== undefined && !command.startsWith('-') && (args.includes('--help') || args.includes('-h'))) {
       return printUsage(command, args[0]?.startsWith('-') ? undefined : args[0]);
     }
-    switch (command) {
-      case 'serve':
-        await (await import('./serve-command.js')).serveCommand(loadConfig, args, process.stderr);
-        return 0;
-      case 'demo':
-        // The demo writes a configuration of its own; a --config given here would be silently ignored otherwise.
-        if (configFile !== undefined) throw new CliError('demo writes its own configuration in a temporary directory; --config does not apply', 2);
-        await (await import('./demo-command.js')).demoCommand(args, process.stdout);
-        return 0;
-      case 'keys':
-        await (await import('./keys-command.js')).keysCommand(loadConfig, args, process.stdout);
-        return 0;
-      case 'policy':
-        await (await import('./policy-command.js')).policyCommand(loadConfig, args, process.stdout);
-        return 0;
-      case 'cleanup-logs':
-        await (await import('./cleanup-command.js')).cleanupCommand(loadConfig, args, process.stdout);
-        return 0;
-      case 'audit':
-        return await (await import('./audit-command.js')).auditCommand(loadConfig, args, process.stdout);
-      case 'backup':
-        await (await import('./backup-command.js')).backupCommand(loadConfig, args, process.stdout);
-        return 0;
-      case 'usage':
-        await (await import('./usage-command.js')).usageCommand(loadConfig, args, process.stdout);
-        return 0;
-      case 'version':
-      case '--version':
-      case '-V':
-        if (args.length > 0) throw new CliError(`version takes no arguments, got "${args[0]}"`, 2);
-        process.stdout.write(`${VERSION}\n`);
-        return 0;
-      case 'help':
-        if (args[0] !== undefined) return printUsage(args[0], args[1]);
-        process.stdout.write(`${USAGE}\n`);
-        return 0;
-      case '--help':
-      case '-h':
-        process.stdout.write(`${USAGE}\n`);
-        return 0;
-      case undefined:
-        // No command is a usage error, but the list is what the user needs to see.
-        process.stdout.write(`${USAGE}\n`);
-        return 2;
-      default:
-        throw new CliError(`unknown command "${command}"; run "govgate help" for the list`, 2);
+    const run = command !== undefined && Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+    if (run) return (await run(loadConfig, args)) ?? 0;
+    if (command === 'demo') {
+      // The demo writes a configuration of its own; a --config given here would be silently ignored otherwise.
+      if (configFile !== undefined) throw new CliError('demo writes its own configuration in a temporary directory; --config does not apply', 2);
+      await (await import('./demo-command.js')).demoCommand(args, process.stdout);
+      return 0;
     }
+    return builtIn(command, args);
   } catch (err) {
     const explained = explainMissingFile(err, configName, loaded);
     // Located errors keep the bare `FILE:LINE:COL: message` shape that editors and CI annotators read.
     process.stderr.write(explained instanceof ConfigError ? `${explained.message}\n` : `govgate: ${oneLine(explained, commandName(argv))}\n`);
     if (explained instanceof CliError) return explained.exitCode;
     return PARSE_ARGS_CODES.has((explained as { code?: string }).code ?? '') ? 2 : 1;
+  }
+}
+
+/** What needs no configuration: version and help, and what is not a command. */
+function builtIn(command: string | undefined, args: string[]): number {
+  switch (command) {
+    case 'version':
+    case '--version':
+    case '-V':
+      if (args.length > 0) throw new CliError(`version takes no arguments, got "${args[0]}"`, 2);
+      process.stdout.write(`${VERSION}\n`);
+      return 0;
+    case 'help':
+      if (args[0] !== undefined) return printUsage(args[0], args[1]);
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    case undefined:
+      // No command is a usage error, but the list is what the user needs to see.
+      process.stdout.write(`${USAGE}\n`);
+      return 2;
+    default:
+      throw new CliError(`unknown command "${command}"; run "govgate help" for the list`, 2);
   }
 }
 

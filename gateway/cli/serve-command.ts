@@ -6,7 +6,7 @@ import { createLogger } from '../observability/logger.js';
 import { errorSummary } from '../observability/error-summary.js';
 import { CliError } from './cli-error.js';
 import { configOf, type ConfigSource } from './config-source.js';
-import { VERSION } from './version.js';
+import { VERSION } from '../config/version.js';
 
 /** Runs the gateway in the foreground until SIGTERM or SIGINT, then drains and exits 0. */
 export async function serveCommand(source: ConfigSource, args: string[], err: NodeJS.WritableStream): Promise<void> {

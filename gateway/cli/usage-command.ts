@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util';
-import { openDatabase, sqliteTime } from '../audit/database.js';
+import { usageReport, type UsageRow } from '../audit/usage-queries.js';
+import { openDatabase } from '../store/connection.js';
+import { sqliteTime } from '../store/sqlite-time.js';
 import { displayPath, type GatewayConfig } from '../config/gateway-config.js';
 import type { FleetUsageFilter } from '../fleet/central-usage.js';
 import { CliError } from './cli-error.js';
@@ -7,16 +9,6 @@ import { configOf, type ConfigSource } from './config-source.js';
 
 const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000 } as const;
 const DEFAULT_SINCE = '30d';
-
-export interface UsageRow {
-  readonly customer: string;
-  readonly model: string | null;
-  readonly requests: number;
-  readonly blocked: number;
-  readonly prompt_tokens: number;
-  readonly completion_tokens: number;
-  readonly total_tokens: number;
-}
 
 /**
  * `usage [--customer ID] [--gateway ID] [--since 7d] [--json]`: requests,
@@ -42,16 +34,7 @@ export function usageCommand(source: ConfigSource, args: string[], out: NodeJS.W
   }
   let rows: UsageRow[];
   try {
-    rows = db.prepare(
-      `SELECT u.customer_id AS customer, u.model AS model, COUNT(*) AS requests, SUM(u.allowed = 0) AS blocked,
-              COALESCE(SUM(o.prompt_tokens), 0) AS prompt_tokens, COALESCE(SUM(o.completion_tokens), 0) AS completion_tokens,
-              COALESCE(SUM(o.total_tokens), 0) AS total_tokens
-         FROM usagelog u LEFT JOIN usagelog_outcome o ON o.log_id = u.id
-        WHERE u.created_at >= @cutoff AND (@customer IS NULL OR u.customer_id = @customer)
-          AND json_extract(u.meta, '$.kind') IS NOT 'check'
-        GROUP BY u.customer_id, u.model
-        ORDER BY u.customer_id, u.model`,
-    ).all({ cutoff, customer: values.customer ?? null }) as UsageRow[];
+    rows = usageReport(db, cutoff, values.customer ?? null);
   } finally {
     db.close();
   }

@@ -2,8 +2,9 @@ import path from 'node:path';
 import { deepFreeze } from './deep-freeze.js';
 import { YamlSource } from './yaml-source.js';
 import type { Plain } from './validate.js';
-import { ENV_NAME, SETTINGS, allowsScheme, keyPathOf, type EnumValue } from './settings.js';
+import { ENV_NAME, SETTINGS, keyPathOf, type EnumValue } from './settings.js';
 import {
+  parseUrlSetting,
   readBooleanSetting,
   readCronSetting,
   readEnumSetting,
@@ -17,7 +18,7 @@ import {
   readStringSetting,
 } from './read-setting.js';
 import { readLimitsConfig, type LimitsConfig } from './limits-config.js';
-import { readFleetConfig, type FleetConfig } from '../fleet/fleet-config.js';
+import { readFleetConfig, type FleetConfig } from './fleet-config.js';
 
 export type OnWriteFailure = EnumValue<'audit.on_write_failure'>;
 export type SyncMode = EnumValue<'audit.synchronous'>;
@@ -81,6 +82,8 @@ export interface GatewayConfig {
     readonly backupKeep: number;
   };
   readonly sentry: { readonly dsnEnv: string };
+  /** The dashboard's token is read from the variable `tokenEnv` names; unset or empty, there is no dashboard. */
+  readonly admin: { readonly tokenEnv: string };
   readonly limits: LimitsConfig;
   /** Null in single-node mode: keys live in the local SQLite file. */
   readonly fleet: FleetConfig | null;
@@ -108,53 +111,19 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
   const src: YamlSource = YamlSource.readFile(path.resolve(cwd, file), file);
   const root = readRoot(src, src.value());
 
-  const server = readSection(src, 'server', root.server);
-  const portAt = keyPathOf('server.port');
-  const envPort = env.PORT;
-  if (envPort !== undefined && envPort !== '' && !/^\d{1,5}$/.test(envPort)) {
-    src.fail(portAt, `$PORT must be a port number, got "${envPort}"`);
-  }
-  // Validated even when $PORT overrides it: a typo in the file must not wait to surface until the day $PORT is unset.
-  const filePort = readIntegerSetting(src, server, 'server.port');
-  const port = envPort ? Number(envPort) : filePort;
-  const maxPort = SETTINGS['server.port'].type.max;
-  if (port > maxPort) src.fail(portAt, `$PORT must be at most ${maxPort}, got ${port}`);
-
-  const headersTimeout = server.headers_timeout_ms;
-  const requestTimeout = server.request_timeout_ms;
-  if (typeof headersTimeout === 'number' && typeof requestTimeout === 'number' && headersTimeout > requestTimeout) {
-    src.fail(keyPathOf('server.headers_timeout_ms'), 'must not be longer than server.request_timeout_ms');
-  }
-  const providerList: unknown = root.providers;
-  if (!Array.isArray(providerList) || providerList.length === 0) {
-    src.fail(['providers'], 'must be a non-empty list of providers');
-  }
-  const providers = providerList.map((raw: unknown, i: number) => readProvider(src, i, raw));
-  const names = new Set<string>();
-  providers.forEach((p, i) => {
-    if (names.has(p.name)) src.fail(keyPathOf('providers[].name', i), `duplicate provider name "${p.name}"`);
-    names.add(p.name);
-  });
-
+  const server = readServer(src, root.server, env.PORT);
+  const providers = readProviders(src, root.providers);
   const policy = readSection(src, 'policy', root.policy);
   const audit = readSection(src, 'audit', root.audit);
   const cleanupSchedule = readCronSetting(src, audit, 'audit.cleanup_schedule');
   const backupSchedule = readCronSetting(src, audit, 'audit.backup_schedule');
   const sentry = readSection(src, 'sentry', root.sentry);
+  const admin = readSection(src, 'admin', root.admin);
   const log = readSection(src, 'log', root.log);
 
   return deepFreeze({
     file,
-    server: {
-      host: readStringSetting(src, server, 'server.host'),
-      port,
-      maxBodyBytes: readIntegerSetting(src, server, 'server.max_body_bytes'),
-      maxUploadBytes: readIntegerSetting(src, server, 'server.max_upload_bytes'),
-      headersTimeoutMs: readIntegerSetting(src, server, 'server.headers_timeout_ms'),
-      requestTimeoutMs: readIntegerSetting(src, server, 'server.request_timeout_ms'),
-      drainTimeoutMs: readIntegerSetting(src, server, 'server.drain_timeout_ms'),
-      maxConnections: readIntegerSetting(src, server, 'server.max_connections'),
-    },
+    server,
     providers,
     policy: { path: readPathSetting(src, policy, 'policy.path', cwd) },
     audit: {
@@ -169,10 +138,55 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
       backupKeep: readIntegerSetting(src, audit, 'audit.backup_keep'),
     },
     sentry: { dsnEnv: readStringSetting(src, sentry, 'sentry.dsn_env') },
+    admin: { tokenEnv: readStringSetting(src, admin, 'admin.token_env') },
     limits: readLimitsConfig(src, root.limits),
     fleet: readFleetConfig(src, root.fleet),
     log: { level: readEnumSetting(src, log, 'log.level') },
   });
+}
+
+/** `server:`, with $PORT over server.port. */
+function readServer(src: YamlSource, raw: unknown, envPort: string | undefined): GatewayConfig['server'] {
+  const server = readSection(src, 'server', raw);
+  const portAt = keyPathOf('server.port');
+  if (envPort !== undefined && envPort !== '' && !/^\d{1,5}$/.test(envPort)) {
+    src.fail(portAt, `$PORT must be a port number, got "${envPort}"`);
+  }
+  // Validated even when $PORT overrides it: a typo in the file must not wait to surface until the day $PORT is unset.
+  const filePort = readIntegerSetting(src, server, 'server.port');
+  const port = envPort ? Number(envPort) : filePort;
+  const maxPort = SETTINGS['server.port'].type.max;
+  if (port > maxPort) src.fail(portAt, `$PORT must be at most ${maxPort}, got ${port}`);
+
+  const headersTimeout = server.headers_timeout_ms;
+  const requestTimeout = server.request_timeout_ms;
+  if (typeof headersTimeout === 'number' && typeof requestTimeout === 'number' && headersTimeout > requestTimeout) {
+    src.fail(keyPathOf('server.headers_timeout_ms'), 'must not be longer than server.request_timeout_ms');
+  }
+  return {
+    host: readStringSetting(src, server, 'server.host'),
+    port,
+    maxBodyBytes: readIntegerSetting(src, server, 'server.max_body_bytes'),
+    maxUploadBytes: readIntegerSetting(src, server, 'server.max_upload_bytes'),
+    headersTimeoutMs: readIntegerSetting(src, server, 'server.headers_timeout_ms'),
+    requestTimeoutMs: readIntegerSetting(src, server, 'server.request_timeout_ms'),
+    drainTimeoutMs: readIntegerSetting(src, server, 'server.drain_timeout_ms'),
+    maxConnections: readIntegerSetting(src, server, 'server.max_connections'),
+  };
+}
+
+/** `providers:`, a non-empty list with unique names. */
+function readProviders(src: YamlSource, raw: unknown): ProviderConfig[] {
+  if (!Array.isArray(raw) || raw.length === 0) {
+    src.fail(['providers'], 'must be a non-empty list of providers');
+  }
+  const providers = raw.map((item: unknown, i: number) => readProvider(src, i, item));
+  const names = new Set<string>();
+  providers.forEach((p, i) => {
+    if (names.has(p.name)) src.fail(keyPathOf('providers[].name', i), `duplicate provider name "${p.name}"`);
+    names.add(p.name);
+  });
+  return providers;
 }
 
 /** A value sent as a header: printable ASCII, so it cannot split or smuggle a header line. */
@@ -185,14 +199,7 @@ function readHeaderValue(src: YamlSource, map: Plain, key: 'providers[].organiza
 function readProvider(src: YamlSource, index: number, raw: unknown): ProviderConfig {
   const p = readItem(src, 'providers[]', index, raw);
   const baseUrlAt = keyPathOf('providers[].base_url', index);
-  const baseUrlText = readStringSetting(src, p, 'providers[].base_url', index);
-  let baseUrl: URL;
-  try {
-    baseUrl = new URL(baseUrlText);
-  } catch {
-    src.fail(baseUrlAt, `"${baseUrlText}" is not a URL`);
-  }
-  if (!allowsScheme(SETTINGS['providers[].base_url'].type, baseUrl.protocol)) src.fail(baseUrlAt, 'must be an http:// or https:// URL');
+  const baseUrl = parseUrlSetting(src, 'providers[].base_url', readStringSetting(src, p, 'providers[].base_url', index), 'an http:// or https:// URL', index);
   if (baseUrl.search || baseUrl.hash) src.fail(baseUrlAt, 'must not carry a query or fragment');
   const apiKeyEnv = readOptionalStringSetting(src, p, 'providers[].api_key_env', index);
   if (apiKeyEnv !== null && !ENV_NAME.test(apiKeyEnv)) {

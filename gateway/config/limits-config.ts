@@ -1,7 +1,7 @@
 import type { YamlSource } from './yaml-source.js';
 import { readString } from './validate.js';
-import { ENV_NAME, SETTINGS, allowsScheme, keyPathOf, sectionKeys, type EnumValue } from './settings.js';
-import { readEnumSetting, readIntegerSetting, readOptionalStringSetting, readSection } from './read-setting.js';
+import { ENV_NAME, keyPathOf, sectionKeys, type EnumValue } from './settings.js';
+import { parseUrlSetting, readEnumSetting, readIntegerSetting, readOptionalStringSetting, readSection } from './read-setting.js';
 
 export type LimitStoreKind = EnumValue<'limits.store'>;
 export type OnStoreFailure = EnumValue<'limits.on_store_failure'>;
@@ -28,13 +28,7 @@ export function readLimitsConfig(src: YamlSource, raw: unknown): LimitsConfig {
   if (store === 'redis') {
     // No default in the table: with a Redis store the URL is required.
     redisUrl = readString(src, urlAt, limits.redis_url);
-    let url: URL;
-    try {
-      url = new URL(redisUrl);
-    } catch {
-      src.fail(urlAt, `"${redisUrl}" is not a URL`);
-    }
-    if (!allowsScheme(SETTINGS['limits.redis_url'].type, url.protocol)) src.fail(urlAt, 'must be a redis:// or rediss:// URL');
+    const url = parseUrlSetting(src, 'limits.redis_url', redisUrl, 'a redis:// or rediss:// URL');
     if (url.password) src.fail(urlAt, 'must not hold a password; name the environment variable that does in limits.redis_password_env');
   } else if (limits.redis_url !== undefined) {
     src.fail(urlAt, 'is only used with limits.store: redis');

@@ -5,6 +5,7 @@ import { readBoolean, readEnum, readInteger, readMap, readOptionalMap, readStrin
 import {
   SETTINGS,
   ROOT_KEYS,
+  allowsScheme,
   keyPathOf,
   sectionKeys,
   splitKey,
@@ -89,6 +90,23 @@ export function readOptionalStringSetting(src: YamlSource, map: Plain, key: Text
 /** A path setting, resolved against `cwd`. */
 export function readPathSetting(src: YamlSource, map: Plain, key: KeyOfKind<'path'>, cwd: string): string {
   return path.resolve(cwd, readStringSetting(src, map, key));
+}
+
+/**
+ * A URL setting's text (read by the caller: whether it is required can depend
+ * on other keys), parsed, with a scheme the table allows; `mustBe` says which
+ * in the error, such as "an http:// or https:// URL".
+ */
+export function parseUrlSetting(src: YamlSource, key: KeyOfKind<'url'>, text: string, mustBe: string, index?: number): URL {
+  const at = keyPathOf(key, index);
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    src.fail(at, `"${text}" is not a URL`);
+  }
+  if (!allowsScheme(SETTINGS[key].type, url.protocol)) src.fail(at, `must be ${mustBe}`);
+  return url;
 }
 
 /** A node-cron expression. */

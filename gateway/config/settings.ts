@@ -138,6 +138,8 @@ const TABLE = {
 
   'sentry.dsn_env': { type: text('env-name'), default: 'SENTRY_DSN', doc: 'environment variable holding the Sentry DSN' },
 
+  'admin.token_env': { type: text('env-name'), default: 'GOVGATE_ADMIN_TOKEN', doc: 'environment variable holding the admin dashboard token' },
+
   'limits.store': { type: oneOf('memory', 'redis'), default: 'memory', doc: 'where rate limit and token budget counters live' },
   'limits.redis_url': {
     type: url('redis:', 'rediss:'),

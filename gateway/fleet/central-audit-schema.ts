@@ -1,10 +1,10 @@
 /**
  * The central audit trail: one schema step (appended to CENTRAL_MIGRATIONS)
  * holding every gateway's shipped rows, in tables named like the local ones
- * (gateway/audit/database.ts) plus `gateway_id` and, where the local table has
+ * (gateway/store/schema.ts) plus `gateway_id` and, where the local table has
  * no integer key of its own, the local `rowid` as `row_id`.
  *
- * Every value a local row's hash covers (audit/chain.ts) is kept exactly, so
+ * Every value a local row's hash covers (store/chain.ts) is kept exactly, so
  * `audit verify --fleet` recomputes the same hashes from PostgreSQL:
  * - `created_at` (and the other times) are TIMESTAMPTZ with millisecond values;
  *   the local text is rebuilt as

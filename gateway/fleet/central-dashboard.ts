@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { RISK_BUCKETS, type CauseRow, type ChangeRow, type DecisionListRow, type GroupRow, type HourCounts, type TokenRow } from '../admin/admin-queries.js';
 import { DashboardUnavailable, type FleetDashboardSource, type FleetGatewayRow } from '../admin/dashboard-source.js';
-import type { FleetConfig } from './fleet-config.js';
+import type { FleetConfig } from '../config/fleet-config.js';
 import { describeFleetError, FleetDatabase, fleetDatabaseUrl } from './fleet-database.js';
 
 /**

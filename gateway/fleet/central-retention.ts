@@ -1,5 +1,5 @@
 import { scheduleJob, type ScheduledJob, type ScheduleHooks } from '../audit/background-schedule.js';
-import { PRUNED_CHAINS } from '../audit/chain.js';
+import { PRUNED_CHAINS } from '../store/chain.js';
 import type { FleetDatabase } from './fleet-database.js';
 
 /** Any 64-bit number unlikely to be used by another application's advisory locks; not the migration's. */

@@ -1,3 +1,4 @@
+import { apiKeysTable } from '../store/schema.js';
 import type { FleetDatabase } from './fleet-database.js';
 import { CENTRAL_AUDIT_MIGRATION } from './central-audit-schema.js';
 
@@ -11,20 +12,11 @@ export const KEYS_CHANNEL = 'govgate_keys';
  * an upgrade, and each must find exactly the tables it expects.
  */
 export const CENTRAL_MIGRATIONS: readonly string[] = [
-  // api_keys has the local table's columns (gateway/audit/database.ts); times are timestamps here.
+  // api_keys is the local table (gateway/store/schema.ts) with times as timestamps.
   // govgate_key_version is bumped in the same transaction as every key change, so a gateway that
   // missed a NOTIFY (LISTEN connection down) sees the change on its next cheap poll of one row.
   `
-  CREATE TABLE api_keys (
-    id          TEXT PRIMARY KEY,
-    customer_id TEXT NOT NULL,
-    name        TEXT,
-    prefix      TEXT NOT NULL,
-    digest      TEXT NOT NULL UNIQUE,
-    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-    revoked_at  TIMESTAMPTZ
-  );
-  CREATE INDEX api_keys_customer_id ON api_keys (customer_id);
+  ${apiKeysTable('TIMESTAMPTZ NOT NULL DEFAULT now()', 'TIMESTAMPTZ')}
 
   CREATE TABLE govgate_key_version (
     singleton BOOLEAN PRIMARY KEY DEFAULT true CHECK (singleton),

@@ -1,15 +1,8 @@
+import type { UsageRow } from '../audit/usage-queries.js';
 import type { FleetDatabase } from './fleet-database.js';
 
-export interface FleetUsageRow {
-  readonly gateway: string;
-  readonly customer: string;
-  readonly model: string | null;
-  readonly requests: number;
-  readonly blocked: number;
-  readonly prompt_tokens: number;
-  readonly completion_tokens: number;
-  readonly total_tokens: number;
-}
+/** A usage row of one gateway. */
+export type FleetUsageRow = UsageRow & { readonly gateway: string };
 
 export interface FleetUsageFilter {
   readonly since: Date;
@@ -18,7 +11,7 @@ export interface FleetUsageFilter {
 }
 
 /**
- * `govgate usage` over the central tables: the local query (gateway/cli/usage-command.ts)
+ * `govgate usage` over the central tables: the local query (gateway/audit/usage-queries.ts)
  * per gateway. An outcome belongs to the decision of the same gateway; /v1/check
  * questions are not requests and are left out, as locally.
  */

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { GENESIS_HASH, rowHash } from '../audit/chain.js';
+import { GENESIS_HASH, rowHash } from '../store/chain.js';
 import type { ControlEventRow } from '../audit/control-log.js';
 
 /**

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { FleetConfig } from './fleet-config.js';
+import type { FleetConfig } from '../config/fleet-config.js';
 
 export interface FleetDatabaseOptions {
   /** Shown in pg_stat_activity, so an operator can tell the gateways and the CLI apart. */

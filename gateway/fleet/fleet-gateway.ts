@@ -1,4 +1,4 @@
-import type { FleetConfig } from './fleet-config.js';
+import type { FleetConfig } from '../config/fleet-config.js';
 import { migrateCentralSchema } from './central-schema.js';
 import { describeFleetError, FleetDatabase, fleetDatabaseUrl } from './fleet-database.js';
 import { KeySync } from './key-sync.js';

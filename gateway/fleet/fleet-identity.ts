@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { Db } from '../audit/database.js';
+import type { Db } from '../store/connection.js';
 import { shippedTable, SHIPPED_TABLES, type ShippedTableName } from './shipped-tables.js';
 
 /** How far one table of this gateway has been shipped: the local rowid of the last row, and its hash for a chain. */

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { Registry } from 'prom-client';
-import type { Db } from '../audit/database.js';
+import type { Db } from '../store/connection.js';
 import { errorSummary } from '../observability/error-summary.js';
 import type { ErrorReporter } from '../observability/error-reporter.js';
 import type { Logger } from '../observability/logger.js';
@@ -26,9 +26,12 @@ export interface FleetShippingOptions {
   readonly reporter: ErrorReporter;
 }
 
+/** How long a stop gives its last rows to reach the fleet database; the rest ships at the next start. */
+const STOP_FLUSH_MS = 2000;
+
 export interface FleetShipping {
   /** Stops the schedule and the shipper, giving the last rows up to `flushMs` to reach PostgreSQL. */
-  stop(flushMs: number): Promise<void>;
+  stop(flushMs?: number): Promise<void>;
 }
 
 /** The fleet's audit trail, seen from one gateway: shipping its rows, and central retention when its turn comes. */
@@ -73,7 +76,7 @@ export function startFleetShipping(options: FleetShippingOptions): FleetShipping
     },
   });
   return {
-    async stop(flushMs) {
+    async stop(flushMs = STOP_FLUSH_MS) {
       await Promise.all([retention.stop(), shipper.stop(flushMs)]);
     },
   };

@@ -1,9 +1,9 @@
 import type Database from 'better-sqlite3';
-import type { PrunedChain } from '../audit/chain.js';
-import type { Db } from '../audit/database.js';
+import type { PrunedChain } from '../store/chain.js';
+import type { Db } from '../store/connection.js';
 import type { ShippedTableName } from './shipped-tables.js';
 
-/** The random id this SQLite file got when it was created (database.ts, `fleet_file`): what owns a gateway id centrally. */
+/** The random id this SQLite file got when it was created (store/schema.ts, `fleet_file`): what owns a gateway id centrally. */
 export function localFileId(db: Db): string {
   const id = db.prepare('SELECT file_id FROM fleet_file WHERE singleton = 1').pluck().get() as string | undefined;
   if (id === undefined) throw new Error('the audit database has no fleet_file row');

@@ -1,4 +1,4 @@
-import type { ChainName } from '../audit/chain.js';
+import type { ChainName } from '../store/chain.js';
 
 /** The local tables a fleet gateway ships, in the order of a shipping pass: a policy text before the decisions naming it, rows before the anchors that follow them. */
 export const SHIPPED_TABLES = ['policy_version', 'audit_event', 'usagelog', 'usagelog_outcome', 'audit_anchor'] as const;

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import type { Db } from '../audit/database.js';
+import type { Db } from '../store/connection.js';
 import { checkContinuity, checkLease, claimGatewayId, IdentityConflict, type CentralMarks } from './fleet-identity.js';
 import type { FleetDatabase } from './fleet-database.js';
 import type { LocalWatermark } from './local-watermark.js';

@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import { CHAIN_COLUMNS, CHAINS, GENESIS_HASH, rowHash, type ChainName } from '../audit/chain.js';
+import { CHAIN_COLUMNS, CHAINS, GENESIS_HASH, type ChainName } from '../store/chain.js';
+import { checkAnchorOrder, checkContent, misorder, unlinkedProblem, type ChainAnchor, type ChainRow } from '../audit/chain-rules.js';
 import { retentionCutoff } from '../audit/retention.js';
 import type { ChainHead } from '../audit/verify-chain.js';
 import type { FleetDatabase } from './fleet-database.js';
@@ -38,15 +39,8 @@ export interface FleetVerifyOptions {
 /** The central audit tables `audit verify --fleet` reads; without them no gateway has shipped anything. */
 export const CENTRAL_AUDIT_TABLES = [...CHAINS, 'audit_anchor'] as const;
 
-type Row = Record<string, unknown> & { row_id: number; prev_hash: unknown; hash: unknown };
-
-interface Anchor {
-  readonly id: string;
-  readonly through_rowid: number;
-  readonly through_hash: string;
-  /** In SQLite's text form, like the local column, so anchors compare as the local verifier compares them. */
-  readonly through_created_at: string;
-}
+type Row = ChainRow;
+type Anchor = ChainAnchor & { readonly id: string };
 
 /** The SQLite text form of a timestamp, 'YYYY-MM-DD HH:MM:SS.SSS' UTC: what the local hash covered. */
 const sqliteTimeOf = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')`;
@@ -159,31 +153,19 @@ async function walk(client: pg.PoolClient, gatewayId: string, chain: ChainName, 
   let previous: Row | null = null;
   try {
     for (let next = await iterator.next(); !next.done; ) {
-      const row = next.value;
+      const checked = checkContent(chain, next.value);
+      if ('problem' in checked) return breakAt(next.value, checked.problem);
+      const { row } = checked;
       if (!previous) {
         // Anchors before the first central row cover rows central retention deleted (or, locally, rows pruned before shipping began): the chain goes on from the latest.
         while (pending < anchors.length && anchors[pending]!.through_rowid < row.row_id) linkedAnchor = anchors[pending++];
         if (linkedAnchor) expected = linkedAnchor.through_hash;
       }
-      if (typeof row.hash !== 'string' || typeof row.prev_hash !== 'string') return breakAt(row, 'has no hash: it was not written by govgate');
-      if (rowHash(chain, row.prev_hash, row) !== row.hash) return breakAt(row, 'was changed: its content no longer matches its hash');
       next = await iterator.next();
       if (row.prev_hash !== expected) {
-        if (previous && row.prev_hash === previous.prev_hash) {
-          return breakAt(previous, `was inserted out of order: row ${row.row_id} after it links to what came before it`);
-        }
-        const follower = next.done ? null : next.value;
-        if (follower && follower.prev_hash === expected) {
-          return breakAt(row, `was inserted out of order: the row after it links to ${previous ? `row ${previous.row_id}` : 'the start of the chain'}`);
-        }
-        const linkedTo = await rowWithHash(client, gatewayId, chain, row.prev_hash);
-        if (linkedTo !== null) return breakAt(row, `is out of order: it links to row ${linkedTo}`);
-        if (!previous) {
-          return breakAt(row, linkedAnchor
-            ? `does not link to retention anchor ${linkedAnchor.id} (through row ${linkedAnchor.through_rowid}): rows before it were removed`
-            : 'does not link to the start of the chain: rows before it were removed without a retention anchor');
-        }
-        return breakAt(row, `does not link to row ${previous.row_id}: rows between them were removed, or row ${previous.row_id} was changed and re-hashed`);
+        const swapped = misorder(row, previous, next.done ? null : next.value, expected);
+        if (swapped) return breakAt(swapped.at, swapped.problem);
+        return breakAt(row, unlinkedProblem(previous, await rowWithHash(client, gatewayId, chain, row.prev_hash), linkedAnchor));
       }
       const anchor = anchors[pending];
       if (anchor && anchor.through_rowid <= row.row_id) {
@@ -220,18 +202,8 @@ async function loadAnchors(client: pg.PoolClient, gatewayId: string, chain: Chai
 
 /** As locally: each anchor covers more rows than the one before, and none covers a row inside the retention window. */
 function checkAnchors(gatewayId: string, chain: ChainName, anchors: readonly Anchor[], cutoff: string | null): FleetChainBreak | null {
-  let latest: Anchor | undefined;
-  for (const anchor of anchors) {
-    const broken = (problem: string): FleetChainBreak => ({ gatewayId, chain, rowid: anchor.through_rowid, id: null, problem: `is covered by retention anchor ${anchor.id}, ${problem}` });
-    if (latest && (anchor.through_rowid <= latest.through_rowid || anchor.through_created_at < latest.through_created_at)) {
-      return broken(`which goes back behind anchor ${latest.id}: anchors were forged or reordered`);
-    }
-    if (cutoff !== null && anchor.through_created_at >= cutoff) {
-      return broken(`which deleted rows up to ${anchor.through_created_at}, inside the retention window: a forged anchor hides a deletion`);
-    }
-    latest = anchor;
-  }
-  return null;
+  const checked = checkAnchorOrder(anchors, cutoff);
+  return 'latest' in checked ? null : { gatewayId, chain, rowid: checked.anchor.through_rowid, id: null, problem: checked.problem };
 }
 
 /**

@@ -1,8 +1,8 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import { GatewayError } from '../errors/catalogue.js';
-import { applicableLimits } from '../limits/applicable-limits.js';
+import { applicableLimits } from '../policy/applicable-limits.js';
 import { StoreUnavailableError } from '../limits/counter-store.js';
-import { isBudget, LIMIT_UNITS } from '../limits/limit-types.js';
+import { isBudget, LIMIT_UNITS } from '../policy/limit-kinds.js';
 import type { Reservation } from '../limits/limiter.js';
 import type { Cause, CompiledPolicy, Decision } from '../policy/policy-types.js';
 import type { RequestFacts } from '../policy/request-facts.js';

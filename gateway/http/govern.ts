@@ -5,7 +5,7 @@ import type { DecisionRow } from '../audit/audit-writer.js';
 import type { ApiKeyRecord } from '../auth/key-store.js';
 import { GatewayError } from '../errors/catalogue.js';
 import { batchLines } from '../facts/batch-lines.js';
-import { applicableLimits } from '../limits/applicable-limits.js';
+import { applicableLimits } from '../policy/applicable-limits.js';
 import { evaluate, unroutable } from '../policy/evaluate.js';
 import type { Cause, CompiledPolicy, Decision } from '../policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../policy/request-facts.js';
@@ -31,19 +31,20 @@ export interface GovernInput {
   readonly batchInputFile?: string | null;
 }
 
+/** What becomes of a governed request: forwarded under its lease, refused with an error, or (a check) answered with the decision. */
+export type Verdict =
+  | { readonly kind: 'forward'; readonly lease: Lease }
+  | { readonly kind: 'refuse'; readonly error: GatewayError }
+  | { readonly kind: 'answer' };
+
 export interface Governed {
+  /** The decision row's id: what the client sees in `x-governance-log-id`, and what its outcome row points at. */
   readonly logId: string;
   readonly decision: Decision;
   /** The governance headers every governed response carries, and the rate limit headers where limits apply. */
   readonly headers: OutgoingHttpHeaders;
   readonly verdict: Verdict;
 }
-
-/** What becomes of a governed request: forwarded under its lease, refused with an error, or (a check) answered with the decision. */
-export type Verdict =
-  | { readonly kind: 'forward'; readonly lease: Lease }
-  | { readonly kind: 'refuse'; readonly error: GatewayError }
-  | { readonly kind: 'answer' };
 
 const ANSWER: Verdict = Object.freeze({ kind: 'answer' });
 

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { sqliteTime } from '../audit/database.js';
+import { sqliteTime } from '../store/sqlite-time.js';
 import type { OutcomeRow } from '../audit/audit-writer.js';
 import { countLines } from '../facts/batch-lines.js';
 import type { RequestReading } from '../facts/read-request.js';

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { AuthenticationError } from '../auth/authenticate.js';
 import type { ApiKeyRecord } from '../auth/key-store.js';
 import { GatewayError } from '../errors/catalogue.js';
-import { applicableLimits } from '../limits/applicable-limits.js';
+import { applicableLimits } from '../policy/applicable-limits.js';
 import type { GatewayContext } from './context.js';
 import { recordRefusal, refusalHeaders, type GovernInput } from './govern.js';
 import { observeRequest } from './observe-request.js';

@@ -8,7 +8,7 @@ import type { GatewayContext } from './context.js';
 import { matchRoute } from '../facts/routes.js';
 import { handleCheck } from './handle-check.js';
 import { handleProxy } from './handle-proxy.js';
-import { createUpgradeHandler } from './handle-upgrade.js';
+import { createUpgradeHandler, type UpgradeHandler } from './handle-upgrade.js';
 import { errorSummary } from '../observability/error-summary.js';
 import { handleHealth, handleMetrics, handleReady } from './handle-health.js';
 import { answerSocket, sendError } from './respond.js';
@@ -47,6 +47,8 @@ function splitUrl(url: string): { pathname: string; search: string } {
 /** Routes: health, the check endpoint, the governed OpenAI surface under /v1, and /admin when it is enabled. */
 export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | null = null): { server: Server; closeUpgrades: () => void; settled: () => Promise<void> } {
   const upgrades = createUpgradeHandler(ctx);
+  // Handlers still running (recording an outcome after their connection closed), so shutdown can wait for them.
+  const pending = new Set<Promise<void>>();
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const requestId = requestIdOf(req);
@@ -57,7 +59,7 @@ export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | nu
       return;
     }
     const { pathname, search } = splitUrl(req.url ?? '/');
-    const handled = route(req, res, requestId, pathname, search);
+    const handled = route(ctx, admin, req, res, requestId, pathname, search);
     if (handled) {
       const tracked = handled.catch((err: unknown) => {
         ctx.logger.error({ req_id: requestId, err: errorSummary(err) }, 'request failed');
@@ -68,66 +70,6 @@ export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | nu
       void tracked.finally(() => pending.delete(tracked));
     }
   };
-  // Handlers still running (recording an outcome after their connection closed), so shutdown can wait for them.
-  const pending = new Set<Promise<void>>();
-
-  const route = (req: IncomingMessage, res: ServerResponse, requestId: string, pathname: string, search: string): Promise<void> | undefined => {
-    if (req.method === 'GET' || req.method === 'HEAD') {
-      if (pathname === '/metrics') return handleMetrics(ctx, res);
-      if (pathname === '/healthz' || pathname === '/readyz') {
-        if (pathname === '/healthz') handleHealth(res);
-        else handleReady(ctx, res);
-        return undefined;
-      }
-    }
-    if (admin && (pathname === '/admin' || pathname.startsWith('/admin/'))) return admin.handle(req, res, pathname, requestId);
-    if (!isForwardable(pathname)) {
-      sendError(res, new GatewayError('route_not_found', `No route for ${req.method} ${pathname.slice(0, 200)}`));
-      return undefined;
-    }
-    if (pathname === '/v1/check' || pathname === '/v1/check/') {
-      if (req.method === 'POST') return handleCheck(ctx, req, res, requestId);
-      res.setHeader('allow', 'POST');
-      sendError(res, new GatewayError('method_not_allowed', '/v1/check only answers POST'));
-      return undefined;
-    }
-    const match = matchRoute(req.method ?? '', pathname);
-    if (match.kind === 'unknown') {
-      sendError(res, new GatewayError('route_not_found', `No route for ${req.method} ${pathname.slice(0, 200)}: not an API route the gateway governs (routes are case-sensitive)`));
-      return undefined;
-    }
-    if (match.kind === 'method_not_allowed') {
-      res.setHeader('allow', match.allow.join(', '));
-      sendError(res, new GatewayError('method_not_allowed', `${pathname.slice(0, 200)} does not answer ${req.method}`));
-      return undefined;
-    }
-    if (match.operation.websocket) {
-      sendError(res, new GatewayError('invalid_request', `${pathname.slice(0, 200)} is a WebSocket endpoint: connect with Upgrade: websocket`));
-      return undefined;
-    }
-    return handleProxy(ctx, req, res, requestId, match.operation, pathname, search);
-  };
-
-  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const requestId = requestIdOf(req);
-    const { pathname, search } = splitUrl(req.url ?? '/');
-    // Only WebSocket handshakes are upgraded; anything else (h2c, a POST with Upgrade) is refused, never half-served.
-    const isWebSocket = req.method === 'GET' && String(req.headers.upgrade).toLowerCase() === 'websocket';
-    if (!isWebSocket) {
-      answerSocket(socket, new GatewayError('invalid_request', 'only WebSocket upgrades (GET with Upgrade: websocket) are supported'), requestId);
-      return;
-    }
-    const match = isForwardable(pathname) ? matchRoute('GET', pathname) : null;
-    if (match?.kind !== 'operation' || !match.operation.websocket) {
-      answerSocket(socket, new GatewayError('route_not_found', `No WebSocket route for ${pathname.slice(0, 200)}`), requestId);
-      return;
-    }
-    upgrades.handler(req, socket, head, requestId, match.operation, pathname, search).catch((err: unknown) => {
-      ctx.logger.error({ req_id: requestId, err: errorSummary(err) }, 'upgrade failed');
-      ctx.reporter.exception(err, { request_id: requestId });
-      socket.destroy();
-    });
-  };
 
   const { headersTimeoutMs, requestTimeoutMs } = ctx.config.server;
   const server = createServer({
@@ -137,29 +79,95 @@ export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | nu
     // Node checks these timeouts on this interval (30 s by default), which would let a slow client outstay a short limit.
     connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(headersTimeoutMs / 2))),
   }, onRequest);
-  server.on('upgrade', onUpgrade);
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => routeUpgrade(ctx, upgrades.handler, req, socket, head));
+  // An expectation other than 100-continue is ignored (RFC 9110 §10.1.1 lets a server do so): the request goes
+  // through authentication and the policy like any other, and Expect is never forwarded.
+  server.on('checkExpectation', onRequest);
+  answerWhatNoHandlerSees(server, ctx.config.server.maxConnections);
+  const settled = async () => {
+    await Promise.all(pending);
+  };
+  return { server, closeUpgrades: upgrades.close, settled };
+}
+
+/** Which handler answers a request; undefined when it was answered here. */
+function route(
+  ctx: GatewayContext, admin: AdminRoutes | null, req: IncomingMessage, res: ServerResponse,
+  requestId: string, pathname: string, search: string,
+): Promise<void> | undefined {
+  if (req.method === 'GET' || req.method === 'HEAD') {
+    if (pathname === '/metrics') return handleMetrics(ctx, res);
+    if (pathname === '/healthz' || pathname === '/readyz') {
+      if (pathname === '/healthz') handleHealth(res);
+      else handleReady(ctx, res);
+      return undefined;
+    }
+  }
+  if (admin && (pathname === '/admin' || pathname.startsWith('/admin/'))) return admin.handle(req, res, pathname, requestId);
+  if (!isForwardable(pathname)) {
+    sendError(res, new GatewayError('route_not_found', `No route for ${req.method} ${pathname.slice(0, 200)}`));
+    return undefined;
+  }
+  if (pathname === '/v1/check' || pathname === '/v1/check/') {
+    if (req.method === 'POST') return handleCheck(ctx, req, res, requestId);
+    res.setHeader('allow', 'POST');
+    sendError(res, new GatewayError('method_not_allowed', '/v1/check only answers POST'));
+    return undefined;
+  }
+  const match = matchRoute(req.method ?? '', pathname);
+  if (match.kind === 'unknown') {
+    sendError(res, new GatewayError('route_not_found', `No route for ${req.method} ${pathname.slice(0, 200)}: not an API route the gateway governs (routes are case-sensitive)`));
+    return undefined;
+  }
+  if (match.kind === 'method_not_allowed') {
+    res.setHeader('allow', match.allow.join(', '));
+    sendError(res, new GatewayError('method_not_allowed', `${pathname.slice(0, 200)} does not answer ${req.method}`));
+    return undefined;
+  }
+  if (match.operation.websocket) {
+    sendError(res, new GatewayError('invalid_request', `${pathname.slice(0, 200)} is a WebSocket endpoint: connect with Upgrade: websocket`));
+    return undefined;
+  }
+  return handleProxy(ctx, req, res, requestId, match.operation, pathname, search);
+}
+
+/** Only WebSocket handshakes on a WebSocket route are upgraded; anything else (h2c, a POST with Upgrade) is refused, never half-served. */
+function routeUpgrade(ctx: GatewayContext, handler: UpgradeHandler['handler'], req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const requestId = requestIdOf(req);
+  const { pathname, search } = splitUrl(req.url ?? '/');
+  const isWebSocket = req.method === 'GET' && String(req.headers.upgrade).toLowerCase() === 'websocket';
+  if (!isWebSocket) {
+    answerSocket(socket, new GatewayError('invalid_request', 'only WebSocket upgrades (GET with Upgrade: websocket) are supported'), requestId);
+    return;
+  }
+  const match = isForwardable(pathname) ? matchRoute('GET', pathname) : null;
+  if (match?.kind !== 'operation' || !match.operation.websocket) {
+    answerSocket(socket, new GatewayError('route_not_found', `No WebSocket route for ${pathname.slice(0, 200)}`), requestId);
+    return;
+  }
+  handler(req, socket, head, requestId, match.operation, pathname, search).catch((err: unknown) => {
+    ctx.logger.error({ req_id: requestId, err: errorSummary(err) }, 'upgrade failed');
+    ctx.reporter.exception(err, { request_id: requestId });
+    socket.destroy();
+  });
+}
+
+/** Connections past the limit, requests Node could not parse or that timed out, and CONNECT: answered in the OpenAI error shape on the socket. */
+function answerWhatNoHandlerSees(server: Server, maxConnections: number): void {
   let openConnections = 0;
   server.on('connection', (socket: Socket) => {
     openConnections++;
     socket.once('close', () => openConnections--);
     // Past the limit a connection is told to come back rather than dropped without a word.
-    if (openConnections > ctx.config.server.maxConnections) {
+    if (openConnections > maxConnections) {
       answerSocket(socket, new GatewayError('overloaded', 'the gateway has too many open connections; retry shortly'), uuidv7(), { 'retry-after': '1' });
     }
   });
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket) => {
-    // Requests Node could not parse or that took too long never reach a handler; they still get an OpenAI-shaped answer.
     const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
     answerSocket(socket, clientErrorOf(err), uuidv7(), {}, { head });
   });
-  // An expectation other than 100-continue is ignored (RFC 9110 §10.1.1 lets a server do so): the request goes
-  // through authentication and the policy like any other, and Expect is never forwarded.
-  server.on('checkExpectation', onRequest);
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {
     answerSocket(socket, new GatewayError('method_not_allowed', 'CONNECT is not supported: the gateway is not a forward proxy'), requestIdOf(req));
   });
-  const settled = async () => {
-    await Promise.all(pending);
-  };
-  return { server, closeUpgrades: upgrades.close, settled };
 }

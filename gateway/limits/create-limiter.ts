@@ -1,4 +1,4 @@
-import type { Db } from '../audit/database.js';
+import type { Db } from '../store/connection.js';
 import type { LimitsConfig } from '../config/limits-config.js';
 import type { Logger } from '../observability/logger.js';
 import type { ErrorReporter } from '../observability/error-reporter.js';

@@ -1,5 +1,5 @@
 import type { CounterCheck, CounterStore, BucketCounts } from './counter-store.js';
-import { isBudget, LIMIT_UNITS, type AppliedLimit, type LimitKind } from './limit-types.js';
+import { isBudget, LIMIT_UNITS, type AppliedLimit, type LimitKind } from '../policy/limit-kinds.js';
 import { rateLimitHeaders, type LimitState } from './ratelimit-headers.js';
 import { counterKey, windowOf, type Window } from './windows.js';
 import type { OutgoingHttpHeaders } from 'node:http';

@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders } from 'node:http';
-import { LIMIT_UNITS, type AppliedLimit } from './limit-types.js';
+import { LIMIT_UNITS, type AppliedLimit } from '../policy/limit-kinds.js';
 
 /** One limit's standing after a reservation was tried. */
 export interface LimitState {

@@ -1,6 +1,7 @@
-import type { Db } from '../audit/database.js';
-import { sqliteTime } from '../audit/database.js';
-import type { LimitKind, LimitScope } from './limit-types.js';
+import { requestsPerMinute, tokensPer } from '../audit/usage-queries.js';
+import type { Db } from '../store/connection.js';
+import { sqliteTime } from '../store/sqlite-time.js';
+import type { LimitKind, LimitScope } from '../policy/limit-kinds.js';
 import type { MemoryStore } from './memory-store.js';
 import { counterKey, windowOf } from './windows.js';
 
@@ -15,8 +16,8 @@ export interface Restored {
  * Rebuilds the in-process counters from the audit log at start-up, so a
  * restart does not hand out a fresh budget: the requests of the last two
  * minutes (all but those a limit refused), and the tokens the provider reported for requests of the current
- * minutes, day and month. Both queries range over `usagelog.created_at`
- * (indexed) and join outcomes by their primary key. In-flight reservations of
+ * minutes, day and month. The queries (audit/usage-queries.ts) range over
+ * `usagelog.created_at` (indexed) and join outcomes by their primary key. In-flight reservations of
  * the process that stopped are not known and start at zero.
  */
 export function restoreCounters(db: Db, store: MemoryStore, now: number = Date.now()): Restored {
@@ -36,41 +37,22 @@ export function restoreCounters(db: Db, store: MemoryStore, now: number = Date.n
   const sinceMinute = sqliteTime(new Date(minute.prevStart!));
   let requests = 0;
   let tokens = 0;
-  const requestRows = db.prepare(
-    `SELECT customer_id, api_key_id, substr(created_at, 1, 16) AS minute, COUNT(*) AS n
-       FROM usagelog
-      WHERE created_at >= ? AND NOT (allowed = 0 AND reason LIKE 'limit%')
-      GROUP BY customer_id, api_key_id, minute`,
-  ).all(sinceMinute) as { customer_id: string; api_key_id: string; minute: string; n: number }[];
-  for (const r of requestRows) {
-    const start = minuteStart(r.minute);
+  for (const r of requestsPerMinute(db, sinceMinute)) {
+    const start = minuteStart(r.period);
     both(r.customer_id, r.api_key_id, 'requests_per_minute', start, start + 2 * MINUTE_MS - now, r.n);
     requests += r.n;
   }
-
-  const tokenMinuteRows = db.prepare(
-    `SELECT u.customer_id, u.api_key_id, substr(u.created_at, 1, 16) AS minute, SUM(o.total_tokens) AS n
-       FROM usagelog u JOIN usagelog_outcome o ON o.log_id = u.id
-      WHERE u.created_at >= ? AND u.allowed = 1 AND o.total_tokens IS NOT NULL
-      GROUP BY u.customer_id, u.api_key_id, minute`,
-  ).all(sinceMinute) as { customer_id: string; api_key_id: string; minute: string; n: number }[];
-  for (const r of tokenMinuteRows) {
-    const start = minuteStart(r.minute);
+  for (const r of tokensPer(db, 'minute', sinceMinute)) {
+    const start = minuteStart(r.period);
     both(r.customer_id, r.api_key_id, 'tokens_per_minute', start, start + 2 * MINUTE_MS - now, r.n);
   }
 
   const day = windowOf('tokens_per_day', now);
   const month = windowOf('tokens_per_month', now);
   const today = sqliteTime(new Date(day.start)).slice(0, 10);
-  const dayRows = db.prepare(
-    `SELECT u.customer_id, u.api_key_id, substr(u.created_at, 1, 10) AS day, SUM(o.total_tokens) AS n
-       FROM usagelog u JOIN usagelog_outcome o ON o.log_id = u.id
-      WHERE u.created_at >= ? AND u.allowed = 1 AND o.total_tokens IS NOT NULL
-      GROUP BY u.customer_id, u.api_key_id, day`,
-  ).all(sqliteTime(new Date(month.start))) as { customer_id: string; api_key_id: string; day: string; n: number }[];
-  for (const r of dayRows) {
+  for (const r of tokensPer(db, 'day', sqliteTime(new Date(month.start)))) {
     both(r.customer_id, r.api_key_id, 'tokens_per_month', month.start, month.keepMs, r.n);
-    if (r.day === today) both(r.customer_id, r.api_key_id, 'tokens_per_day', day.start, day.keepMs, r.n);
+    if (r.period === today) both(r.customer_id, r.api_key_id, 'tokens_per_day', day.start, day.keepMs, r.n);
     tokens += r.n;
   }
 

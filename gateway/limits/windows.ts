@@ -1,4 +1,4 @@
-import type { LimitKind } from './limit-types.js';
+import type { LimitKind } from '../policy/limit-kinds.js';
 
 const MINUTE_MS = 60_000;
 

@@ -24,6 +24,11 @@ const REPORT_WINDOW_MS = 60_000;
 
 export function createErrorReporter(dsn: string | undefined, release: string): ErrorReporter {
   if (!dsn) return NO_REPORTER;
+  initSentry(dsn, release);
+  return sentryReporter(oncePerWindow());
+}
+
+function initSentry(dsn: string, release: string): void {
   Sentry.init({
     dsn,
     release,
@@ -45,14 +50,21 @@ export function createErrorReporter(dsn: string | undefined, release: string): E
     beforeSend: scrub,
     beforeBreadcrumb: () => null,
   });
+}
 
+/** Whether a report of this kind may go out now; saying yes starts the kind's next window. */
+function oncePerWindow(): (kind: string) => boolean {
   const lastReport = new Map<string, number>();
-  const due = (kind: string) => {
+  return (kind) => {
     const now = Date.now();
     if (now - (lastReport.get(kind) ?? 0) < REPORT_WINDOW_MS) return false;
     lastReport.set(kind, now);
     return true;
   };
+}
+
+/** The reporter over an initialised Sentry client; `due` throttles all but exceptions. */
+function sentryReporter(due: (kind: string) => boolean): ErrorReporter {
   return {
     enabled: true,
     exception(err, tags) {

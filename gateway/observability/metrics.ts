@@ -1,4 +1,4 @@
-import type { LimitKind } from '../limits/limit-types.js';
+import type { LimitKind } from '../policy/limit-kinds.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { logLinesDropped } from './logger.js';
 

@@ -1,6 +1,6 @@
 import type { KeyPath, YamlSource } from '../config/yaml-source.js';
 import { readInteger, readMap } from '../config/validate.js';
-import { LIMIT_KINDS, type LimitKind, type LimitSet } from '../limits/limit-types.js';
+import { LIMIT_KINDS, type LimitKind, type LimitSet } from './limit-kinds.js';
 
 const MAX_LIMIT = 1_000_000_000_000;
 const KEY_ID = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -1,4 +1,4 @@
-import type { LimitKind, LimitSet } from '../limits/limit-types.js';
+import type { LimitKind, LimitSet } from './limit-kinds.js';
 import type { StringTest } from './glob.js';
 import type { FactValue, MetadataValue, RequestFacts } from './request-facts.js';
 

@@ -53,93 +53,111 @@ class ClientAbort extends Error {
  * A client that goes away aborts the upstream request.
  */
 export function forwardRequest(request: ForwardRequest, res: ServerResponse): Promise<ForwardOutcome> {
-  const started = performance.now();
-  return new Promise((resolve) => {
-    let controller: Dispatcher.DispatchController | null = null;
-    let status: number | null = null;
-    let tap: UsageTap | null = null;
-    let filter: UsageEventFilter | null = null;
-    let captured: Buffer[] | null = null;
-    let capturedBytes = 0;
-    let settled = false;
-    let retriesLeft = request.provider.config.retries;
+  return new Promise((resolve) => new ResponseRelay(request, res, resolve).send());
+}
 
-    const finish = (error: ForwardErrorKind | null, answeredWith: GatewayError | null = null) => {
-      if (settled) return;
-      settled = true;
-      res.off('close', onClientClose);
-      resolve({ status, upstreamMs: performance.now() - started, usage: tap?.usage() ?? null, error, answeredWith });
-    };
-    const onClientClose = () => {
-      if (!res.writableFinished) controller?.abort(new ClientAbort());
-    };
-    const onDrain = () => controller?.resume();
-    res.on('close', onClientClose);
+/** One forwarded request's dispatch handler: what the provider answers goes to the client, chunk by chunk. */
+class ResponseRelay implements Dispatcher.DispatchHandler {
+  private readonly started = performance.now();
+  private controller: Dispatcher.DispatchController | null = null;
+  private status: number | null = null;
+  private tap: UsageTap | null = null;
+  private filter: UsageEventFilter | null = null;
+  private captured: Buffer[] | null = null;
+  private capturedBytes = 0;
+  private settled = false;
+  private retriesLeft: number;
 
-    const handler: Dispatcher.DispatchHandler = {
-      onRequestStart(ctrl) {
-        controller = ctrl;
-        if (res.destroyed) ctrl.abort(new ClientAbort());
-      },
-      onResponseStart(_ctrl, statusCode: number, headers: IncomingHttpHeaders) {
-        status = statusCode;
-        if (wantsUsage(headers['content-type'])) tap = new UsageTap();
-        if (request.beforeEnd && statusCode < 300 && (headers['content-type'] ?? '').includes('json')) captured = [];
-        if (request.stripUsage && (headers['content-type'] ?? '').includes('text/event-stream')) filter = new UsageEventFilter();
-        const downstream = downstreamResponseHeaders(headers, request.ownHeaders);
-        // The filtered stream is shorter than the provider's; its length is the client's to find by the end of the stream.
-        if (filter) delete downstream['content-length'];
-        res.writeHead(statusCode, downstream);
-        // Event streams must reach the client before the first event does.
-        if (tap && (headers['content-type'] ?? '').includes('text/event-stream')) res.flushHeaders();
-      },
-      onResponseData(ctrl, chunk: Buffer) {
-        tap?.push(chunk);
-        if (captured) {
-          capturedBytes += chunk.length;
-          if (capturedBytes <= CAPTURE_MAX_BYTES) captured.push(chunk);
-          else captured = null;
-        }
-        const out = filter ? filter.push(chunk) : chunk;
-        if (out.length === 0) return;
-        if (!res.write(out)) {
-          ctrl.pause();
-          res.once('drain', onDrain);
-        }
-      },
-      onResponseEnd() {
-        request.beforeEnd?.(captured ? parseObject(Buffer.concat(captured)) : null);
-        res.end(filter?.end());
-        finish(null);
-      },
-      onResponseError(_ctrl, err: Error) {
-        const kind = classify(err);
-        if (kind === 'client_abort') {
-          finish(kind);
-        } else if (!res.headersSent && neverReachedProvider(err) && retriesLeft > 0) {
-          // Only a request the provider cannot have seen is sent again: a reset after sending,
-          // or a timeout, may mean the provider is still working on (and billing) the first one.
-          const attempt = request.provider.config.retries - retriesLeft;
-          retriesLeft--;
-          setTimeout(send, RETRY_BACKOFF_MS * 2 ** attempt);
-        } else if (!res.headersSent) {
-          const answer = kind === 'upstream_timeout'
-            ? new GatewayError('upstream_timeout', `provider ${request.provider.name} did not answer in time`)
-            : new GatewayError('upstream_unavailable', `provider ${request.provider.name} is unreachable`);
-          finish(kind, answer);
-        } else {
-          // The status line is gone: the only honest signal left is a broken stream.
-          res.destroy();
-          finish(kind === 'upstream_timeout' ? 'upstream_idle_timeout' : 'upstream_reset');
-        }
-      },
-    };
+  constructor(
+    private readonly request: ForwardRequest,
+    private readonly res: ServerResponse,
+    private readonly resolve: (outcome: ForwardOutcome) => void,
+  ) {
+    this.retriesLeft = request.provider.config.retries;
+    res.on('close', this.onClientClose);
+  }
 
-    const send = () => {
-      request.provider.pool.dispatch({ path: request.path, method: request.method, headers: request.headers, body: request.body }, handler);
-    };
-    send();
-  });
+  send(): void {
+    const { request } = this;
+    request.provider.pool.dispatch({ path: request.path, method: request.method, headers: request.headers, body: request.body }, this);
+  }
+
+  onRequestStart(ctrl: Dispatcher.DispatchController): void {
+    this.controller = ctrl;
+    if (this.res.destroyed) ctrl.abort(new ClientAbort());
+  }
+
+  onResponseStart(_ctrl: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    const { request, res } = this;
+    const contentType = headers['content-type'] ?? '';
+    this.status = statusCode;
+    if (wantsUsage(headers['content-type'])) this.tap = new UsageTap();
+    if (request.beforeEnd && statusCode < 300 && contentType.includes('json')) this.captured = [];
+    if (request.stripUsage && contentType.includes('text/event-stream')) this.filter = new UsageEventFilter();
+    const downstream = downstreamResponseHeaders(headers, request.ownHeaders);
+    // The filtered stream is shorter than the provider's; its length is the client's to find by the end of the stream.
+    if (this.filter) delete downstream['content-length'];
+    res.writeHead(statusCode, downstream);
+    // Event streams must reach the client before the first event does.
+    if (this.tap && contentType.includes('text/event-stream')) res.flushHeaders();
+  }
+
+  onResponseData(ctrl: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.tap?.push(chunk);
+    if (this.captured) {
+      this.capturedBytes += chunk.length;
+      if (this.capturedBytes <= CAPTURE_MAX_BYTES) this.captured.push(chunk);
+      else this.captured = null;
+    }
+    const out = this.filter ? this.filter.push(chunk) : chunk;
+    if (out.length === 0) return;
+    if (!this.res.write(out)) {
+      ctrl.pause();
+      this.res.once('drain', this.onDrain);
+    }
+  }
+
+  onResponseEnd(): void {
+    this.request.beforeEnd?.(this.captured ? parseObject(Buffer.concat(this.captured)) : null);
+    this.res.end(this.filter?.end());
+    this.finish(null);
+  }
+
+  onResponseError(_ctrl: Dispatcher.DispatchController, err: Error): void {
+    const { request, res } = this;
+    const kind = classify(err);
+    if (kind === 'client_abort') {
+      this.finish(kind);
+    } else if (!res.headersSent && neverReachedProvider(err) && this.retriesLeft > 0) {
+      // Only a request the provider cannot have seen is sent again: a reset after sending,
+      // or a timeout, may mean the provider is still working on (and billing) the first one.
+      const attempt = request.provider.config.retries - this.retriesLeft;
+      this.retriesLeft--;
+      setTimeout(() => this.send(), RETRY_BACKOFF_MS * 2 ** attempt);
+    } else if (!res.headersSent) {
+      const answer = kind === 'upstream_timeout'
+        ? new GatewayError('upstream_timeout', `provider ${request.provider.name} did not answer in time`)
+        : new GatewayError('upstream_unavailable', `provider ${request.provider.name} is unreachable`);
+      this.finish(kind, answer);
+    } else {
+      // The status line is gone: the only honest signal left is a broken stream.
+      res.destroy();
+      this.finish(kind === 'upstream_timeout' ? 'upstream_idle_timeout' : 'upstream_reset');
+    }
+  }
+
+  private readonly onClientClose = (): void => {
+    if (!this.res.writableFinished) this.controller?.abort(new ClientAbort());
+  };
+
+  private readonly onDrain = (): void => this.controller?.resume();
+
+  private finish(error: ForwardErrorKind | null, answeredWith: GatewayError | null = null): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.res.off('close', this.onClientClose);
+    this.resolve({ status: this.status, upstreamMs: performance.now() - this.started, usage: this.tap?.usage() ?? null, error, answeredWith });
+  }
 }
 
 function parseObject(body: Buffer): Readonly<Record<string, unknown>> | null {

@@ -10,7 +10,7 @@ import { LoginThrottle } from '../../gateway/admin/login-throttle.js';
 import { startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { WriteLock } from '../helpers/write-lock.js';
-import { ADMIN_TOKEN, byGroup, closeFetchers, DASHBOARD_POLICY, EXPECTED_BLOCKING, expectedFromDb, fetchFrom, seedDecisions, type Fetch } from './support.js';
+import { ADMIN_TOKEN, byGroup, closeFetchers, DASHBOARD, DASHBOARD_POLICY, EXPECTED_BLOCKING, expectedFromDb, fetchFrom, seedDecisions, type Fetch } from './support.js';
 
 let upstream: MockUpstream;
 let gw: Harness;
@@ -213,7 +213,7 @@ test('the changes panel lists the control events newest first: start, a failed l
 
     const wrongToken = 'wrong-token-for-the-changes-panel';
     t.is((await login(wrongToken, fetchFrom('127.0.0.40'), own.url)).status, 401);
-    const edited = DASHBOARD_POLICY.replace('block_threshold: 70', 'block_threshold: 75');
+    const edited = DASHBOARD.blockThreshold(75).yaml();
     writeFileSync(own.policyFile, edited);
 
     const changes = await until((c) => c.length >= 4);
@@ -234,6 +234,7 @@ test('the changes panel lists the control events newest first: start, a failed l
   }
 });
 
+// Serial: it edits the policy file of the gateway the other tests use.
 test.serial('the policy panel shows the hash in force, when it was loaded, and the last rejected edit', async (t) => {
   const policyNow = async () =>
     (await (await fetch(`${gw.url}/admin/api/policy`, { headers: bearer(ADMIN_TOKEN) })).json()) as {
@@ -247,6 +248,7 @@ test.serial('the policy panel shows the hash in force, when it was loaded, and t
   t.is(before.last_rejected, null);
 
   writeFileSync(gw.policyFile, DASHBOARD_POLICY.replace('block_threshold: 70', 'block_threshold: lots'));
+  t.teardown(() => writeFileSync(gw.policyFile, DASHBOARD_POLICY));
   let rejected = before.last_rejected;
   for (const deadline = Date.now() + 3000; rejected === null && Date.now() < deadline; ) {
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -257,9 +259,9 @@ test.serial('the policy panel shows the hash in force, when it was loaded, and t
   t.is(rejected!.line, 3);
   t.regex(rejected!.message, /block_threshold/);
   t.is((await policyNow()).hash, before.hash, 'the last good policy stays in force');
-  writeFileSync(gw.policyFile, DASHBOARD_POLICY);
 });
 
+// Serial: while the lock is held, the other tests' logins could not record their events.
 test.serial('the dashboard reads on its own connection: it answers while another process holds the write lock', async (t) => {
   const lock = await WriteLock.take(gw.dbPath);
   try {
@@ -321,6 +323,7 @@ test('wrong bearer tokens on the page and the API count against the address as w
   await anonymous.arrayBuffer();
 });
 
+// Serial: it counts token comparisons on AdminAuth's prototype, which every other test's logins would add to.
 test.serial('with an injected clock: throttled until the window frees, then the right token works from the same address; tokens sent meanwhile are not compared', async (t) => {
   let now = 1_700_000_000_000;
   const routes = new AdminRoutes({

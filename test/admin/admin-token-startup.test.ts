@@ -39,3 +39,38 @@ test('a 32-character GOVGATE_ADMIN_TOKEN starts the gateway and opens the dashbo
     await upstream.close();
   }
 });
+
+test('admin.token_env names the variable the dashboard token is read from; GOVGATE_ADMIN_TOKEN is then ignored', async (t) => {
+  const upstream = await startMockUpstream();
+  const token = 'c'.repeat(32);
+  const gw = await startHarness(upstream.url, {
+    admin: { token_env: 'DASHBOARD_TOKEN' },
+    // A short GOVGATE_ADMIN_TOKEN would refuse the start if it were still read.
+    env: { OPENAI_API_KEY: UPSTREAM_SECRET, DASHBOARD_TOKEN: token, GOVGATE_ADMIN_TOKEN: SHORT_TOKEN },
+  });
+  try {
+    const withToken = await fetch(`${gw.url}/admin/api/policy`, { headers: { authorization: `Bearer ${token}` } });
+    t.is(withToken.status, 200);
+    await withToken.arrayBuffer();
+    const withOther = await fetch(`${gw.url}/admin/api/policy`, { headers: { authorization: `Bearer ${SHORT_TOKEN}` } });
+    t.is(withOther.status, 401);
+    await withOther.arrayBuffer();
+  } finally {
+    await gw.close();
+    await upstream.close();
+  }
+});
+
+test('a short token in the variable admin.token_env names is refused with that variable named', (t) => {
+  const dir = makeGatewayDir();
+  try {
+    writeGatewayYaml(dir, 'http://127.0.0.1:9', { admin: { token_env: 'DASHBOARD_TOKEN' } });
+    writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
+    const result = runCli(['serve'], { cwd: dir, env: { OPENAI_API_KEY: UPSTREAM_SECRET, PORT: '', DASHBOARD_TOKEN: SHORT_TOKEN } });
+    t.is(result.status, 1);
+    t.regex(result.stderr, /^govgate: DASHBOARD_TOKEN must be at least 32 characters long \(it has 31\)/);
+    t.false(existsSync(path.join(dir, 'data/audit.db')), 'nothing was opened');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -3,6 +3,7 @@ import { causeLabel, rowCauseLabels } from '../../gateway/admin/cause-labels.js'
 import { compilePolicySource } from '../../gateway/policy/compile-policy.js';
 import { evaluate } from '../../gateway/policy/evaluate.js';
 import type { Cause } from '../../gateway/policy/policy-types.js';
+import { policy } from '../helpers/policy-builder.js';
 
 test('every kind of cause has its label; none holds a score, a cap or a batch line', (t) => {
   const labels: [Cause, string][] = [
@@ -32,24 +33,15 @@ test('a row counts once per distinct label; NULL is a row from before causes wer
 
 /** The evaluator writes the causes, so a change to what it records shows up here and not as a silent dashboard gap. */
 test('the causes the policy evaluator records label as the dashboard has always named them', (t) => {
-  const policy = compilePolicySource(
+  const compiled = compilePolicySource(
     'policy.yaml',
-    `version: 1
-mode: enforce
-block_threshold: 70
-customers:
-  capped: { models: ["gpt-4o-mini"], operations: [chat.completions], max_tokens: 100 }
-rules:
-  - id: "odd: id; rule x"
-    when: { metadata.odd: true }
-    action: block
-  - id: pii
-    when: { metadata.contains_pii: true }
-    risk: 80
-`,
+    policy()
+      .customer('capped', { models: ['gpt-4o-mini'], operations: ['chat.completions'], max_tokens: 100 })
+      .rule({ id: 'odd: id; rule x', when: { 'metadata.odd': true }, action: 'block' }, { id: 'pii', when: { 'metadata.contains_pii': true }, risk: 80 })
+      .yaml(),
   );
   const causes = (customer: string, model: string, metadata: Record<string, boolean>, maxTokens: number | null = null) =>
-    evaluate(policy, {
+    evaluate(compiled, {
       customer,
       key: 'key_1',
       model,

@@ -3,7 +3,7 @@ import path from 'node:path';
 import test from 'ava';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { appendControlEvent, controlEvent } from '../../gateway/audit/control-log.js';
-import { openDatabase } from '../../gateway/audit/database.js';
+import { openDatabase } from '../../gateway/store/connection.js';
 import { REPO_ROOT, startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { ADMIN_TOKEN, byGroup, DASHBOARD_POLICY, EXPECTED_BLOCKING, expectedFromDb, HOSTILE_MODEL, seedDecisions } from './support.js';
@@ -31,6 +31,7 @@ const launched = await launchChromium();
 const browser: Browser | null = typeof launched === 'string' ? null : launched;
 if (typeof launched === 'string') console.warn(`dashboard-browser: tests skipped: ${launched}`);
 const skipNote = typeof launched === 'string' ? ` (SKIPPED: Chromium cannot start at ${CHROMIUM})` : '';
+/** Serial: the refused login writes a control event, which the other test's changes panel would count half the time. */
 const browserTest = browser ? test.serial : test.serial.skip;
 
 test.before(async () => {

@@ -6,7 +6,8 @@ import { AdminQueries } from '../../gateway/admin/admin-queries.js';
 import { DashboardData } from '../../gateway/admin/dashboard-data.js';
 import type { DashboardSource } from '../../gateway/admin/dashboard-source.js';
 import { appendControlEvent, controlEvent } from '../../gateway/audit/control-log.js';
-import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
+import { openDatabase } from '../../gateway/store/connection.js';
+import { sqliteTime } from '../../gateway/store/sqlite-time.js';
 import type { Cause } from '../../gateway/policy/policy-types.js';
 import { sqliteRaw } from '../helpers/sqlite-cli.js';
 

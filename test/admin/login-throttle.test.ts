@@ -119,11 +119,11 @@ test('AdminAuth compares no token while the address is throttled, and counts eve
 
 test(`an admin token needs at least ${MIN_ADMIN_TOKEN_LENGTH} characters; unset or empty means no dashboard`, (t) => {
   t.is(MIN_ADMIN_TOKEN_LENGTH, 32);
-  t.is(adminTokenProblem(undefined), null);
-  t.is(adminTokenProblem(''), null);
-  t.is(adminTokenProblem('x'.repeat(32)), null);
-  t.is(adminTokenProblem('x'), 'GOVGATE_ADMIN_TOKEN must be at least 32 characters long (it has 1); generate one with "openssl rand -hex 32", or unset it to turn the dashboard off');
-  t.regex(adminTokenProblem('x'.repeat(31)) ?? '', /^GOVGATE_ADMIN_TOKEN must be at least 32 characters long \(it has 31\);/);
+  t.is(adminTokenProblem(undefined, 'GOVGATE_ADMIN_TOKEN'), null);
+  t.is(adminTokenProblem('', 'GOVGATE_ADMIN_TOKEN'), null);
+  t.is(adminTokenProblem('x'.repeat(32), 'GOVGATE_ADMIN_TOKEN'), null);
+  t.is(adminTokenProblem('x', 'GOVGATE_ADMIN_TOKEN'), 'GOVGATE_ADMIN_TOKEN must be at least 32 characters long (it has 1); generate one with "openssl rand -hex 32", or unset it to turn the dashboard off');
+  t.regex(adminTokenProblem('x'.repeat(31), 'DASHBOARD_TOKEN') ?? '', /^DASHBOARD_TOKEN must be at least 32 characters long \(it has 31\);/);
   t.throws(() => new AdminAuth('x'.repeat(31)), { instanceOf: RangeError, message: /at least 32/ });
   t.throws(() => new AdminAuth(''), { instanceOf: RangeError });
 });

@@ -1,6 +1,7 @@
 import OpenAI from 'openai';
 import { Agent, fetch as undiciFetch, type RequestInit, type Response } from 'undici';
 import type { Harness } from '../helpers/gateway-harness.js';
+import { policy } from '../helpers/policy-builder.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 
 /** At least 32 characters: the gateway refuses to start with a shorter GOVGATE_ADMIN_TOKEN. */
@@ -27,36 +28,16 @@ export async function closeFetchers(): Promise<void> {
 }
 
 /** A policy whose rules, allow-lists and limits each block something in `seedDecisions`. */
-export const DASHBOARD_POLICY = `version: 1
-mode: enforce
-block_threshold: 70
-customers:
-  "*":
-    models: ["*"]
-    operations: ["*"]
-  acme:
-    models: ["gpt-4o-mini", "text-embedding-3-*"]
-    operations: [chat.completions, embeddings]
-  initech:
-    models: ["*"]
-    operations: ["*"]
-    max_tokens: 100
-    requests_per_minute: 2
-rules:
-  - id: pii-to-external
-    when:
-      metadata.contains_pii: true
-    risk: 90
-  - id: restricted-data
-    when:
-      metadata.data_classification: [restricted, secret]
-    action: block
-    reason: "Restricted data; may not be sent: anywhere"
-  - id: internal-data
-    when:
-      metadata.data_classification: internal
-    risk: 40
-`;
+export const DASHBOARD = policy()
+  .catchAll()
+  .customer('acme', { models: ['gpt-4o-mini', 'text-embedding-3-*'], operations: ['chat.completions', 'embeddings'] })
+  .customer('initech', { models: ['*'], operations: ['*'], max_tokens: 100, requests_per_minute: 2 })
+  .rule(
+    { id: 'pii-to-external', when: { 'metadata.contains_pii': true }, risk: 90 },
+    { id: 'restricted-data', when: { 'metadata.data_classification': ['restricted', 'secret'] }, action: 'block', reason: 'Restricted data; may not be sent: anywhere' },
+    { id: 'internal-data', when: { 'metadata.data_classification': 'internal' }, risk: 40 },
+  );
+export const DASHBOARD_POLICY = DASHBOARD.yaml();
 
 /** A model name a client controls, shaped like markup (without spaces, as model names are): the page must show it as text. */
 export const HOSTILE_MODEL = '<img/src="x"/onerror="document.body.dataset.pwned=1">';

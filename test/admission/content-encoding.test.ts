@@ -1,15 +1,14 @@
 import * as zlib from 'node:zlib';
 import test from 'ava';
 import type { Harness } from '../helpers/gateway-harness.js';
-import type { MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, gatewayForFile, logIdOf, policyWith, rowById, send } from './support.js';
+import { newTag, type MockUpstream } from '../helpers/mock-upstream.js';
+import { policy } from '../helpers/policy-builder.js';
+import { errorOf, gatewayForFile, logIdOf, rowById, send } from './support.js';
 
 // Issue 14, finding 1: a compressed body is unreadable to the policy (model NULL) while a lenient
 // provider decodes it and serves the model inside. It must be refused with 415 and never forwarded.
 
-const POLICY = policyWith(`  acme:
-    models: ["gpt-4o-mini"]
-`);
+const POLICY = policy().catchAll().customer('acme', { models: ['gpt-4o-mini'] }).yaml();
 
 let upstream: MockUpstream;
 let gw: Harness;
@@ -25,43 +24,43 @@ const ENCODINGS: [string, (b: Buffer) => Buffer][] = [
 
 for (const [encoding, compress] of ENCODINGS) {
   for (const contentType of ['application/json', 'text/plain', undefined]) {
-    test.serial(`a ${encoding}-encoded body (content-type ${contentType ?? 'missing'}) is refused with 415 and never forwarded`, async (t) => {
+    test(`a ${encoding}-encoded body (content-type ${contentType ?? 'missing'}) is refused with 415 and never forwarded`, async (t) => {
       const { key } = gw.createKey('acme');
-      const before = upstream.received.length;
+      const tag = newTag();
       const res = await send(gw.url, key, {
         path: '/v1/chat/completions',
-        headers: { 'content-encoding': encoding, ...(contentType ? { 'content-type': contentType } : {}) },
+        headers: { 'content-encoding': encoding, ...(contentType ? { 'content-type': contentType } : {}), ...tag },
         body: compress(Buffer.from(FORBIDDEN)),
       });
       t.is(res.status, 415, res.body);
       t.is(errorOf(res)?.code, 'unsupported_content_encoding');
-      t.is(upstream.received.length, before, 'the compressed request reached the provider');
+      t.deepEqual(upstream.tagged(tag), [], 'the compressed request reached the provider');
       t.like(rowById(gw.dbPath, logIdOf(res)), { customer_id: 'acme', allowed: 0 });
     });
   }
 }
 
-test.serial('an encoded body of an allowed model is refused too: the gateway judges only what it can read', async (t) => {
+test('an encoded body of an allowed model is refused too: the gateway judges only what it can read', async (t) => {
   const { key } = gw.createKey('acme');
-  const before = upstream.received.length;
+  const tag = newTag();
   const res = await send(gw.url, key, {
     path: '/v1/chat/completions',
-    headers: { 'content-encoding': 'gzip', 'content-type': 'application/json' },
+    headers: { 'content-encoding': 'gzip', 'content-type': 'application/json', ...tag },
     body: zlib.gzipSync(Buffer.from(JSON.stringify({ model: 'gpt-4o-mini', messages: [] }))),
   });
   t.is(res.status, 415, res.body);
   t.is(errorOf(res)?.code, 'unsupported_content_encoding');
-  t.is(upstream.received.length, before);
+  t.deepEqual(upstream.tagged(tag), []);
 });
 
-test.serial('Content-Encoding: identity is no encoding and the request goes through', async (t) => {
+test('Content-Encoding: identity is no encoding and the request goes through', async (t) => {
   const { key } = gw.createKey('acme');
-  const before = upstream.received.length;
+  const tag = newTag();
   const res = await send(gw.url, key, {
     path: '/v1/chat/completions',
-    headers: { 'content-encoding': 'identity', 'content-type': 'application/json' },
+    headers: { 'content-encoding': 'identity', 'content-type': 'application/json', ...tag },
     body: JSON.stringify({ model: 'gpt-4o-mini', messages: [] }),
   });
   t.is(res.status, 200, res.body);
-  t.is(upstream.received.length, before + 1);
+  t.is(upstream.tagged(tag).length, 1);
 });

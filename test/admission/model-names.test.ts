@@ -1,21 +1,14 @@
 import test from 'ava';
 import type { Harness } from '../helpers/gateway-harness.js';
-import type { MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, gatewayForFile, policyWith, send } from './support.js';
+import { newTag, type MockUpstream } from '../helpers/mock-upstream.js';
+import { policy } from '../helpers/policy-builder.js';
+import { errorOf, gatewayForFile, send } from './support.js';
 
 // Issue 14, finding 10: `"gpt-4o "` and `"gpt-4o\u0000"` did not match a rule about gpt-4o, so they
 // passed it, and a provider that trims or cuts at NUL served gpt-4o (a raw NUL also landed in
 // /metrics). A model name is 1..256 printable ASCII characters without spaces; anything else is 400.
 
-const POLICY = policyWith(
-  '',
-  `
-  - id: no-gpt-4o
-    when:
-      model: gpt-4o
-    action: block
-    reason: gpt-4o is reserved`,
-);
+const POLICY = policy().catchAll().rule({ id: 'no-gpt-4o', when: { model: 'gpt-4o' }, action: 'block', reason: 'gpt-4o is reserved' }).yaml();
 
 let upstream: MockUpstream;
 let gw: Harness;
@@ -23,14 +16,14 @@ gatewayForFile(POLICY, (started) => ({ upstream, gw } = started));
 
 async function chat(model: string): Promise<{ status: number; code: string | undefined; param: string | null | undefined; forwarded: boolean; body: string }> {
   const { key } = gw.createKey('names');
-  const before = upstream.received.length;
+  const tag = newTag();
   const res = await send(gw.url, key, {
     path: '/v1/chat/completions',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...tag },
     body: JSON.stringify({ model, messages: [] }),
   });
   const error = errorOf(res);
-  return { status: res.status, code: error?.code, param: error?.param, forwarded: upstream.received.length > before, body: res.body };
+  return { status: res.status, code: error?.code, param: error?.param, forwarded: upstream.tagged(tag).length > 0, body: res.body };
 }
 
 const BAD_NAMES: [string, string][] = [
@@ -43,7 +36,7 @@ const BAD_NAMES: [string, string][] = [
 ];
 
 for (const [what, model] of BAD_NAMES) {
-  test.serial(`a model name with ${what} is refused with 400 (param model) and never forwarded`, async (t) => {
+  test(`a model name with ${what} is refused with 400 (param model) and never forwarded`, async (t) => {
     const r = await chat(model);
     t.is(r.status, 400, r.body);
     t.is(r.code, 'invalid_request');
@@ -52,14 +45,14 @@ for (const [what, model] of BAD_NAMES) {
   });
 }
 
-test.serial('a NUL in a model name never reaches /metrics', async (t) => {
+test('a NUL in a model name never reaches /metrics', async (t) => {
   await chat('gpt-4o\u0000');
   await chat('gpt-4o\u0000x');
   const text = await (await fetch(`${gw.url}/metrics`)).text();
   t.false(text.includes('\u0000'), 'a raw NUL byte is in the Prometheus text');
 });
 
-test.serial('the exact name is still judged by the rule, so the refusals above are about the characters', async (t) => {
+test('the exact name is still judged by the rule, so the refusals above are about the characters', async (t) => {
   const blocked = await chat('gpt-4o');
   t.is(blocked.status, 403, blocked.body);
   t.is(blocked.code, 'policy_blocked');

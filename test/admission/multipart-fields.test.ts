@@ -1,16 +1,15 @@
 import test from 'ava';
 import busboy from 'busboy';
 import type { Harness } from '../helpers/gateway-harness.js';
-import type { MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, gatewayForFile, logIdOf, multipart, policyWith, rowById, send } from './support.js';
+import { newTag, type MockUpstream, type ReceivedRequest } from '../helpers/mock-upstream.js';
+import { policy } from '../helpers/policy-builder.js';
+import { errorOf, gatewayForFile, logIdOf, multipart, rowById, send } from './support.js';
 
 // Issue 14, finding 2: the hand-written multipart scan only saw `name="model"`; a provider also reads
 // `name=model`, `NAME="model"` and `name = "model"`, and field names case-insensitively. Whatever a
 // provider could read as the model field is either read and judged by the gateway, or refused.
 
-const POLICY = policyWith(`  acme:
-    models: ["whisper-1"]
-`);
+const POLICY = policy().catchAll().customer('acme', { models: ['whisper-1'] }).yaml();
 
 let upstream: MockUpstream;
 let gw: Harness;
@@ -27,58 +26,59 @@ function upload(modelDisposition: string, model: string, extra: { disposition: s
   ]);
 }
 
-async function transcribe(body: Buffer): Promise<{ status: number; code: string | undefined; forwarded: boolean; logId: string; body: string }> {
+async function transcribe(body: Buffer): Promise<{ status: number; code: string | undefined; forwarded: ReceivedRequest[]; logId: string; body: string }> {
   const { key } = gw.createKey('acme');
-  const before = upstream.received.length;
+  const tag = newTag();
   const res = await send(gw.url, key, {
     path: '/v1/audio/transcriptions',
-    headers: { 'content-type': `multipart/form-data; boundary=${BOUNDARY}` },
+    headers: { 'content-type': `multipart/form-data; boundary=${BOUNDARY}`, ...tag },
     body,
   });
-  return { status: res.status, code: errorOf(res)?.code, forwarded: upstream.received.length > before, logId: logIdOf(res), body: res.body };
+  return { status: res.status, code: errorOf(res)?.code, forwarded: upstream.tagged(tag), logId: logIdOf(res), body: res.body };
 }
 
-test.serial('a model field named with an unquoted name=model is read and judged (403 for a forbidden model)', async (t) => {
+test('a model field named with an unquoted name=model is read and judged (403 for a forbidden model)', async (t) => {
   const r = await transcribe(upload('form-data; name=model', 'gpt-4o-transcribe'));
   t.is(r.status, 403, r.body);
   t.is(r.code, 'policy_blocked');
-  t.false(r.forwarded);
+  t.deepEqual(r.forwarded, []);
   t.like(rowById(gw.dbPath, r.logId), { model: 'gpt-4o-transcribe', operation: 'audio.transcriptions', allowed: 0 });
 });
 
-test.serial('a model field named with an upper-case NAME="model" parameter is read and judged (403 for a forbidden model)', async (t) => {
+test('a model field named with an upper-case NAME="model" parameter is read and judged (403 for a forbidden model)', async (t) => {
   const r = await transcribe(upload('form-data; NAME="model"', 'gpt-4o-transcribe'));
   t.is(r.status, 403, r.body);
   t.is(r.code, 'policy_blocked');
-  t.false(r.forwarded);
+  t.deepEqual(r.forwarded, []);
   t.like(rowById(gw.dbPath, r.logId), { model: 'gpt-4o-transcribe', allowed: 0 });
 });
 
-test.serial('a model field written name = "model" (spaces around =) is refused and never forwarded', async (t) => {
+test('a model field written name = "model" (spaces around =) is refused and never forwarded', async (t) => {
   // busboy does not take this part as a named field; a provider may. Either way it may not pass unjudged.
   const r = await transcribe(upload('form-data; name = "model"', 'gpt-4o-transcribe'));
   t.is(r.status, 400, r.body);
   t.is(r.code, 'invalid_request');
-  t.false(r.forwarded);
+  t.deepEqual(r.forwarded, []);
   t.like(rowById(gw.dbPath, r.logId), { allowed: 0 });
 });
 
-test.serial('two model fields differing only in case (model and Model) are refused with 400', async (t) => {
+test('two model fields differing only in case (model and Model) are refused with 400', async (t) => {
   // The first is allowed; a provider reading field names case-insensitively, last wins, serves the second.
   const r = await transcribe(upload('form-data; name="model"', 'whisper-1', [{ disposition: 'form-data; name="Model"', body: 'gpt-4o-transcribe' }]));
   t.is(r.status, 400, r.body);
   t.is(r.code, 'invalid_request');
-  t.false(r.forwarded);
+  t.deepEqual(r.forwarded, []);
   t.like(rowById(gw.dbPath, r.logId), { allowed: 0 });
 });
 
-test.serial('an allowed model under an unusual field spelling is forwarded with the provider reading exactly that model', async (t) => {
+test('an allowed model under an unusual field spelling is forwarded with the provider reading exactly that model', async (t) => {
   const r = await transcribe(upload('form-data; NAME=model', 'whisper-1'));
   t.is(r.status, 200, r.body);
-  t.true(r.forwarded);
+  t.is(r.forwarded.length, 1);
   t.like(rowById(gw.dbPath, r.logId), { model: 'whisper-1', allowed: 1 });
   // Whatever the gateway sends, a strict multipart parser finds one model field and it is the judged one.
-  const seen = upstream.received.at(-1)!;
+  const [seen] = r.forwarded;
+  if (!seen) return;
   const fields = await parseForm(String(seen.headers['content-type']), seen.body);
   t.deepEqual(fields.filter(([name]) => name.toLowerCase() === 'model'), [['model', 'whisper-1']]);
   t.true(seen.body.includes(AUDIO), 'the audio bytes arrived unchanged');

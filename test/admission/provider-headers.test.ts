@@ -1,7 +1,8 @@
 import test from 'ava';
 import { startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { describeAttempt, policyWith, send, wsConnect } from './support.js';
+import { newTag, startMockUpstream, type MockUpstream, type ReceivedRequest, type Tag } from '../helpers/mock-upstream.js';
+import { policy } from '../helpers/policy-builder.js';
+import { describeAttempt, send, wsConnect } from './support.js';
 
 // Issue 14, finding 8: OpenAI-Organization, OpenAI-Project, x-api-key (carrying the gateway key) and
 // X-Forwarded-Host reached the provider next to the provider key, letting a client pick the provider
@@ -14,9 +15,10 @@ let scoped: Harness;
 
 test.before(async () => {
   upstream = await startMockUpstream();
-  plain = await startHarness(upstream.url, { policy: policyWith('') });
+  const open = policy().catchAll().yaml();
+  plain = await startHarness(upstream.url, { policy: open });
   scoped = await startHarness(upstream.url, {
-    policy: policyWith(''),
+    policy: open,
     providers: [{ name: 'openai', base_url: upstream.url, models: ['*'], api_key_env: 'OPENAI_API_KEY', organization: 'org-gateway01', project: 'proj_gateway01' }],
   });
 });
@@ -28,6 +30,13 @@ test.after.always(async () => {
 });
 
 const SCOPING = ['openai-organization', 'openai-project', 'x-api-key', 'forwarded', 'x-forwarded-host', 'x-forwarded-for', 'x-forwarded-proto', 'x-real-ip'];
+
+/** What the provider received with `tag`: exactly one request, or the test fails. */
+function receivedOnce(tag: Tag): ReceivedRequest['headers'] {
+  const seen = upstream.tagged(tag);
+  if (seen.length !== 1) throw new Error(`the provider received ${seen.length} requests with this tag, not 1`);
+  return seen[0]!.headers;
+}
 
 function clientScopingHeaders(key: string): Record<string, string> {
   return {
@@ -42,60 +51,61 @@ function clientScopingHeaders(key: string): Record<string, string> {
   };
 }
 
-test.serial('provider-scoping and forwarding headers from the client never reach the provider', async (t) => {
+test('provider-scoping and forwarding headers from the client never reach the provider', async (t) => {
   const { key } = plain.createKey('headers');
-  const before = upstream.received.length;
+  const tag = newTag();
   const res = await send(plain.url, key, {
     path: '/v1/chat/completions',
-    headers: { 'content-type': 'application/json', 'x-custom': 'kept', ...clientScopingHeaders(key) },
+    headers: { 'content-type': 'application/json', 'x-custom': 'kept', ...clientScopingHeaders(key), ...tag },
     body: JSON.stringify({ model: 'gpt-4o-mini', messages: [] }),
   });
   t.is(res.status, 200, res.body);
-  t.is(upstream.received.length, before + 1);
-  const seen = upstream.received.at(-1)!.headers;
+  const seen = receivedOnce(tag);
   for (const name of SCOPING) t.is(seen[name], undefined, `${name} reached the provider`);
   t.false(JSON.stringify(seen).includes(key), 'the gateway key reached the provider');
   t.is(seen.authorization, `Bearer ${UPSTREAM_SECRET}`);
   t.is(seen['x-custom'], 'kept', 'other headers still go through');
 });
 
-test.serial("a provider's organization and project from gateway.yaml are sent, never the client's", async (t) => {
+test("a provider's organization and project from gateway.yaml are sent, never the client's", async (t) => {
   const { key } = scoped.createKey('headers');
-  const before = upstream.received.length;
+  const tag = newTag();
   const res = await send(scoped.url, key, {
     path: '/v1/chat/completions',
-    headers: { 'content-type': 'application/json', ...clientScopingHeaders(key) },
+    headers: { 'content-type': 'application/json', ...clientScopingHeaders(key), ...tag },
     body: JSON.stringify({ model: 'gpt-4o-mini', messages: [] }),
   });
   t.is(res.status, 200, res.body);
-  t.is(upstream.received.length, before + 1);
-  const seen = upstream.received.at(-1)!.headers;
+  const seen = receivedOnce(tag);
   t.is(seen['openai-organization'], 'org-gateway01');
   t.is(seen['openai-project'], 'proj_gateway01');
   t.is(seen['x-api-key'], undefined);
   t.is(seen['x-forwarded-host'], undefined);
 });
 
-test.serial("a provider's organization and project are sent even when the client sends none", async (t) => {
+test("a provider's organization and project are sent even when the client sends none", async (t) => {
   const { key } = scoped.createKey('headers');
-  const res = await send(scoped.url, key, { method: 'GET', path: '/v1/models' });
+  const tag = newTag();
+  const res = await send(scoped.url, key, { method: 'GET', path: '/v1/models', headers: { ...tag } });
   t.is(res.status, 200, res.body);
-  const seen = upstream.received.at(-1)!.headers;
+  const seen = receivedOnce(tag);
   t.is(seen['openai-organization'], 'org-gateway01');
   t.is(seen['openai-project'], 'proj_gateway01');
 });
 
-test.serial('provider-scoping headers are not relayed on the realtime WebSocket handshake either', async (t) => {
+test('provider-scoping headers are not relayed on the realtime WebSocket handshake either', async (t) => {
   const { key } = plain.createKey('headers');
-  const before = upstream.wsReceived.length;
+  const tag = newTag();
   const attempt = await wsConnect(`${plain.url.replace(/^http/, 'ws')}/v1/realtime?model=gpt-4o-realtime-preview`, {
     authorization: `Bearer ${key}`,
     ...clientScopingHeaders(key),
+    ...tag,
   });
   t.true('opened' in attempt, describeAttempt(attempt));
   if ('opened' in attempt) attempt.opened.terminate();
-  t.is(upstream.wsReceived.length, before + 1);
-  const seen = upstream.wsReceived.at(-1)!.headers;
+  const handshakes = upstream.taggedWebSockets(tag);
+  t.is(handshakes.length, 1);
+  const seen = handshakes[0]?.headers ?? {};
   for (const name of SCOPING) t.is(seen[name], undefined, `${name} reached the provider on the handshake`);
   t.false(JSON.stringify(seen).includes(key), 'the gateway key reached the provider');
 });

@@ -1,18 +1,15 @@
 import test from 'ava';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, logIdOf, policyWith, rowById, send } from './support.js';
+import { policy } from '../helpers/policy-builder.js';
+import { errorOf, logIdOf, rowById, send } from './support.js';
 
 // Issue 14, finding 4: a streamed body nested 20,000 arrays deep from a token-limited customer threw
 // after the provider slot was taken and outside the code that gives it back; with max_in_flight 3,
 // three such requests left every customer with 503 overloaded until restart.
 // Finding 9 (second half): a 503 overloaded row said allowed = 1 although nothing was forwarded.
 
-const POLICY = policyWith(`  limited:
-    tokens_per_minute: 1000000
-  plain: {}
-  busy: {}
-`);
+const POLICY = policy().catchAll().customer('limited', { tokens_per_minute: 1_000_000 }).customer('plain').customer('busy').yaml();
 
 const harnesses: Harness[] = [];
 const upstreams: MockUpstream[] = [];
@@ -38,7 +35,7 @@ const DEEP = '['.repeat(20_000) + ']'.repeat(20_000);
 const DEEP_STREAM = `{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}],"metadata_blob":${DEEP}}`;
 const NORMAL = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
 
-test.serial('three streamed bodies nested 20,000 arrays deep are refused with 400 and leave no provider slot taken', async (t) => {
+test('three streamed bodies nested 20,000 arrays deep are refused with 400 and leave no provider slot taken', async (t) => {
   const { gw, upstream } = await gatewayWithSlots(3);
   const limited = gw.createKey('limited');
   for (let i = 0; i < 3; i++) {
@@ -58,7 +55,7 @@ test.serial('three streamed bodies nested 20,000 arrays deep are refused with 40
   }
 });
 
-test.serial('a request refused with 503 overloaded is recorded as not allowed, with the reason overloaded', async (t) => {
+test('a request refused with 503 overloaded is recorded as not allowed, with the reason overloaded', async (t) => {
   const { gw, upstream } = await gatewayWithSlots(1);
   const { key } = gw.createKey('busy');
   upstream.setDelay(600);

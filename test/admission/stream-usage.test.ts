@@ -1,6 +1,8 @@
 import test from 'ava';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { errorOf, logIdOf, outcomeOf, policyWith, send, startStreamingUpstream, type StreamingUpstream } from './support.js';
+import { newTag } from '../helpers/mock-upstream.js';
+import { policy } from '../helpers/policy-builder.js';
+import { errorOf, logIdOf, outcomeOf, send, startStreamingUpstream, type StreamingUpstream } from './support.js';
 
 // Issue 14, finding 7: streamed /v1/completions got no usage injection, streams of customers without
 // token limits recorded NULL tokens, and `"stream":"true"` / `"stream":1` were taken as not streaming
@@ -8,9 +10,7 @@ import { errorOf, logIdOf, outcomeOf, policyWith, send, startStreamingUpstream, 
 // request asks for usage and the client gets exactly what it would have without that; a non-boolean
 // stream is 400.
 
-const POLICY = policyWith(`  limited:
-    tokens_per_minute: 1000000
-`);
+const POLICY = policy().catchAll().customer('limited', { tokens_per_minute: 1_000_000 }).yaml();
 
 let upstream: StreamingUpstream;
 let gw: Harness;
@@ -38,15 +38,17 @@ const STREAMS: [string, string][] = [
 
 for (const [customer, label] of [['limited', 'a token-limited customer'], ['unlimited', 'a customer without token limits']] as const) {
   for (const [path, body] of STREAMS) {
-    test.serial(`a streamed ${path} request of ${label} has its tokens recorded, and the client gets the provider's stream without the usage it did not ask for`, async (t) => {
+    test(`a streamed ${path} request of ${label} has its tokens recorded, and the client gets the provider's stream without the usage it did not ask for`, async (t) => {
       const { key } = gw.createKey(customer);
       const expected = await direct(path, body);
       t.false(expected.includes('usage'), 'the provider sends no usage unless asked');
-      const before = upstream.received.length;
-      const res = await send(gw.url, key, { path, headers: { 'content-type': 'application/json' }, body });
+      const tag = newTag();
+      const res = await send(gw.url, key, { path, headers: { 'content-type': 'application/json', ...tag }, body });
       t.is(res.status, 200, res.body);
       t.is(res.body, expected, 'the client bytes differ from what the provider would have sent it');
-      const sent = JSON.parse(upstream.received[before]!.body.toString('utf8')) as { stream_options?: { include_usage?: unknown } };
+      const [forwarded] = upstream.tagged(tag);
+      if (!forwarded) return t.fail('the request never reached the provider');
+      const sent = JSON.parse(forwarded.body.toString('utf8')) as { stream_options?: { include_usage?: unknown } };
       t.is(sent.stream_options?.include_usage, true, 'the gateway did not ask the provider for usage');
       const outcome = await outcomeOf(gw.dbPath, logIdOf(res));
       t.is(outcome?.status, 200);
@@ -55,7 +57,7 @@ for (const [customer, label] of [['limited', 'a token-limited customer'], ['unli
   }
 }
 
-test.serial('a client that asked for usage itself still gets its usage event', async (t) => {
+test('a client that asked for usage itself still gets its usage event', async (t) => {
   const { key } = gw.createKey('unlimited');
   const body = JSON.stringify({ model: 'gpt-3.5-turbo-instruct', prompt: 'x', stream: true, stream_options: { include_usage: true } });
   const expected = await direct('/v1/completions', body);
@@ -70,14 +72,14 @@ for (const [path, base] of [
   ['/v1/completions', { model: 'gpt-3.5-turbo-instruct', prompt: 'x' }],
 ] as const) {
   for (const stream of ['true', 1] as const) {
-    test.serial(`${path} with "stream":${JSON.stringify(stream)} is refused with 400 (param stream) and never forwarded`, async (t) => {
+    test(`${path} with "stream":${JSON.stringify(stream)} is refused with 400 (param stream) and never forwarded`, async (t) => {
       const { key } = gw.createKey('limited');
-      const before = upstream.received.length;
-      const res = await send(gw.url, key, { path, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...base, stream }) });
+      const tag = newTag();
+      const res = await send(gw.url, key, { path, headers: { 'content-type': 'application/json', ...tag }, body: JSON.stringify({ ...base, stream }) });
       t.is(res.status, 400, res.body);
       t.is(errorOf(res)?.code, 'invalid_request');
       t.is(errorOf(res)?.param, 'stream');
-      t.is(upstream.received.length, before);
+      t.deepEqual(upstream.tagged(tag), []);
     });
   }
 }

@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import test from 'ava';
 import WebSocket from 'ws';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { startMockUpstream, TAG_HEADER, type MockUpstream, type Tag } from '../helpers/mock-upstream.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 import { rawRequest, waitFor, type RawResponse } from '../proxy/support.js';
 
@@ -24,20 +24,6 @@ export function gatewayForFile(policy: string, started: (s: { upstream: MockUpst
     await running?.gw?.close();
     await running?.upstream.close();
   });
-}
-
-/** A policy with the catch-all customer allowed everything, the given customers (YAML under `customers:`) and rules. */
-export function policyWith(customers: string, rules = '[]'): string {
-  return `version: 1
-mode: enforce
-block_threshold: 70
-customers:
-  "*":
-    models: ["*"]
-    operations: ["*"]
-${customers}
-rules: ${rules}
-`;
 }
 
 export interface ErrorShape {
@@ -142,10 +128,17 @@ export function describeAttempt(a: WsAttempt): string {
   return `failed ${a.failed.message}`;
 }
 
+interface StreamedRequest {
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+}
+
 export interface StreamingUpstream {
   /** Base URL including /v1. */
   url: string;
-  received: { path: string; body: Buffer }[];
+  /** The requests that carried `tag` (see MockUpstream.tagged). */
+  tagged(tag: Tag): StreamedRequest[];
   close(): Promise<void>;
 }
 
@@ -157,7 +150,7 @@ export interface StreamingUpstream {
  * body are byte-identical.
  */
 export async function startStreamingUpstream(): Promise<StreamingUpstream> {
-  const received: { path: string; body: Buffer }[] = [];
+  const received: StreamedRequest[] = [];
   const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -165,7 +158,7 @@ export async function startStreamingUpstream(): Promise<StreamingUpstream> {
     req.on('end', () => {
       const body = Buffer.concat(chunks);
       const path = req.url ?? '/';
-      received.push({ path, body });
+      received.push({ path, headers: req.headers, body });
       let parsed: Record<string, unknown> = {};
       try {
         parsed = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
@@ -207,7 +200,7 @@ export async function startStreamingUpstream(): Promise<StreamingUpstream> {
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}/v1`,
-    received,
+    tagged: (tag) => received.filter((r) => r.headers[TAG_HEADER] === tag[TAG_HEADER]),
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of sockets) s.destroy();

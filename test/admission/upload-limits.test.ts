@@ -1,8 +1,9 @@
 import test from 'ava';
 import OpenAI, { toFile } from 'openai';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
-import { errorOf, policyWith, rowsOf, send, waitFor } from './support.js';
+import { newTag, startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { policy } from '../helpers/policy-builder.js';
+import { errorOf, rowsOf, send, waitFor } from './support.js';
 
 // Issue 14, finding 11: the 413 for an oversized upload was sent with Connection: close before the
 // upload was read, so the openai SDKs often hit EPIPE, reported a connection error and retried (three
@@ -18,7 +19,7 @@ let gw: Harness;
 test.before(async () => {
   upstream = await startMockUpstream();
   gw = await startHarness(upstream.url, {
-    policy: policyWith(''),
+    policy: policy().catchAll().yaml(),
     maxBodyBytes: MAX_BODY,
     server: { max_upload_bytes: MAX_UPLOAD },
   });
@@ -36,11 +37,11 @@ function audio(bytes: number): Buffer {
   return buf;
 }
 
-test.serial('the openai SDK uploading a too-large audio file gets a 413 APIError (request_too_large), not a connection error, and one audit row', async (t) => {
+test('the openai SDK uploading a too-large audio file gets a 413 APIError (request_too_large), not a connection error, and one audit row', async (t) => {
   const { key } = gw.createKey('big-upload');
   // The SDK's default retries: a connection error would be retried and leave several rows.
-  const client = new OpenAI({ baseURL: gw.baseURL, apiKey: key, maxRetries: 2 });
-  const before = upstream.received.length;
+  const tag = newTag();
+  const client = new OpenAI({ baseURL: gw.baseURL, apiKey: key, maxRetries: 2, defaultHeaders: tag });
   const file = await toFile(audio(8 * 1024 * 1024), 'long.wav', { type: 'audio/wav' });
   const err = await t.throwsAsync(client.audio.transcriptions.create({ file, model: 'whisper-1' }));
   t.true(err instanceof OpenAI.APIError, `not an APIError: ${String(err)}`);
@@ -49,7 +50,7 @@ test.serial('the openai SDK uploading a too-large audio file gets a 413 APIError
   t.is(apiError.status, 413);
   t.is(apiError.code, 'request_too_large');
   t.regex(apiError.message, /server\.max_upload_bytes/);
-  t.is(upstream.received.length, before, 'the oversized upload reached the provider');
+  t.deepEqual(upstream.tagged(tag), [], 'the oversized upload reached the provider');
   // Rows land before the answer; a short wait catches a retry's row too.
   await new Promise((resolve) => setTimeout(resolve, 300));
   const rows = await waitFor(() => {
@@ -60,27 +61,28 @@ test.serial('the openai SDK uploading a too-large audio file gets a 413 APIError
   t.is(rows?.[0]?.allowed, 0);
 });
 
-test.serial('a multipart upload larger than max_body_bytes but within max_upload_bytes is forwarded', async (t) => {
+test('a multipart upload larger than max_body_bytes but within max_upload_bytes is forwarded', async (t) => {
   const { key } = gw.createKey('mid-upload');
-  const client = new OpenAI({ baseURL: gw.baseURL, apiKey: key, maxRetries: 0 });
-  const before = upstream.received.length;
+  const tag = newTag();
+  const client = new OpenAI({ baseURL: gw.baseURL, apiKey: key, maxRetries: 0, defaultHeaders: tag });
   const bytes = audio(512 * 1024);
   t.true(bytes.length > MAX_BODY && bytes.length < MAX_UPLOAD);
   await client.audio.transcriptions.create({ file: await toFile(bytes, 'clip.wav', { type: 'audio/wav' }), model: 'whisper-1' });
-  t.is(upstream.received.length, before + 1);
-  const seen = upstream.received.at(-1)!;
+  const [seen, ...more] = upstream.tagged(tag);
+  t.deepEqual(more, []);
+  if (!seen) return t.fail('the upload never reached the provider');
   t.is(seen.path, '/v1/audio/transcriptions');
   t.true(seen.body.includes(bytes), 'the audio bytes arrived unchanged');
   t.like(rowsOf(gw.dbPath, 'mid-upload')[0], { model: 'whisper-1', operation: 'audio.transcriptions', allowed: 1 });
 });
 
-test.serial('a JSON body over max_body_bytes is still 413, and the message names server.max_body_bytes', async (t) => {
+test('a JSON body over max_body_bytes is still 413, and the message names server.max_body_bytes', async (t) => {
   const { key } = gw.createKey('big-json');
-  const before = upstream.received.length;
+  const tag = newTag();
   const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x'.repeat(MAX_BODY) }] });
-  const res = await send(gw.url, key, { path: '/v1/chat/completions', headers: { 'content-type': 'application/json' }, body });
+  const res = await send(gw.url, key, { path: '/v1/chat/completions', headers: { 'content-type': 'application/json', ...tag }, body });
   t.is(res.status, 413, res.body);
   t.is(errorOf(res)?.code, 'request_too_large');
   t.regex(errorOf(res)?.message ?? '', /server\.max_body_bytes/);
-  t.is(upstream.received.length, before);
+  t.deepEqual(upstream.tagged(tag), []);
 });

@@ -3,8 +3,9 @@ import path from 'node:path';
 import test from 'ava';
 import { backupAuditDatabase, snapshotName } from '../../gateway/audit/backup.js';
 import { AuditWriter } from '../../gateway/audit/audit-writer.js';
-import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
-import { StoreFile } from '../../gateway/audit/store-file.js';
+import { openDatabase } from '../../gateway/store/connection.js';
+import { sqliteTime } from '../../gateway/store/sqlite-time.js';
+import { StoreFile } from '../../gateway/store/store-file.js';
 import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
 import { ConfigError } from '../../gateway/config/yaml-source.js';
 import { runCli, startServe, type ServeProcess } from '../helpers/cli.js';
@@ -28,7 +29,8 @@ test.after.always(async () => {
   await upstream?.close();
 });
 
-// Every test here is serial: bulk inserts through the sqlite3 CLI block this process, and the schedules count seconds.
+// The tests that count seconds (the schedules) or need requests answered during a backup are serial, so that no
+// other test's bulk inserts or synchronous CLI runs, which block this process, run meanwhile.
 
 /**
  * `count` decision rows, hash-chained by the gateway's own writer on a
@@ -84,7 +86,7 @@ async function until<T>(probe: () => T | undefined | false, timeoutMs: number): 
   }
 }
 
-test.serial('govgate backup writes a verified snapshot with every row and prints its path', async (t) => {
+test('govgate backup writes a verified snapshot with every row and prints its path', async (t) => {
   const dir = makeGatewayDir();
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
@@ -108,7 +110,7 @@ test.serial('govgate backup writes a verified snapshot with every row and prints
   t.is(snapshotsIn(path.join(dir, 'data/backups')).length, 2, 'a second backup in the same second gets its own name');
 });
 
-test.serial('a database whose chain was tampered with is not accepted as a snapshot', async (t) => {
+test('a database whose chain was tampered with is not accepted as a snapshot', async (t) => {
   const dir = makeGatewayDir();
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
@@ -125,7 +127,7 @@ test.serial('a database whose chain was tampered with is not accepted as a snaps
   t.deepEqual(snapshotsIn(path.join(dir, 'data/backups')), [], 'no snapshot of a broken trail is kept');
 });
 
-test.serial('govgate backup fails with one line when the backup directory cannot be created', async (t) => {
+test('govgate backup fails with one line when the backup directory cannot be created', async (t) => {
   const dir = makeGatewayDir();
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
@@ -138,7 +140,7 @@ test.serial('govgate backup fails with one line when the backup directory cannot
   t.regex(r.stderr, /^govgate: .*(ENOTDIR|EEXIST|not a directory)/i);
 });
 
-test.serial('rotation keeps the newest `keep` snapshots and touches no other file', async (t) => {
+test('rotation keeps the newest `keep` snapshots and touches no other file', async (t) => {
   const gw = await harness();
   const backups = path.join(gw.dir, 'data/backups');
   mkdirSync(backups, { recursive: true });
@@ -227,7 +229,7 @@ test.serial('a failed scheduled backup is logged and reported to Sentry, and req
   t.regex(failed!, /"level":50/);
 });
 
-test.serial('backup settings are validated with the file and the key', (t) => {
+test('backup settings are validated with the file and the key', (t) => {
   const dir = makeGatewayDir();
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const load = (audit: Record<string, unknown>) => {
@@ -243,7 +245,7 @@ test.serial('backup settings are validated with the file and the key', (t) => {
   t.throws(load({ backup_dir: '' }), { instanceOf: ConfigError, message: /audit\.backup_dir: must be a non-empty string/ });
 });
 
-test.serial('openDatabase is not needed to read a snapshot: it opens as a normal audit database', async (t) => {
+test('openDatabase is not needed to read a snapshot: it opens as a normal audit database', async (t) => {
   const gw = await harness();
   const result = await backupAuditDatabase(gw.dbPath, path.join(gw.dir, 'data/backups'), 7);
   const db = openDatabase(result.file, { synchronous: 'NORMAL' });

@@ -52,10 +52,12 @@ test.after.always(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-test.serial('each forwarded request finds its own committed audit row when it reaches the provider', async (t) => {
+test('each forwarded request finds its own committed audit row when it reaches the provider', async (t) => {
   const key = keys.acme;
 
-  const ids = Array.from({ length: 50 }, (_, i) => `cbf-${i}-${randomUUID()}`);
+  // One prefix for this test's ids, so the rows counted below are its own and not the blocked test's.
+  const prefix = `cbf-${randomUUID().slice(0, 8)}`;
+  const ids = Array.from({ length: 50 }, (_, i) => `${prefix}-${i}`);
   // All at once, so the gateway groups many rows into one commit.
   const results = await Promise.all(
     ids.map(async (id, i) => {
@@ -80,14 +82,14 @@ test.serial('each forwarded request finds its own committed audit row when it re
 
   const perRequest = sqliteJson<{ rid: string; n: number }>(
     dbPath,
-    "SELECT json_extract(meta, '$.request_id') AS rid, count(*) AS n FROM usagelog WHERE rid LIKE 'cbf-%' GROUP BY rid",
+    `SELECT json_extract(meta, '$.request_id') AS rid, count(*) AS n FROM usagelog WHERE rid LIKE '${prefix}-%' GROUP BY rid`,
   );
   t.is(perRequest.length, ids.length, 'every request has a row');
   t.true(perRequest.every((r) => r.n === 1), 'and exactly one');
   t.deepEqual(perRequest.map((r) => r.rid).sort(), [...ids].sort());
 });
 
-test.serial('a blocked request also leaves exactly one row and reaches no provider', async (t) => {
+test('a blocked request also leaves exactly one row and reaches no provider', async (t) => {
   const key = keys.blocked;
   const id = `cbf-blocked-${randomUUID()}`;
   const res = await fetch(`${serve.url}/v1/chat/completions`, {

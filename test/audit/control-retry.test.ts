@@ -4,8 +4,9 @@ import path from 'node:path';
 import test from 'ava';
 import { AuditWriter } from '../../gateway/audit/audit-writer.js';
 import { controlEvent, policyVersionRow } from '../../gateway/audit/control-log.js';
-import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
-import { StoreFile } from '../../gateway/audit/store-file.js';
+import { openDatabase } from '../../gateway/store/connection.js';
+import { sqliteTime } from '../../gateway/store/sqlite-time.js';
+import { StoreFile } from '../../gateway/store/store-file.js';
 import { syntheticDecision } from '../helpers/audit-rows.js';
 
 test('a commit the database refuses loses its decisions, not the control events and policy texts queued with them', async (t) => {

@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import test from 'ava';
 import type { OutcomeRow } from '../../gateway/audit/audit-writer.js';
 import type { PolicyVersionRow } from '../../gateway/audit/control-log.js';
-import { openDatabase } from '../../gateway/audit/database.js';
+import { openDatabase } from '../../gateway/store/connection.js';
 import { explainDecision, type Explanation, type RecordedDecision } from '../../gateway/audit/explain-decision.js';
 import { auditExplainCommand } from '../../gateway/cli/audit-explain-command.js';
 import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';

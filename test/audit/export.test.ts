@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import test from 'ava';
-import { openDatabase } from '../../gateway/audit/database.js';
+import { openDatabase } from '../../gateway/store/connection.js';
 import { auditExportCommand } from '../../gateway/cli/audit-export-command.js';
 import { CliError } from '../../gateway/cli/cli-error.js';
 import { writeAuditRows } from '../helpers/audit-rows.js';
@@ -116,7 +116,7 @@ function edited(file: string, name: string, index: number, replace: (line: strin
   return out;
 }
 
-test.serial('a full export in JSON lines and CSV verifies on its own, and agrees with audit verify', (t) => {
+test('a full export in JSON lines and CSV verifies on its own, and agrees with audit verify', (t) => {
   const jsonl = exportTo(dir, 'full.jsonl');
   const csv = exportTo(dir, 'full.csv', '--format', 'csv');
   t.is(statSync(jsonl).mode & 0o777, 0o600);
@@ -150,7 +150,7 @@ test.serial('a full export in JSON lines and CSV verifies on its own, and agrees
   t.regex(csvText, /\r\nrow,usagelog,\d+,/);
 });
 
-test.serial('the default export goes to stdout and holds no request content', (t) => {
+test('the default export goes to stdout and holds no request content', (t) => {
   const r = runCli(['audit', 'export'], { cwd: dir });
   t.is(r.status, 0, r.stderr);
   t.true(r.stdout.startsWith('{"record":"header"'));
@@ -162,7 +162,7 @@ test.serial('the default export goes to stdout and holds no request content', (t
   for (const canary of PROMPT_CANARIES) t.false(r.stdout.includes(canary), `${canary} is in the export`);
 });
 
-test.serial('an edited row fails the export where it was edited, in either format', (t) => {
+test('an edited row fails the export where it was edited, in either format', (t) => {
   const jsonl = exportTo(dir, 'edit.jsonl');
   const lines = readFileSync(jsonl, 'utf8').split('\n');
   const blocked = lines.findIndex((l) => l.startsWith('{"record":"row","chain":"usagelog",') && l.includes('"allowed":0'));
@@ -190,7 +190,7 @@ test.serial('an edited row fails the export where it was edited, in either forma
   t.regex(renamed.stdout, new RegExp(`^export BROKEN: usagelog row ${csvRowid} .*was changed`));
 });
 
-test.serial('a row removed from the middle or the end of a segment fails the export', (t) => {
+test('a row removed from the middle or the end of a segment fails the export', (t) => {
   const jsonl = exportTo(dir, 'cut.jsonl');
   const lines = readFileSync(jsonl, 'utf8').split('\n');
   const decisionLines = lines.flatMap((l, i) => (l.startsWith('{"record":"row","chain":"usagelog",') ? [i] : []));
@@ -218,7 +218,7 @@ test.serial('a row removed from the middle or the end of a segment fails the exp
   t.regex(headless.stdout, new RegExp(`usagelog row ${second} .*does not link to the segment's start \\(starting after retention anchor \\d+`));
 });
 
-test.serial('--since and --until export a middle segment that verifies and continues from the row before it', (t) => {
+test('--since and --until export a middle segment that verifies and continues from the row before it', (t) => {
   const decisions = rowsOf(path.join(scratch, 'audit.db'), 'SELECT rowid, created_at FROM usagelog ORDER BY rowid');
   // The rounds commit one after the other, five decisions each, but within a round rowid and time orders may differ:
   // the window runs from the second round's earliest decision to the third's, the middle of the chain.
@@ -244,7 +244,7 @@ test.serial('--since and --until export a middle segment that verifies and conti
   t.regex(continued.stdout, /kept head usagelog is the row the segment continues from/);
 });
 
-test.serial('the verifier and audit verify name the same broken row of a tampered file', async (t) => {
+test('the verifier and audit verify name the same broken row of a tampered file', async (t) => {
   const copy = path.join(scratch, 'tampered.db');
   const source = openDatabase(path.join(scratch, 'audit.db'), { synchronous: 'NORMAL', readonly: true });
   await source.backup(copy);

@@ -4,16 +4,18 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import test from 'ava';
 import { AuditWriter, type DecisionRow, type OutcomeRow } from '../../gateway/audit/audit-writer.js';
-import { GENESIS_HASH, rowHash } from '../../gateway/audit/chain.js';
-import { openDatabase, sqliteTime, type Db } from '../../gateway/audit/database.js';
+import { GENESIS_HASH, rowHash } from '../../gateway/store/chain.js';
+import { openDatabase, type Db } from '../../gateway/store/connection.js';
+import { sqliteTime } from '../../gateway/store/sqlite-time.js';
 import { pruneAuditRows } from '../../gateway/audit/retention.js';
-import { StoreFile } from '../../gateway/audit/store-file.js';
+import { StoreFile } from '../../gateway/store/store-file.js';
 import { auditVerifyCommand } from '../../gateway/cli/audit-command.js';
 import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
 import { runCli } from '../helpers/cli.js';
 import { makeGatewayDir, FIXTURE_POLICY, startHarness, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { sqliteJson, sqliteRaw } from '../helpers/sqlite-cli.js';
+import { waitFor } from '../proxy/support.js';
 
 const NO_UPSTREAM = 'http://127.0.0.1:9/v1';
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -101,7 +103,7 @@ function tamper(t: Trail, sql: string): void {
   if (r.status !== 0) throw new Error(r.stderr);
 }
 
-test.serial('rows written by the gateway form a chain that audit verify accepts, starting at the genesis hash', async (t) => {
+test('rows written by the gateway form a chain that audit verify accepts, starting at the genesis hash', async (t) => {
   const upstream: MockUpstream = await startMockUpstream();
   const h = await startHarness(upstream.url);
   cleanups.push(async () => {
@@ -114,7 +116,9 @@ test.serial('rows written by the gateway form a chain that audit verify accepts,
   await client.chat.completions
     .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }, { headers: { 'X-Governance-Metadata': '{"contains_pii":true}' } })
     .catch(() => undefined);
-  await new Promise((r) => setTimeout(r, 150));
+  // Outcome rows are written in batches after the answers; the count below is of all twelve.
+  const outcomes = () => sqliteJson<{ n: number }>(h.dbPath, 'SELECT count(*) AS n FROM usagelog_outcome')[0]!.n;
+  t.is(await waitFor(() => (outcomes() >= 12 ? outcomes() : undefined), 3000), 12);
 
   const rows = sqliteJson<{ prev_hash: string; hash: string }>(h.dbPath, 'SELECT prev_hash, hash FROM usagelog ORDER BY rowid');
   t.is(rows.length, 13);

@@ -2,7 +2,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { GENESIS_HASH } from '../../gateway/audit/chain.js';
+import { GENESIS_HASH } from '../../gateway/store/chain.js';
 import { FIXTURE_POLICY, makeGatewayDir, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { type CliResult } from '../helpers/cli.js';
 import { sqliteJson, sqliteRaw } from '../helpers/sqlite-cli.js';

@@ -6,7 +6,7 @@ import test from 'ava';
 import OpenAI from 'openai';
 import { generateKey } from '../../gateway/auth/key-format.js';
 import { startServe, type ServeProcess } from '../helpers/cli.js';
-import { makeGatewayDir, FIXTURE_POLICY, writeGatewayYaml } from '../helpers/gateway-harness.js';
+import { makeGatewayDir, FIXTURE_POLICY, withEnv, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { seedKeys } from '../helpers/seed-keys.js';
 import { startSentryIngest, type SentryIngest } from '../helpers/sentry-ingest.js';
@@ -47,7 +47,7 @@ function dataFiles(): { file: string; bytes: Buffer }[] {
   return filesUnder(path.join(dir, 'data')).map((file) => ({ file: path.relative(dir, file), bytes: readFileSync(file) }));
 }
 
-test.serial('a canary sent in prompts appears nowhere: not in data/, not in the logs, not in Sentry', async (t) => {
+test('a canary sent in prompts appears nowhere: not in data/, not in the logs, not in Sentry', async (t) => {
   dir = makeGatewayDir();
   const deadPort = await closedPort();
   writeGatewayYaml(dir, upstream.url, {
@@ -62,9 +62,7 @@ test.serial('a canary sent in prompts appears nowhere: not in data/, not in the 
   const key = acme!.key;
   serve = await startServe({ cwd: dir, env: { OPENAI_API_KEY: PROVIDER_SECRET, SENTRY_DSN: ingest.dsn } });
 
-  process.env.OPENAI_BASE_URL = `${serve.url}/v1`;
-  process.env.OPENAI_API_KEY = key;
-  const client = new OpenAI({ maxRetries: 0 });
+  const client = withEnv({ OPENAI_BASE_URL: `${serve.url}/v1`, OPENAI_API_KEY: key }, () => new OpenAI({ maxRetries: 0 }));
   const post = (p: string, body: string, headers: Record<string, string> = {}) =>
     fetch(`${serve!.url}/v1${p}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers }, body });
 

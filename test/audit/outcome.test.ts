@@ -1,7 +1,7 @@
 import test from 'ava';
 import OpenAI from 'openai';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { newTag, startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { sqliteJson, sqliteRaw } from '../helpers/sqlite-cli.js';
 
 interface OutcomeRow {
@@ -28,7 +28,7 @@ test.before(async () => {
   gw = await startHarness(upstream.url);
   key = gw.createKey('acme').key;
   client = gw.sdk(key);
-  // Any UPDATE of a decision row, by anyone, leaves a trace here for the last test to find.
+  // Any UPDATE of a decision row, by anyone, leaves a trace here for the check once every test ran.
   const setup = sqliteRaw(
     gw.dbPath,
     `CREATE TABLE test_usagelog_updates (id TEXT);
@@ -40,10 +40,6 @@ test.before(async () => {
 test.after.always(async () => {
   await gw?.close();
   await upstream?.close();
-});
-
-test.afterEach.always(() => {
-  upstream.reset();
 });
 
 function outcomeOf(logId: string): OutcomeRow | undefined {
@@ -65,12 +61,12 @@ function usagelogSnapshot(): string {
   return JSON.stringify(sqliteJson(gw.dbPath, 'SELECT * FROM usagelog ORDER BY id'));
 }
 
-test.serial('usagelog_outcome has the documented columns', (t) => {
+test('usagelog_outcome has the documented columns', (t) => {
   const cols = sqliteJson<{ name: string }>(gw.dbPath, 'PRAGMA table_info(usagelog_outcome)').map((c) => c.name);
   for (const col of OUTCOME_COLUMNS) t.true(cols.includes(col), `usagelog_outcome.${col}`);
 });
 
-test.serial('non-streamed chat: status 200 and the provider usage', async (t) => {
+test('non-streamed chat: status 200 and the provider usage', async (t) => {
   const { data, response } = await client.chat.completions
     .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello' }] })
     .withResponse();
@@ -89,8 +85,10 @@ test.serial('non-streamed chat: status 200 and the provider usage', async (t) =>
   t.regex(row.created_at, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}$/);
 });
 
+// Serial, like the other tests that set the upstream's stream or answer: every request it gets would have them.
 test.serial('streamed chat with include_usage: tokens from the last chunk', async (t) => {
   upstream.setStream(5, 0);
+  t.teardown(() => upstream.reset());
   const { data: stream, response } = await client.chat.completions
     .create({ model: 'gpt-4o-mini', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hello' }] })
     .withResponse();
@@ -107,7 +105,7 @@ test.serial('streamed chat with include_usage: tokens from the last chunk', asyn
   t.is(row.error, null);
 });
 
-test.serial('embeddings: prompt and total tokens', async (t) => {
+test('embeddings: prompt and total tokens', async (t) => {
   const { response } = await client.embeddings.create({ model: 'text-embedding-3-small', input: ['a', 'b'] }).withResponse();
   const row = await waitForOutcome(response.headers.get('x-governance-log-id')!);
   t.is(row.status, 200);
@@ -119,14 +117,16 @@ test.serial('embeddings: prompt and total tokens', async (t) => {
 test.serial('a provider error is passed to the client and recorded with its status', async (t) => {
   const providerError = { error: { message: 'The server had an error while processing your request.', type: 'server_error', param: null, code: null } };
   upstream.setStatus('/v1/chat/completions', 500, providerError);
+  t.teardown(() => upstream.reset());
+  const tag = newTag();
   const res = await fetch(`${gw.baseURL}/chat/completions`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...tag },
     body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello' }] }),
   });
   t.is(res.status, 500);
   t.deepEqual(await res.json(), providerError, "the provider's body reaches the client unchanged");
-  t.is(upstream.received.length, 1);
+  t.is(upstream.tagged(tag).length, 1);
   const logId = res.headers.get('x-governance-log-id')!;
   t.truthy(logId);
   const row = await waitForOutcome(logId);
@@ -134,11 +134,12 @@ test.serial('a provider error is passed to the client and recorded with its stat
   t.is(sqliteJson<{ allowed: number }>(gw.dbPath, `SELECT allowed FROM usagelog WHERE id = '${logId}'`)[0]?.allowed, 1, 'the decision was to forward');
 });
 
-test.serial('a blocked request has a decision row (allowed 0) and no outcome row', async (t) => {
+test('a blocked request has a decision row (allowed 0) and no outcome row', async (t) => {
+  const tag = newTag();
   const err = await t.throwsAsync(
     client.chat.completions.create(
       { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] },
-      { headers: { 'X-Governance-Metadata': JSON.stringify({ data_classification: 'restricted' }) } },
+      { headers: { 'X-Governance-Metadata': JSON.stringify({ data_classification: 'restricted' }), ...tag } },
     ),
     { instanceOf: OpenAI.PermissionDeniedError },
   );
@@ -147,16 +148,17 @@ test.serial('a blocked request has a decision row (allowed 0) and no outcome row
   t.deepEqual(sqliteJson(gw.dbPath, `SELECT allowed FROM usagelog WHERE id = '${logId}'`), [{ allowed: 0 }]);
 
   // A later request's outcome being there shows the writer has flushed past the blocked one.
-  const { response } = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'y' }] }).withResponse();
+  const { response } = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'y' }] }, { headers: tag }).withResponse();
   await waitForOutcome(response.headers.get('x-governance-log-id')!);
   await new Promise((r) => setTimeout(r, 200));
   t.is(outcomeOf(logId!), undefined);
-  t.is(upstream.received.length, 1, 'only the allowed request was forwarded');
+  t.is(upstream.tagged(tag).length, 1, 'only the allowed request was forwarded');
 });
 
 test.serial('writing the outcome neither updates nor adds decision rows', async (t) => {
   // A slow stream keeps the request open, so the decision row can be seen before its outcome exists.
   upstream.setStream(4, 150);
+  t.teardown(() => upstream.reset());
   const { data: stream, response } = await client.chat.completions
     .create({ model: 'gpt-4o-mini', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hello' }] })
     .withResponse();
@@ -174,7 +176,8 @@ test.serial('writing the outcome neither updates nor adds decision rows', async 
   t.is(usagelogSnapshot(), before, 'every decision row is byte-for-byte unchanged');
 });
 
-test.serial('no decision row was ever updated during this file', (t) => {
+// Once every test has written what it writes: a row updated by any of them is found.
+test.after('no decision row was ever updated during this file', (t) => {
   t.deepEqual(sqliteJson(gw.dbPath, 'SELECT id FROM test_usagelog_updates'), []);
   t.true(sqliteJson<{ n: number }>(gw.dbPath, 'SELECT count(*) AS n FROM usagelog_outcome')[0]!.n >= 6, 'outcomes were written meanwhile');
 });

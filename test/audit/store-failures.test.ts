@@ -265,6 +265,7 @@ async function storeFailure(t: ExecutionContext, failure: StoreFailure, mode: Mo
   }
 }
 
+// Serial: each allow case initialises Sentry, which is process-wide, and each case gives recovery a second.
 const noTmpfs = tmpfsUnavailable();
 const diskFullTest = noTmpfs === null ? test.serial : test.serial.skip;
 if (noTmpfs !== null) console.warn(`store-failures: disk-full tests skipped, cannot mount a tmpfs here: ${noTmpfs}`);

@@ -233,6 +233,7 @@ async function underLimitWithin(dbPath: string, ms: number): Promise<number | un
 
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(2)} MiB`;
 
+// Serial, all three: each measures how fast the WAL grows under its own load, which another test's load would change.
 test.serial('overlapping slow sqlite3 readers under load: the WAL stays within its limit plus 2 s of writes, and returns under the limit', async (t) => {
   t.timeout(90_000);
   const h = await startHarness(upstream.url, { audit: { wal_limit_bytes: LIMIT } });

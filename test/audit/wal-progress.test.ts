@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { openDatabase, type Db } from '../../gateway/audit/database.js';
+import { openDatabase, type Db } from '../../gateway/store/connection.js';
 import { WalCheckpointer } from '../../gateway/audit/wal-checkpointer.js';
 
 /**

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import Database from 'better-sqlite3';
-import { openDatabase, type Db } from '../../gateway/audit/database.js';
+import { openDatabase, type Db } from '../../gateway/store/connection.js';
 import { copyBackAndReset, type ResetHooks } from '../../gateway/audit/wal-reset.js';
 
 /**

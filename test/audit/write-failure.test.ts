@@ -32,7 +32,7 @@ function forwardedWith(content: string): number {
   return upstream.received.filter((r) => r.body.toString('utf8').includes(content)).length;
 }
 
-test.serial('on_write_failure block: an unwritable audit log refuses with 503 and forwards nothing, then recovers', async (t) => {
+test('on_write_failure block: an unwritable audit log refuses with 503 and forwards nothing, then recovers', async (t) => {
   const h = await startHarness(upstream.url, { audit: { on_write_failure: 'block' } });
   harnesses.push(h);
   const { key } = h.createKey('acme');
@@ -40,21 +40,23 @@ test.serial('on_write_failure block: an unwritable audit log refuses with 503 an
 
   const lock = await WriteLock.take(h.dbPath);
   locks.push(lock);
-  for (const content of ['block-locked-1', 'block-locked-2', 'block-locked-3']) {
-    const r = await chat(h, key, content);
-    t.is(r.status, 503, content);
-    t.is(r.code, 'audit_unavailable');
-    t.is(forwardedWith(content), 0, `${content} did not reach the provider`);
+  try {
+    for (const content of ['block-locked-1', 'block-locked-2', 'block-locked-3']) {
+      const r = await chat(h, key, content);
+      t.is(r.status, 503, content);
+      t.is(r.code, 'audit_unavailable');
+      t.is(forwardedWith(content), 0, `${content} did not reach the provider`);
+    }
+    const check = await fetch(`${h.baseURL}/check`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', operation: 'chat.completions' }),
+    });
+    t.is(check.status, 503, 'a check whose row cannot be written is refused too');
+    t.is(((await check.json()) as { error: { code: string } }).error.code, 'audit_unavailable');
+  } finally {
+    await lock.release();
   }
-  const check = await fetch(`${h.baseURL}/check`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'gpt-4o-mini', operation: 'chat.completions' }),
-  });
-  t.is(check.status, 503, 'a check whose row cannot be written is refused too');
-  t.is(((await check.json()) as { error: { code: string } }).error.code, 'audit_unavailable');
-
-  await lock.release();
   // No restart, no reconnect: the very next request works and is recorded.
   const after = await chat(h, key, 'block-after');
   t.is(after.status, 200);
@@ -64,19 +66,21 @@ test.serial('on_write_failure block: an unwritable audit log refuses with 503 an
   t.is(after.headers.get('x-governance-audit'), null);
 });
 
-test.serial('on_write_failure allow: the request is forwarded and marked unrecorded', async (t) => {
+test('on_write_failure allow: the request is forwarded and marked unrecorded', async (t) => {
   const h = await startHarness(upstream.url, { audit: { on_write_failure: 'allow' } });
   harnesses.push(h);
   const { key } = h.createKey('acme');
 
   const lock = await WriteLock.take(h.dbPath);
   locks.push(lock);
-  const during = await chat(h, key, 'allow-locked');
-  t.is(during.status, 200);
-  t.is(forwardedWith('allow-locked'), 1, 'forwarded despite the unwritable audit log');
-  t.is(during.headers.get('x-governance-audit'), 'unrecorded');
-
-  await lock.release();
+  try {
+    const during = await chat(h, key, 'allow-locked');
+    t.is(during.status, 200);
+    t.is(forwardedWith('allow-locked'), 1, 'forwarded despite the unwritable audit log');
+    t.is(during.headers.get('x-governance-audit'), 'unrecorded');
+  } finally {
+    await lock.release();
+  }
   const after = await chat(h, key, 'allow-after');
   t.is(after.status, 200);
   t.is(after.headers.get('x-governance-audit'), null, 'recorded again once the database is writable');

@@ -10,10 +10,10 @@
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
-import { openDatabase } from '../../gateway/audit/database.js';
+import { openDatabase } from '../../gateway/store/connection.js';
 import { AdminQueries } from '../../gateway/admin/admin-queries.js';
 import { backupAuditDatabase } from '../../gateway/audit/backup.js';
-import { CHAIN_COLUMNS, GENESIS_HASH, rowHash } from '../../gateway/audit/chain.js';
+import { CHAIN_COLUMNS, GENESIS_HASH, rowHash } from '../../gateway/store/chain.js';
 import { DashboardData } from '../../gateway/admin/dashboard-data.js';
 
 const ROWS = Number(process.env.BENCH_ADMIN_ROWS ?? 10_000_000);

@@ -8,7 +8,7 @@
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { openDatabase } from '../../gateway/audit/database.js';
+import { openDatabase } from '../../gateway/store/connection.js';
 import { migrateCentralSchema } from '../../gateway/fleet/central-schema.js';
 import { FleetDatabase } from '../../gateway/fleet/fleet-database.js';
 import { LocalWatermark } from '../../gateway/fleet/local-watermark.js';

@@ -11,8 +11,9 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { Pool } from 'undici';
 import { AuditWriter, type DecisionRow } from '../../gateway/audit/audit-writer.js';
-import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
-import { StoreFile } from '../../gateway/audit/store-file.js';
+import { openDatabase } from '../../gateway/store/connection.js';
+import { sqliteTime } from '../../gateway/store/sqlite-time.js';
+import { StoreFile } from '../../gateway/store/store-file.js';
 import { createKey } from '../../gateway/auth/key-store.js';
 import { LARGE_CUSTOMERS, LARGE_RULES, largePolicy, projectId } from './policy.js';
 

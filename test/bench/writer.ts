@@ -3,7 +3,7 @@
  *  1. Index costs: the real AuditWriter, set up as the gateway sets it up (checkpoints in the
  *     WalCheckpointer thread, synchronous NORMAL), writes BENCH_WRITER_REQUESTS requests (a decision
  *     row and an outcome row each) into a fresh file: with every shipped index, with each secondary
- *     index of usagelog / usagelog_outcome dropped in turn, with none, with the proposed set, and
+ *     index of usagelog / usagelog_outcome dropped in turn, with none, with the set BENCH_WRITER_PROPOSED names (if any), and
  *     with random v4 ids instead of v7. Configurations are interleaved round by round; medians.
  *  2. Table growth: the same writer on top of 0, 1M and 5M rows already in the file
  *     (BENCH_WRITER_PREFILL), rounds interleaved; bytes on disk per request from the file's growth
@@ -23,9 +23,10 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { v4 as uuidv4, v7 as uuidv7 } from 'uuid';
 import { AuditWriter, type DecisionRow, type OutcomeRow } from '../../gateway/audit/audit-writer.js';
-import { CHAIN_COLUMNS, GENESIS_HASH, rowHash } from '../../gateway/audit/chain.js';
-import { openDatabase, sqliteTime, type Db } from '../../gateway/audit/database.js';
-import { StoreFile } from '../../gateway/audit/store-file.js';
+import { CHAIN_COLUMNS, GENESIS_HASH, rowHash } from '../../gateway/store/chain.js';
+import { openDatabase, type Db } from '../../gateway/store/connection.js';
+import { sqliteTime } from '../../gateway/store/sqlite-time.js';
+import { StoreFile } from '../../gateway/store/store-file.js';
 import { WalCheckpointer } from '../../gateway/audit/wal-checkpointer.js';
 import { syntheticDecision, syntheticOutcome } from '../helpers/audit-rows.js';
 
@@ -35,7 +36,7 @@ const ROUNDS = Number(process.env.BENCH_WRITER_ROUNDS ?? 5);
 const PER_TURN = Number(process.env.BENCH_WRITER_PER_TURN ?? 1000);
 const PREFILL = (process.env.BENCH_WRITER_PREFILL ?? '0,1000000,5000000').split(',').map(Number);
 const PHASES = new Set((process.env.BENCH_WRITER_PHASES ?? 'indexes,growth,queries').split(','));
-const PROPOSED = (process.env.BENCH_WRITER_PROPOSED ?? 'usagelog_customer_id,usagelog_api_key_id,usagelog_created_at').split(',').filter(Boolean);
+const PROPOSED = (process.env.BENCH_WRITER_PROPOSED ?? '').split(',').filter(Boolean);
 /** The gateway's own figures (app.ts, gateway-config.ts): busy_timeout 0, WAL limit 64 MiB, retention 90 days. */
 const WAL_LIMIT_BYTES = 64 * 1024 * 1024;
 const RETENTION_DAYS = 90;
@@ -228,7 +229,7 @@ async function indexCosts(secondary: IndexDef[]): Promise<{ configs: Config[]; r
     { name: 'shipped, v7 ids', drop: [], ids: 'v7' },
     { name: 'shipped, v4 ids', drop: [], ids: 'v4' },
     ...secondary.map((i) => ({ name: `without ${i.name}`, drop: [i.name], ids: 'v7' as const })),
-    { name: `proposed: without ${PROPOSED.join(', ')}`, drop: PROPOSED, ids: 'v7' },
+    ...(PROPOSED.length > 0 ? [{ name: `proposed: without ${PROPOSED.join(', ')}`, drop: PROPOSED, ids: 'v7' as const }] : []),
     { name: 'no secondary index (floor)', drop: secondary.map((i) => i.name), ids: 'v7' },
   ];
   const runs = new Map(configs.map((c) => [c.name, [] as Run[]]));
@@ -341,7 +342,7 @@ function queryFigures(file: string, secondary: IndexDef[]): { rows: number; conf
     month: sqliteTime(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1))),
     day: sqliteTime(new Date(now.getTime() - 86_400_000)), id: lastId,
   };
-  const configs = [{ name: 'shipped', drop: [] as string[] }, ...secondary.map((i) => ({ name: `without ${i.name}`, drop: [i.name] })), { name: 'proposed', drop: PROPOSED }];
+  const configs = [{ name: 'shipped', drop: [] as string[] }, ...secondary.map((i) => ({ name: `without ${i.name}`, drop: [i.name] })), ...(PROPOSED.length > 0 ? [{ name: 'proposed', drop: PROPOSED }] : [])];
   const figures = new Map<string, QueryFigure[]>();
   for (const c of configs) {
     log(`queries ${c.name} …`);

@@ -9,26 +9,25 @@ import { seedKeys } from '../helpers/seed-keys.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 import { poll } from './support.js';
 
-let upstream: MockUpstream;
+const upstreams: MockUpstream[] = [];
 const serves: ServeProcess[] = [];
-
-test.before(async () => {
-  upstream = await startMockUpstream();
-});
 
 test.after.always(async () => {
   for (const s of serves) if (s.child.exitCode === null && s.child.signalCode === null) await s.stop('SIGKILL');
-  await upstream?.close();
+  for (const u of upstreams) await u.close();
 });
 
-async function gateway(drainMs: number): Promise<{ s: ServeProcess; key: string; dbPath: string }> {
+/** A gateway process in front of a provider of its own, whose pace the test sets. */
+async function gateway(drainMs: number): Promise<{ s: ServeProcess; key: string; dbPath: string; upstream: MockUpstream }> {
+  const upstream = await startMockUpstream();
+  upstreams.push(upstream);
   const dir = makeGatewayDir();
   writeGatewayYaml(dir, upstream.url, { server: { drain_timeout_ms: drainMs } });
   writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
   const [seeded] = seedKeys(dir, ['acme']);
   const s = await startServe({ cwd: dir, env: { OPENAI_API_KEY: UPSTREAM_SECRET, PORT: '' } });
   serves.push(s);
-  return { s, key: seeded!.key, dbPath: path.join(dir, 'data/audit.db') };
+  return { s, key: seeded!.key, dbPath: path.join(dir, 'data/audit.db'), upstream };
 }
 
 function chat(agent: Agent, url: string, key: string, stream = false) {
@@ -40,9 +39,8 @@ function chat(agent: Agent, url: string, key: string, stream = false) {
   });
 }
 
-test.serial('SIGTERM lets accepted requests and streams finish, records every one, refuses new connections and exits 0', async (t) => {
-  const { s, key, dbPath } = await gateway(10_000);
-  upstream.reset();
+test('SIGTERM lets accepted requests and streams finish, records every one, refuses new connections and exits 0', async (t) => {
+  const { s, key, dbPath, upstream } = await gateway(10_000);
   upstream.setDelay(400);
   upstream.setStream(8, 100);
   const agent = new Agent({ connections: 64 });
@@ -66,15 +64,12 @@ test.serial('SIGTERM lets accepted requests and streams finish, records every on
     t.is(outcomes.length, 21, 'every outcome row was flushed before exit');
     t.true(outcomes.every((o) => o.status === 200));
   } finally {
-    upstream.setDelay(0);
-    upstream.setStream(3, 0);
     await agent.close();
   }
 });
 
-test.serial('a request still running at the drain deadline is cut, its outcome recorded, and the gateway exits 0', async (t) => {
-  const { s, key, dbPath } = await gateway(500);
-  upstream.reset();
+test('a request still running at the drain deadline is cut, its outcome recorded, and the gateway exits 0', async (t) => {
+  const { s, key, dbPath, upstream } = await gateway(500);
   upstream.setDelay(10_000);
   const agent = new Agent();
   try {
@@ -92,7 +87,6 @@ test.serial('a request still running at the drain deadline is cut, its outcome r
     const [row] = sqliteJson<{ error: string }>(dbPath, `SELECT o.error FROM usagelog u JOIN usagelog_outcome o ON o.log_id = u.id`);
     t.is(row?.error, 'client_abort');
   } finally {
-    upstream.setDelay(0);
     await agent.close();
   }
 });

@@ -207,7 +207,7 @@ test('only a SHA-256 digest and a short prefix of a key are stored', (t) => {
   }
 });
 
-test.serial('a running gateway refuses a key with a typo with 401 invalid_api_key', async (t) => {
+test('a running gateway refuses a key with a typo with 401 invalid_api_key', async (t) => {
   const { key } = gw.createKey('acme');
   const question = { model: 'gpt-4o-mini', operation: 'chat.completions' };
   t.is((await askCheck(gw.url, key, question)).status, 200);
@@ -220,7 +220,7 @@ test.serial('a running gateway refuses a key with a typo with 401 invalid_api_ke
   }
 });
 
-test.serial('a key created by the CLI works in a running gateway within 1 second, and keys revoke stops it within 1 second', async (t) => {
+test('a key created by the CLI works in a running gateway within 1 second, and keys revoke stops it within 1 second', async (t) => {
   const question = { model: 'gpt-4o-mini', operation: 'chat.completions' };
   const created = runCli(['keys', 'create', '--customer', 'acme', '--name', 'live', '--json'], { cwd: gw.dir, env: { PORT: '' } });
   t.is(created.status, 0, created.stderr);

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { openDatabase } from '../../gateway/audit/database.js';
+import { openDatabase } from '../../gateway/store/connection.js';
 import { makeGatewayDir, REPO_ROOT, FIXTURE_POLICY, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { sqliteRaw } from '../helpers/sqlite-cli.js';

@@ -8,7 +8,8 @@ import { usageCommand } from '../../gateway/cli/usage-command.js';
 import { CliError } from '../../gateway/cli/cli-error.js';
 import { sqliteJson, sqliteRaw } from '../helpers/sqlite-cli.js';
 import { waitFor } from '../proxy/support.js';
-import { chat, policyWith } from '../limits/support.js';
+import { chat } from '../limits/support.js';
+import { policy } from '../helpers/policy-builder.js';
 import { askCheck } from './support.js';
 
 let upstream: MockUpstream;
@@ -34,14 +35,11 @@ function usage(args: string[], cwd: string = gw.dir): string {
 test.before(async () => {
   upstream = await startMockUpstream();
   gw = await startHarness(upstream.url, {
-    policy: `${policyWith(`  usage-a:
-    requests_per_minute: 3
-`).replace('rules: []\n', '')}rules:
-  - id: restricted
-    when:
-      metadata.data_classification: restricted
-    action: block
-`,
+    policy: policy()
+      .catchAll()
+      .customer('usage-a', { requests_per_minute: 3 })
+      .rule({ id: 'restricted', when: { 'metadata.data_classification': 'restricted' }, action: 'block' })
+      .yaml(),
   });
   const a = gw.createKey('usage-a');
   const b = gw.createKey('usage-b');

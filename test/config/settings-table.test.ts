@@ -8,7 +8,7 @@ import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { loadGatewayConfig, type GatewayConfig } from '../../gateway/config/gateway-config.js';
 import { ConfigError } from '../../gateway/config/yaml-source.js';
 import { isPlainObject } from '../../gateway/config/validate.js';
-import { GATEWAY_ID } from '../../gateway/fleet/fleet-config.js';
+import { GATEWAY_ID } from '../../gateway/config/fleet-config.js';
 import {
   ROOT_KEYS,
   SETTINGS,
@@ -307,7 +307,7 @@ test('the table is frozen and self-consistent', (t) => {
     if (s.type.kind === 'enum' && typeof fallback === 'string') t.true(s.type.values.includes(fallback), `${key}: default among its values`);
     if (s.type.kind === 'integer' && typeof fallback === 'number') t.true(fallback >= s.type.min && fallback <= s.type.max, `${key}: default within bounds`);
   }
-  t.deepEqual(ROOT_KEYS, ['server', 'providers', 'policy', 'audit', 'sentry', 'limits', 'fleet', 'log']);
+  t.deepEqual(ROOT_KEYS, ['server', 'providers', 'policy', 'audit', 'sentry', 'admin', 'limits', 'fleet', 'log']);
 });
 
 test('an unknown key is refused naming the keys the table allows there', (t) => {

@@ -3,11 +3,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { AuditWriter, type DecisionRow, type OutcomeRow } from '../../gateway/audit/audit-writer.js';
-import { CHAIN_COLUMNS, rowHash, type ChainName } from '../../gateway/audit/chain.js';
+import { CHAIN_COLUMNS, rowHash, type ChainName } from '../../gateway/store/chain.js';
 import { ControlLog, controlEvent } from '../../gateway/audit/control-log.js';
-import { openDatabase, sqliteTime, type Db } from '../../gateway/audit/database.js';
+import { openDatabase, type Db } from '../../gateway/store/connection.js';
+import { sqliteTime } from '../../gateway/store/sqlite-time.js';
 import { pruneAuditRows } from '../../gateway/audit/retention.js';
-import { StoreFile } from '../../gateway/audit/store-file.js';
+import { StoreFile } from '../../gateway/store/store-file.js';
 import { migrateCentralSchema } from '../../gateway/fleet/central-schema.js';
 import { pruneCentralAudit } from '../../gateway/fleet/central-retention.js';
 import { FleetDatabase } from '../../gateway/fleet/fleet-database.js';
@@ -20,7 +21,8 @@ import { postgresInstalled, startPostgres, type PostgresCluster } from '../helpe
 const installed = postgresInstalled();
 if (!installed) console.warn('fleet/central-audit: tests that need PostgreSQL skipped: it is not installed (apt-get install -y postgresql)');
 const skipNote = installed ? '' : ' (SKIPPED: PostgreSQL is not installed; apt-get install -y postgresql)';
-const pgTest = installed ? test.serial : test.serial.skip;
+/** Each test ships under gateway ids of its own, so they run side by side on the one PostgreSQL. */
+const pgTest = installed ? test : test.skip;
 
 let cluster: PostgresCluster | undefined;
 let central: FleetDatabase;

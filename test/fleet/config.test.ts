@@ -4,7 +4,7 @@ import path from 'node:path';
 import test from 'ava';
 import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
 import { ConfigError, YamlSource } from '../../gateway/config/yaml-source.js';
-import { GATEWAY_ID, readFleetConfig } from '../../gateway/fleet/fleet-config.js';
+import { GATEWAY_ID, readFleetConfig } from '../../gateway/config/fleet-config.js';
 import { describeFleetError, fleetDatabaseUrl } from '../../gateway/fleet/fleet-database.js';
 import { FIXTURE_POLICY } from '../helpers/gateway-harness.js';
 import { runCli } from '../helpers/cli.js';

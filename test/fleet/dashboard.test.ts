@@ -15,6 +15,7 @@ import { ADMIN_TOKEN } from '../admin/support.js';
 const installed = postgresInstalled();
 if (!installed) console.warn('fleet/dashboard: skipped: PostgreSQL is not installed (apt-get install -y postgresql)');
 const skipNote = installed ? '' : ' (SKIPPED: PostgreSQL is not installed; apt-get install -y postgresql)';
+/** Serial: one test stops the PostgreSQL the others read through the dashboards. */
 const pgTest = installed ? test.serial : test.serial.skip;
 
 /** Different traffic per gateway, so a filter that does not narrow, or narrows to the wrong one, shows. */
@@ -266,9 +267,9 @@ pgTest(`in a browser, the page narrowed to one gateway fills the select, the gat
   }
 });
 
-// Last: it stops PostgreSQL.
 pgTest(`with the fleet database down the dashboard answers 503, never a partial or local view${skipNote}`, async (t) => {
   cluster!.stop();
+  t.teardown(() => cluster!.start());
   // The hour in progress is cached for 2 seconds; past that the summary must read PostgreSQL again.
   await new Promise((resolve) => setTimeout(resolve, 2100));
   for (const apiPath of ['/admin/api/summary', '/admin/api/decisions', '/admin/api/gateways']) {

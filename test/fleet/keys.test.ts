@@ -6,7 +6,7 @@ import test from 'ava';
 import Database from 'better-sqlite3';
 import OpenAI from 'openai';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { GENESIS_HASH } from '../../gateway/audit/chain.js';
+import { GENESIS_HASH } from '../../gateway/store/chain.js';
 import { createCentralKey } from '../../gateway/fleet/central-keys.js';
 import { FLEET_CHAIN_ID } from '../../gateway/fleet/fleet-control-log.js';
 import { FleetDatabase } from '../../gateway/fleet/fleet-database.js';
@@ -19,6 +19,7 @@ const installed = postgresInstalled();
 if (!installed) console.warn('fleet/keys: tests that need PostgreSQL skipped: it is not installed (apt-get install -y postgresql)');
 const skipNote = installed ? '' : ' (SKIPPED: PostgreSQL is not installed; apt-get install -y postgresql)';
 /** Tests that need a real PostgreSQL: skipped, and reported as such, where none is installed. */
+/** Serial: the tests time keys reaching the same three gateways, and one stops PostgreSQL under them. */
 const pgTest = installed ? test.serial : test.serial.skip;
 
 /** The contract: every gateway of the fleet accepts a new key and refuses a revoked one within 1 s. */
@@ -228,47 +229,6 @@ pgTest(`keys list and revoke keep their single-node output in fleet mode${skipNo
   t.is(unknown.stderr, 'govgate: no key with id key_0000000000000000\n');
 });
 
-pgTest(`with PostgreSQL down the fleet keeps serving its keys and keys create fails; once it is back a revocation lands within 1 s${skipNote}`, async (t) => {
-  const { id, key } = await createKey();
-  t.true('ms' in (await allAnswer(key, 200, Date.now())));
-
-  cluster!.stop();
-  try {
-    t.deepEqual(await statusesOf(key), [200, 200, 200], 'served at once');
-    // Long enough for several failed polls and LISTEN reconnects.
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-    t.deepEqual(await statusesOf(key), [200, 200, 200], 'still served once every gateway has noticed');
-
-    const refused = await keysCli('create', '--customer', 'acme');
-    t.is(refused.status, 1);
-    t.regex(refused.stderr, /^govgate: keys create failed: the fleet database \(\$DATABASE_URL\): connection refused \(ECONNREFUSED\)\n$/);
-    t.is(refused.stdout, '', 'no secret is printed for a key that was not stored');
-    const notRevoked = await keysCli('revoke', id);
-    t.is(notRevoked.status, 1);
-    t.regex(notRevoked.stderr, /keys revoke failed: the fleet database/);
-  } finally {
-    cluster!.start();
-  }
-
-  const r = await keysCli('revoke', id);
-  const since = Date.now();
-  t.is(r.status, 0, r.stderr);
-  const result = await allAnswer(key, 401, since);
-  t.true('ms' in result, `not refused everywhere within ${DEADLINE_MS} ms of the revocation after the outage: ${JSON.stringify(result)}`);
-  t.log(`refused by all three ${'ms' in result ? result.ms : '?'} ms after the revocation`);
-  // A key made after the outage reaches every gateway too: the LISTEN connections are back or the poll covers for them.
-  const fresh = await createKey();
-  t.true('ms' in (await allAnswer(fresh.key, 200, Date.now())));
-
-  // The request log is written in blocks; stopping the gateways flushes it.
-  t.deepEqual(await Promise.all(gateways.map((g) => g.stop())), [0, 0, 0]);
-  for (const g of gateways) {
-    t.is(logLines(g, 'fleet database unreachable').length, 1, 'the loss is logged once');
-    t.is(logLines(g, 'fleet database reachable again').length, 1, 'the recovery is logged once');
-  }
-  t.false(everythingPrinted().includes(PASSWORD), 'the password in the URL is never printed');
-});
-
 pgTest(`two keys create at once do not fork the fleet's control log, and audit verify --fleet walks it${skipNote}`, async (t) => {
   // Past row 9, whatever ran before: row ids must be compared as numbers, not as text ('9' > '10').
   while ((await fleetEvents()).length < 10) {
@@ -332,5 +292,47 @@ pgTest(`two keys create at once do not fork the fleet's control log, and audit v
   const head = events.at(-1)!;
   t.regex(verify.stdout, new RegExp(`^fleet control log intact: ${events.length} control events \\(key changes made in fleet mode\\); head row ${head.row_id} ${head.hash}$`, 'm'));
   t.regex(verify.stdout, /^fleet audit trail intact: \d+ gateways, /m);
+  t.false(everythingPrinted().includes(PASSWORD), 'the password in the URL is never printed');
+});
+
+// Last: it stops the gateways, whose log lines are only written out on exit; no other test needs them after it.
+pgTest(`with PostgreSQL down the fleet keeps serving its keys and keys create fails; once it is back a revocation lands within 1 s${skipNote}`, async (t) => {
+  const { id, key } = await createKey();
+  t.true('ms' in (await allAnswer(key, 200, Date.now())));
+
+  cluster!.stop();
+  try {
+    t.deepEqual(await statusesOf(key), [200, 200, 200], 'served at once');
+    // Long enough for several failed polls and LISTEN reconnects.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    t.deepEqual(await statusesOf(key), [200, 200, 200], 'still served once every gateway has noticed');
+
+    const refused = await keysCli('create', '--customer', 'acme');
+    t.is(refused.status, 1);
+    t.regex(refused.stderr, /^govgate: keys create failed: the fleet database \(\$DATABASE_URL\): connection refused \(ECONNREFUSED\)\n$/);
+    t.is(refused.stdout, '', 'no secret is printed for a key that was not stored');
+    const notRevoked = await keysCli('revoke', id);
+    t.is(notRevoked.status, 1);
+    t.regex(notRevoked.stderr, /keys revoke failed: the fleet database/);
+  } finally {
+    cluster!.start();
+  }
+
+  const r = await keysCli('revoke', id);
+  const since = Date.now();
+  t.is(r.status, 0, r.stderr);
+  const result = await allAnswer(key, 401, since);
+  t.true('ms' in result, `not refused everywhere within ${DEADLINE_MS} ms of the revocation after the outage: ${JSON.stringify(result)}`);
+  t.log(`refused by all three ${'ms' in result ? result.ms : '?'} ms after the revocation`);
+  // A key made after the outage reaches every gateway too: the LISTEN connections are back or the poll covers for them.
+  const fresh = await createKey();
+  t.true('ms' in (await allAnswer(fresh.key, 200, Date.now())));
+
+  // The request log is written in blocks; stopping the gateways flushes it.
+  t.deepEqual(await Promise.all(gateways.map((g) => g.stop())), [0, 0, 0]);
+  for (const g of gateways) {
+    t.is(logLines(g, 'fleet database unreachable').length, 1, 'the loss is logged once');
+    t.is(logLines(g, 'fleet database reachable again').length, 1, 'the recovery is logged once');
+  }
   t.false(everythingPrinted().includes(PASSWORD), 'the password in the URL is never printed');
 });

@@ -3,7 +3,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { rowHash } from '../../gateway/audit/chain.js';
+import { rowHash } from '../../gateway/store/chain.js';
 import { createCentralKey } from '../../gateway/fleet/central-keys.js';
 import { migrateCentralSchema } from '../../gateway/fleet/central-schema.js';
 import { FleetDatabase } from '../../gateway/fleet/fleet-database.js';
@@ -12,17 +12,17 @@ import { makeGatewayDir, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/ga
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { postgresInstalled, startPostgres, type PostgresCluster } from '../helpers/postgres.js';
 import { redisInstalled, startRedis, type RedisServer } from '../helpers/redis-server.js';
-import { countOf, policyWith } from '../limits/support.js';
+import { countOf } from '../limits/support.js';
+import { policy } from '../helpers/policy-builder.js';
 
 const missing = [postgresInstalled() ? null : 'PostgreSQL (apt-get install -y postgresql)', redisInstalled() ? null : 'redis-server (apt-get install -y redis-server)'].filter((m) => m !== null);
 if (missing.length > 0) console.warn(`fleet/shipping: skipped: ${missing.join(' and ')} not installed`);
 const skipNote = missing.length === 0 ? '' : ` (SKIPPED: ${missing.join(' and ')} not installed)`;
+/** Serial: the tests share three gateways and a PostgreSQL that one of them takes down. */
 const fleetTest = missing.length === 0 ? test.serial : test.serial.skip;
 
 const LIMIT = 30;
-const POLICY = policyWith(`  limited:
-    requests_per_minute: ${LIMIT}
-`);
+const POLICY = policy().catchAll().customer('limited', { requests_per_minute: LIMIT }).yaml();
 const CLIENTS_PER_GATEWAY = 20;
 const LOAD_MS = 8000;
 const OUTAGE_MS = 10_000;
@@ -130,7 +130,40 @@ test.after.always(async () => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-fleetTest(`under load, a gateway killed and restarted and PostgreSQL down for 10 s, every forwarded request's row reaches PostgreSQL once${skipNote}`, async (t) => {
+fleetTest(`requests_per_minute N lets exactly N through across the three gateways${skipNote}`, async (t) => {
+  const { key } = await createCentralKey(central!, 'limited', 'limited', 'test');
+  // Not probed: every probe would count against the limit. Keys reach every gateway within a second.
+  await sleep(1500);
+  // The window is the calendar minute: the burst must not straddle two.
+  if (new Date().getUTCSeconds() >= 55) await sleep((60 - new Date().getUTCSeconds()) * 1000 + 200);
+  const results = await Promise.all(Array.from({ length: 3 * CLIENTS_PER_GATEWAY }, (_, i) => chat(gateways[i % 3]!.url, key)));
+  const statuses = results.map((r) => r.status);
+  t.is(countOf(statuses, 200), LIMIT, 'exactly the limit, across the fleet');
+  t.is(countOf(statuses, 429), 3 * CLIENTS_PER_GATEWAY - LIMIT);
+});
+
+fleetTest(`a fourth gateway with a gateway id already in use refuses to ship, says so, and keeps serving${skipNote}`, async (t) => {
+  const dir = gatewayDir('gw-1');
+  const duplicate = await startServe({ cwd: dir, env: env() });
+  // Not among `gateways`: the other tests expect the three of the fleet there and nothing else.
+  t.teardown(() => duplicate.stop());
+  const { key } = await createCentralKey(central!, 'acme', 'dup', 'test');
+  await until('the key', async () => (await chat(duplicate.url, key)).status === 200, 5000);
+  const ids = await Promise.all(Array.from({ length: 5 }, () => chat(duplicate.url, key)));
+  t.true(ids.every((r) => r.status === 200), 'it serves');
+  await until('the conflict metric', async () => (await metric(duplicate.url, 'govgate_fleet_identity_conflict')).get('govgate_fleet_identity_conflict') === 1, 10_000);
+  await sleep(1000);
+  t.is(await centralCount('SELECT count(*) AS n FROM usagelog WHERE id = ANY($1)', [ids.map((r) => r.logId)]), 0, 'none of its rows are central');
+  t.true((await metric(duplicate.url, 'govgate_fleet_ship_lag_rows')).get('govgate_fleet_ship_lag_rows{table="usagelog"}')! >= 5);
+  // The owner is unaffected.
+  t.true(await caughtUp(gateways[0]!.url));
+  // The log is written in blocks; stopping flushes it.
+  t.is(await duplicate.stop(), 0);
+  t.regex(duplicate.stdout(), /audit shipping refused, serving and recording locally: gateway id \\"gw-1\\" belongs to another audit file/);
+});
+
+// Last: it ends by stopping the gateways, which no other test needs after it.
+fleetTest(`under load, a gateway killed and restarted and PostgreSQL down for 10 s, every forwarded request's row reaches PostgreSQL once; a stop ships the last rows, and the loss and the recovery were each logged once${skipNote}`, async (t) => {
   const { key } = await createCentralKey(central!, 'acme', 'load', 'test');
   // The key reaches every gateway within a second (fleet/keys.test.ts).
   await until('the key on all three', async () => (await Promise.all(gateways.map((g) => chat(g.url, key).catch(() => ({ status: 0 }))))).every((r) => r.status === 200), 5000);
@@ -208,41 +241,9 @@ fleetTest(`under load, a gateway killed and restarted and PostgreSQL down for 10
   const { rows: perCustomer } = await central!.query<{ customer_id: string; n: string }>("SELECT customer_id, count(*) AS n FROM usagelog WHERE created_at > now() - interval '1 hour' GROUP BY customer_id");
   t.true(perCustomer.some((r) => r.customer_id === 'acme' && Number(r.n) === forwarded));
   t.is(await metric(gateways[0]!.url, 'govgate_fleet_identity_conflict').then((m) => m.get('govgate_fleet_identity_conflict')), 0);
-});
 
-fleetTest(`requests_per_minute N lets exactly N through across the three gateways${skipNote}`, async (t) => {
-  const { key } = await createCentralKey(central!, 'limited', 'limited', 'test');
-  // Not probed: every probe would count against the limit. Keys reach every gateway within a second.
-  await sleep(1500);
-  // The window is the calendar minute: the burst must not straddle two.
-  if (new Date().getUTCSeconds() >= 55) await sleep((60 - new Date().getUTCSeconds()) * 1000 + 200);
-  const results = await Promise.all(Array.from({ length: 3 * CLIENTS_PER_GATEWAY }, (_, i) => chat(gateways[i % 3]!.url, key)));
-  const statuses = results.map((r) => r.status);
-  t.is(countOf(statuses, 200), LIMIT, 'exactly the limit, across the fleet');
-  t.is(countOf(statuses, 429), 3 * CLIENTS_PER_GATEWAY - LIMIT);
-});
-
-fleetTest(`a fourth gateway with a gateway id already in use refuses to ship, says so, and keeps serving${skipNote}`, async (t) => {
-  const dir = gatewayDir('gw-1');
-  const duplicate = await startServe({ cwd: dir, env: env() });
-  gateways.push(duplicate);
-  const { key } = await createCentralKey(central!, 'acme', 'dup', 'test');
-  await until('the key', async () => (await chat(duplicate.url, key)).status === 200, 5000);
-  const ids = await Promise.all(Array.from({ length: 5 }, () => chat(duplicate.url, key)));
-  t.true(ids.every((r) => r.status === 200), 'it serves');
-  await until('the conflict metric', async () => (await metric(duplicate.url, 'govgate_fleet_identity_conflict')).get('govgate_fleet_identity_conflict') === 1, 10_000);
-  await sleep(1000);
-  t.is(await centralCount('SELECT count(*) AS n FROM usagelog WHERE id = ANY($1)', [ids.map((r) => r.logId)]), 0, 'none of its rows are central');
-  t.true((await metric(duplicate.url, 'govgate_fleet_ship_lag_rows')).get('govgate_fleet_ship_lag_rows{table="usagelog"}')! >= 5);
-  // The owner is unaffected.
-  t.true(await caughtUp(gateways[0]!.url));
-  // The log is written in blocks; stopping flushes it.
-  t.is(await duplicate.stop(), 0);
-  t.regex(duplicate.stdout(), /audit shipping refused, serving and recording locally: gateway id \\"gw-1\\" belongs to another audit file/);
-});
-
-fleetTest(`a stop ships its last rows; losing PostgreSQL and finding it again were each logged once${skipNote}`, async (t) => {
-  t.deepEqual(await Promise.all(gateways.slice(0, 3).map((g) => g.stop())), [0, 0, 0]);
+  // The log is written in blocks, which a stop flushes.
+  t.deepEqual(await Promise.all(gateways.map((g) => g.stop())), [0, 0, 0]);
   for (const [i, dir] of dirs.slice(0, 3).entries()) {
     const id = `gw-${i + 1}`;
     t.is(await centralCount("SELECT count(*) AS n FROM audit_event WHERE gateway_id = $1 AND kind = 'gateway.stopped'", [id]), localCount(dir, "SELECT count(*) FROM audit_event WHERE kind = 'gateway.stopped'"), id);

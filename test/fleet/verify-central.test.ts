@@ -15,6 +15,7 @@ import { postgresInstalled, startPostgres, type PostgresCluster } from '../helpe
 const installed = postgresInstalled();
 if (!installed) console.warn('fleet/verify-central: skipped: PostgreSQL is not installed (apt-get install -y postgresql)');
 const skipNote = installed ? '' : ' (SKIPPED: PostgreSQL is not installed; apt-get install -y postgresql)';
+/** Serial: the tests edit the shared central tables, with their triggers off, and put them back. */
 const pgTest = installed ? test.serial : test.serial.skip;
 
 /** Trust authentication ignores it, so it travels in the URL only to prove it is never printed. */
@@ -254,31 +255,36 @@ pgTest(`verify --fleet and --gateway need fleet mode; the URL is never printed${
   t.false(printed.join('\n').includes(PASSWORD));
 });
 
-// Last: central retention deletes rows for good.
 pgTest(`after central retention a chain begins at its anchor and still verifies; rows cut off after an anchor are found${skipNote}`, async (t) => {
   const [third] = await sql("SELECT row_id::int AS row_id, hash FROM usagelog WHERE gateway_id = 'gw-1' ORDER BY row_id OFFSET 2 LIMIT 1");
   const { row_id: through, hash } = third as { row_id: number; hash: string };
   // What a gateway's own retention ships when it deletes its oldest rows (aged here: the rows are minutes old).
   const anchor = "INSERT INTO audit_anchor (gateway_id, id, chain, through_rowid, through_hash, through_created_at, rows_deleted, created_at) VALUES ('gw-1', $1, 'usagelog', $2, $3, now() - interval '100 days', 3, now())";
-  // Ids 9 and 10 (below): anchors must be taken in number order, not as text ('10' < '9').
-  await sql(anchor, [9, through, hash]);
-  const covering = await verifyCentralAudit(central!, { retentionDays: 90 });
-  t.true(covering.ok, 'an anchor may cover rows still central, when it names them with their hashes');
-
-  t.like(await pruneCentralAudit(central!), { ran: true, decisions: 3 });
-  const pruned = await verifyCentralAudit(central!, { retentionDays: 90 });
-  t.true(pruned.ok, JSON.stringify(pruned));
-  t.is(pruned.gateways.find((g) => g.gatewayId === 'gw-1')!.rows.usagelog, local.get('gw-1')!.usagelog - 3);
-  t.is(recipe().stdout.trim(), `${total('usagelog') + total('usagelog_outcome') + total('audit_event') + 1 - 3} central rows verified`);
-
-  const [last] = await sql("SELECT max(row_id)::int AS row_id FROM usagelog WHERE gateway_id = 'gw-1'");
-  const lastRow = (last as { row_id: number }).row_id;
-  await sql(anchor.replace("interval '100 days'", "interval '99 days'"), [10, lastRow + 5, 'f'.repeat(64)]);
+  // Retention deletes for good, and the other tests count every row: what it deletes is kept aside and put back.
+  await sql("CREATE TABLE pruned_usagelog AS SELECT * FROM usagelog WHERE gateway_id = 'gw-1' AND row_id <= $1", [through]);
   try {
+    // Ids 9 and 10 (below): anchors must be taken in number order, not as text ('10' < '9').
+    await sql(anchor, [9, through, hash]);
+    const covering = await verifyCentralAudit(central!, { retentionDays: 90 });
+    t.true(covering.ok, 'an anchor may cover rows still central, when it names them with their hashes');
+
+    t.like(await pruneCentralAudit(central!), { ran: true, decisions: 3, outcomes: 0 });
+    const pruned = await verifyCentralAudit(central!, { retentionDays: 90 });
+    t.true(pruned.ok, JSON.stringify(pruned));
+    t.is(pruned.gateways.find((g) => g.gatewayId === 'gw-1')!.rows.usagelog, local.get('gw-1')!.usagelog - 3);
+    t.is(recipe().stdout.trim(), `${total('usagelog') + total('usagelog_outcome') + total('audit_event') + 1 - 3} central rows verified`);
+
+    const [last] = await sql("SELECT max(row_id)::int AS row_id FROM usagelog WHERE gateway_id = 'gw-1'");
+    const lastRow = (last as { row_id: number }).row_id;
+    await sql(anchor.replace("interval '100 days'", "interval '99 days'"), [10, lastRow + 5, 'f'.repeat(64)]);
     const cut = await verifyCentralAudit(central!, { retentionDays: 90 });
     t.false(cut.ok);
     if (!cut.ok) t.like(cut.broken, { gatewayId: 'gw-1', chain: 'usagelog', rowid: lastRow, problem: `is the last row, but retention anchor 10 covers rows through ${lastRow + 5}: rows were cut off the end of the chain` });
   } finally {
-    await tamper('audit_anchor', "DELETE FROM audit_anchor WHERE gateway_id = 'gw-1' AND id = 10");
+    await tamper('audit_anchor', "DELETE FROM audit_anchor WHERE gateway_id = 'gw-1' AND id IN (9, 10)");
+    await sql('INSERT INTO usagelog SELECT * FROM pruned_usagelog');
+    await sql('DROP TABLE pruned_usagelog');
   }
+  t.deepEqual(await centralCounts('gw-1'), local.get('gw-1'), 'every row is back once the anchors are gone');
+  t.true((await verifyCentralAudit(central!, { retentionDays: 90 })).ok, 'and the chains verify as before');
 });

@@ -4,6 +4,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { startLenientUpstream, type LenientRecord, type LenientUpstream } from '../helpers/lenient-upstream.js';
+import { policy } from '../helpers/policy-builder.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 
 /**
@@ -38,15 +39,7 @@ const FORBIDDEN = 'gpt-4o';
 /** Groups shown in a failure message; the rest are counted, so a broken gateway never dumps thousands of lines. */
 const MAX_GROUPS_SHOWN = 80;
 
-const POLICY = `version: 1
-mode: enforce
-block_threshold: 70
-customers:
-  acme:
-    models: ["${ALLOWED}"]
-    operations: ["*"]
-rules: []
-`;
+const POLICY = policy().customer('acme', { models: [ALLOWED], operations: ['*'] }).yaml();
 
 type Method = 'GET' | 'POST' | 'DELETE';
 
@@ -868,7 +861,7 @@ test.after.always(async () => {
   await upstream?.close();
 });
 
-test.serial('differential: every forwarded request is served the one model its audit row records, and that model was allowed', async (t) => {
+test('differential: every forwarded request is served the one model its audit row records, and that model was allowed', async (t) => {
   t.timeout(170_000);
   const started = Date.now();
   upstream = await startLenientUpstream();

@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import test from 'ava';
 import fc from 'fast-check';
 import { errorLogs, startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
-import { startMockUpstream, type MockUpstream, type ReceivedRequest } from '../helpers/mock-upstream.js';
+import { newTag, startMockUpstream, TAG_HEADER, type MockUpstream, type ReceivedRequest } from '../helpers/mock-upstream.js';
 import { bodyBytes, formCase, metadataCase, multipartCase, nonMultipartContentType, requestJsonText } from './arbitraries.js';
 import {
   assertSound,
@@ -156,6 +156,7 @@ const payload = fc.oneof(
   formCase.map((c) => ({ contentType: c.contentType as string | undefined, body: c.body })),
 );
 
+// The properties are serial: each case counts what the provider received while it ran.
 test.serial('random bodies and content types to every /v1 operation: sound answers, bodies that are not JSON or a form refused, the judged request forwarded as judged', async (t) => {
   t.timeout(120_000);
   const forwarded = { unchanged: 0, form: 0, usage: 0 };
@@ -424,7 +425,8 @@ test.serial('raw request bytes Node clients would never send: an answer in the O
   t.pass();
 });
 
-test.serial('after all of it the gateway still answers, reported no exception and logged no error, and its process saw no unhandled rejection', async (t) => {
+// Once every test has run: what all of them did must have left the gateway well.
+test.after('after all of it the gateway still answers, reported no exception and logged no error, and its process saw no unhandled rejection', async (t) => {
   const health = await client.send({ method: 'GET', path: '/healthz', headers: [['Host', client.hostHeader]] });
   t.is(health.status, 200);
   const answer = await client.send({
@@ -442,7 +444,7 @@ test.serial('after all of it the gateway still answers, reported no exception an
 // ---------------------------------------------------------------------------
 // Regression cases: inputs that broke an invariant above, kept literally.
 
-test.serial('regression: an HTTP/1.1 request without Host gets a sound answer: a request id, and a refusal in the OpenAI shape', async (t) => {
+test('regression: an HTTP/1.1 request without Host gets a sound answer: a request id, and a refusal in the OpenAI shape', async (t) => {
   // Node answers this one itself (requireHostHeader), with a bare 400: no body, no x-request-id.
   const raw = await sendBytes(gw.url, Buffer.from(`GET /v1/models HTTP/1.1\r\nAuthorization: Bearer ${key}\r\nConnection: close\r\n\r\n`, 'latin1'));
   const answer = parseResponse(raw);
@@ -450,7 +452,7 @@ test.serial('regression: an HTTP/1.1 request without Host gets a sound answer: a
   t.notThrows(() => assertSound(answer, 'GET /v1/models without Host', 'GET'));
 });
 
-test.serial('regression: an Expect header other than 100-continue gets a sound answer: a request id, and a refusal in the OpenAI shape', async (t) => {
+test('regression: an Expect header other than 100-continue gets a sound answer: a request id, and a refusal in the OpenAI shape', async (t) => {
   // Shrunk from the header property: [["expect", "!"]]. Node answers 417 itself, with no body and no x-request-id.
   const answer = await client.send({
     method: 'POST',
@@ -461,7 +463,7 @@ test.serial('regression: an Expect header other than 100-continue gets a sound a
   t.notThrows(() => assertSound(answer, 'Expect: !'));
 });
 
-test.serial('regression: a HEAD request with a malformed target gets a 400 a client can read (no body after a HEAD answer)', async (t) => {
+test('regression: a HEAD request with a malformed target gets a 400 a client can read (no body after a HEAD answer)', async (t) => {
   // Shrunk from the path property: the refusal of a request Node cannot parse is written with its JSON body even for HEAD,
   // so the client's parser fails on the bytes after the head ("Data after Connection: close").
   const answer = await client.send({ method: 'HEAD', path: '/v1/\u00ff', headers: [['Host', client.hostHeader], ['Authorization', `Bearer ${key}`]] });
@@ -469,7 +471,7 @@ test.serial('regression: a HEAD request with a malformed target gets a 400 a cli
   t.truthy(answer.headers['x-request-id']);
 });
 
-test.serial('regression: a WebSocket handshake comes back with the gateway\'s request id, and its decision when it was judged', async (t) => {
+test('regression: a WebSocket handshake comes back with the gateway\'s request id, and its decision when it was judged', async (t) => {
   // Shrunk from the path property: ["/v1/chat", GET, handshake]. The provider's answer to the handshake is relayed as it is.
   const realtime = '/v1/realtime?model=gpt-4o-realtime-preview';
   const answer = await client.send({ method: 'GET', path: realtime, headers: [['Host', client.hostHeader], ['Authorization', `Bearer ${key}`], ...HANDSHAKE] });
@@ -477,10 +479,10 @@ test.serial('regression: a WebSocket handshake comes back with the gateway\'s re
   t.is(answer.headers['x-governance-decision'], 'allow', `${realtime} → ${answer.status} without x-governance-decision`);
   // /v1/chat is no route (design decision 1: only catalogue routes are forwarded, and only /v1/realtime upgrades):
   // a 404 route_not_found with its request id, never judged, never forwarded.
-  const before = upstream.wsReceived.length + upstream.received.length;
-  const refused = await client.send({ method: 'GET', path: '/v1/chat', headers: [['Host', client.hostHeader], ['Authorization', `Bearer ${key}`], ...HANDSHAKE] });
+  const tag = newTag();
+  const refused = await client.send({ method: 'GET', path: '/v1/chat', headers: [['Host', client.hostHeader], ['Authorization', `Bearer ${key}`], [TAG_HEADER, tag[TAG_HEADER]], ...HANDSHAKE] });
   t.truthy(refused.headers['x-request-id'], `/v1/chat → ${refused.status} without x-request-id`);
   t.is(refused.status, 404);
   t.is(assertSound(refused, 'WebSocket GET /v1/chat', 'GET'), 'route_not_found');
-  t.is(upstream.wsReceived.length + upstream.received.length, before, 'the handshake to /v1/chat was forwarded');
+  t.is(upstream.taggedWebSockets(tag).length + upstream.tagged(tag).length, 0, 'the handshake to /v1/chat was forwarded');
 });

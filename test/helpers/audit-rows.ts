@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { AuditWriter, type DecisionRow, type OutcomeRow } from '../../gateway/audit/audit-writer.js';
-import { openDatabase, sqliteTime } from '../../gateway/audit/database.js';
-import { StoreFile } from '../../gateway/audit/store-file.js';
+import { openDatabase } from '../../gateway/store/connection.js';
+import { sqliteTime } from '../../gateway/store/sqlite-time.js';
+import { StoreFile } from '../../gateway/store/store-file.js';
 
 /**
  * A UUID v7 for the i-th row, the same on every run: time-ordered like the

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { startGateway, type RunningGateway } from '../../gateway/app.js';
-import { openDatabase } from '../../gateway/audit/database.js';
+import { openDatabase } from '../../gateway/store/connection.js';
 import { createKey, revokeKey } from '../../gateway/auth/key-store.js';
 import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
 import { createErrorReporter, type ErrorReporter } from '../../gateway/observability/error-reporter.js';
@@ -62,6 +62,8 @@ export interface HarnessOptions {
   reporter?: ErrorReporter;
   /** The `limits:` section of gateway.yaml. */
   limits?: Record<string, unknown>;
+  /** The `admin:` section of gateway.yaml. */
+  admin?: { token_env: string };
 }
 
 export interface Harness {
@@ -89,6 +91,24 @@ export interface LogLine {
   msg?: string;
 }
 
+/**
+ * Runs `build` with the environment variables set, then puts back what was
+ * there: the SDK reads its configuration once, when it is constructed, and
+ * the next test in this process must not inherit another gateway's URL or key.
+ */
+export function withEnv<T>(vars: Record<string, string>, build: () => T): T {
+  const before = Object.fromEntries(Object.keys(vars).map((name) => [name, process.env[name]]));
+  Object.assign(process.env, vars);
+  try {
+    return build();
+  } finally {
+    for (const [name, value] of Object.entries(before)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  }
+}
+
 /** The gateway's log lines at level error (50) or above, parsed. */
 export function errorLogs(gw: Pick<Harness, 'logs'>): LogLine[] {
   return gw.logs
@@ -113,6 +133,7 @@ export function writeGatewayYaml(dir: string, upstreamUrl: string, opts: Harness
     audit,
     sentry: { dsn_env: 'SENTRY_DSN' },
     ...(opts.limits ? { limits: opts.limits } : {}),
+    ...(opts.admin ? { admin: opts.admin } : {}),
     log: { level: 'info' },
   };
   const file = path.join(dir, 'config/gateway.yaml');
@@ -162,9 +183,7 @@ export async function startHarness(upstreamUrl: string, opts: HarnessOptions = {
       revokeKey(keysDb, keyId);
     },
     sdk(key) {
-      process.env.OPENAI_BASE_URL = `${gateway.url}/v1`;
-      process.env.OPENAI_API_KEY = key;
-      return new OpenAI({ maxRetries: 0 });
+      return withEnv({ OPENAI_BASE_URL: `${gateway.url}/v1`, OPENAI_API_KEY: key }, () => new OpenAI({ maxRetries: 0 }));
     },
     async close() {
       try {

@@ -1,7 +1,20 @@
+import { randomUUID } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import * as zlib from 'node:zlib';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+
+/**
+ * The gateway forwards this header like any other, so a test that puts a
+ * fresh tag on its requests can tell what the provider received of them from
+ * what tests running beside it on the same upstream sent.
+ */
+export const TAG_HEADER = 'x-test-tag';
+export type Tag = { readonly [TAG_HEADER]: string };
+
+export function newTag(): Tag {
+  return { [TAG_HEADER]: randomUUID() };
+}
 
 export interface ReceivedRequest {
   method: string;
@@ -37,6 +50,13 @@ export interface MockUpstream {
   setDelay(ms: number): void;
   setStream(chunks: number, gapMs: number): void;
   setStatus(path: string, status: number, body: unknown, headers?: Record<string, string>): void;
+  /** Undoes one setStatus and nothing else, so a test can put back its override while others still read `received`. */
+  clearStatus(path: string): void;
+  /** The requests that carried `tag`, in arrival order. */
+  tagged(tag: Tag): ReceivedRequest[];
+  /** The WebSocket handshakes that carried `tag`, in arrival order. */
+  taggedWebSockets(tag: Tag): ReceivedWebSocket[];
+  /** Clears what was received and every setting; only for a test that no other test runs beside. */
   reset(): void;
   close(): Promise<void>;
 }
@@ -432,6 +452,15 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     },
     setStatus(path: string, status: number, body: unknown, headers: Record<string, string> = {}): void {
       overrides.set(pathnameOf(path), { status, body, headers });
+    },
+    clearStatus(path: string): void {
+      overrides.delete(pathnameOf(path));
+    },
+    tagged(tag: Tag): ReceivedRequest[] {
+      return received.filter((r) => r.headers[TAG_HEADER] === tag[TAG_HEADER]);
+    },
+    taggedWebSockets(tag: Tag): ReceivedWebSocket[] {
+      return wsReceived.filter((r) => r.headers[TAG_HEADER] === tag[TAG_HEADER]);
     },
     reset(): void {
       // Cleared in place so arrays a test already holds stay live.

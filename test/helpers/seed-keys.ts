@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { openDatabase } from '../../gateway/audit/database.js';
+import { openDatabase } from '../../gateway/store/connection.js';
 import { createKey } from '../../gateway/auth/key-store.js';
 
 /**

@@ -5,12 +5,20 @@ import test, { type ExecutionContext } from 'ava';
 import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
 import { ConfigError } from '../../gateway/config/yaml-source.js';
 import { compilePolicySource } from '../../gateway/policy/compile-policy.js';
-import { applicableLimits } from '../../gateway/limits/applicable-limits.js';
+import { applicableLimits } from '../../gateway/policy/applicable-limits.js';
 import { goDuration } from '../../gateway/limits/ratelimit-headers.js';
 import { positionOf } from '../cli/support.js';
-import { policyWith } from './support.js';
+import { policy } from '../helpers/policy-builder.js';
 
 const FILE = 'config/policy.yaml';
+
+/** Written by hand: the tests that use it are about where in the text an error is reported. */
+function withCustomers(customers: string): string {
+  return `version: 1
+customers:
+${customers}rules: []
+`;
+}
 
 /** The error points at the entry `at`: its key, its value on the same line, or its nested mapping on the next. */
 function assertLocated(t: ExecutionContext, text: string, at: string, mentions: string[]): void {
@@ -25,15 +33,13 @@ function assertLocated(t: ExecutionContext, text: string, at: string, mentions: 
 }
 
 test('limits compile per customer and per key into frozen objects', (t) => {
-  const p = compilePolicySource(FILE, policyWith(`  acme:
-    requests_per_minute: 60
-    tokens_per_minute: 10000
-    tokens_per_day: 200000
-    tokens_per_month: 5000000
-    keys:
-      key_abc:
-        requests_per_minute: 5
-`));
+  const p = compilePolicySource(FILE, policy().catchAll().customer('acme', {
+    requests_per_minute: 60,
+    tokens_per_minute: 10000,
+    tokens_per_day: 200000,
+    tokens_per_month: 5000000,
+    keys: { key_abc: { requests_per_minute: 5 } },
+  }).yaml());
   const acme = p.customers.get('acme')!;
   t.deepEqual({ ...acme.limits }, { requests_per_minute: 60, tokens_per_minute: 10000, tokens_per_day: 200000, tokens_per_month: 5000000 });
   t.deepEqual({ ...acme.keyLimits.get('key_abc') }, { requests_per_minute: 5 });
@@ -50,25 +56,25 @@ test('limits compile per customer and per key into frozen objects', (t) => {
 });
 
 test('limits under "*" apply to each customer it covers, on its own counter', (t) => {
-  const p = compilePolicySource(FILE, policyWith('').replace('operations: ["*"]', 'operations: ["*"]\n    requests_per_minute: 7'));
+  const p = compilePolicySource(FILE, policy().catchAll({ models: ['*'], operations: ['*'], requests_per_minute: 7 }).yaml());
   t.deepEqual(applicableLimits(p, 'anyone', 'key_1'), [{ kind: 'requests_per_minute', scope: 'customer', id: 'anyone', limit: 7 }]);
 });
 
 test('a limit that is not a positive integer is rejected where it stands', (t) => {
-  assertLocated(t, policyWith('  acme:\n    requests_per_minute: 0\n'), 'requests_per_minute', ['customers.acme.requests_per_minute', 'integer']);
-  assertLocated(t, policyWith('  acme:\n    tokens_per_day: lots\n'), 'tokens_per_day', ['customers.acme.tokens_per_day', '"lots"']);
-  assertLocated(t, policyWith('  acme:\n    tokens_per_month: 1.5\n'), 'tokens_per_month', ['tokens_per_month']);
+  assertLocated(t, withCustomers('  acme:\n    requests_per_minute: 0\n'), 'requests_per_minute', ['customers.acme.requests_per_minute', 'integer']);
+  assertLocated(t, withCustomers('  acme:\n    tokens_per_day: lots\n'), 'tokens_per_day', ['customers.acme.tokens_per_day', '"lots"']);
+  assertLocated(t, withCustomers('  acme:\n    tokens_per_month: 1.5\n'), 'tokens_per_month', ['tokens_per_month']);
 });
 
 test('a misspelt limit is an unknown key naming the ones allowed', (t) => {
-  assertLocated(t, policyWith('  acme:\n    requests_per_min: 10\n'), 'requests_per_min', ['unknown key', 'requests_per_minute']);
+  assertLocated(t, withCustomers('  acme:\n    requests_per_min: 10\n'), 'requests_per_min', ['unknown key', 'requests_per_minute']);
 });
 
 test('key limits are validated: the id, the keys, and at least one limit', (t) => {
-  assertLocated(t, policyWith('  acme:\n    keys:\n      "not a key!":\n        requests_per_minute: 1\n'), '"not a key!"', ['not a key id']);
-  assertLocated(t, policyWith('  acme:\n    keys:\n      key_a:\n        rpm: 3\n'), 'rpm', ['customers.acme.keys.key_a.rpm', 'unknown key']);
-  assertLocated(t, policyWith('  acme:\n    keys:\n      key_a: {}\n'), 'key_a', ['sets no limit']);
-  assertLocated(t, policyWith('  acme:\n    keys: [key_a]\n'), 'keys', ['customers.acme.keys', 'mapping']);
+  assertLocated(t, withCustomers('  acme:\n    keys:\n      "not a key!":\n        requests_per_minute: 1\n'), '"not a key!"', ['not a key id']);
+  assertLocated(t, withCustomers('  acme:\n    keys:\n      key_a:\n        rpm: 3\n'), 'rpm', ['customers.acme.keys.key_a.rpm', 'unknown key']);
+  assertLocated(t, withCustomers('  acme:\n    keys:\n      key_a: {}\n'), 'key_a', ['sets no limit']);
+  assertLocated(t, withCustomers('  acme:\n    keys: [key_a]\n'), 'keys', ['customers.acme.keys', 'mapping']);
 });
 
 function gatewayYaml(limits: string): string {

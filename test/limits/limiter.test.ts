@@ -1,6 +1,6 @@
 import test from 'ava';
 import { Limiter, type Admission, type TokenEstimate } from '../../gateway/limits/limiter.js';
-import type { AppliedLimit, LimitKind } from '../../gateway/limits/limit-types.js';
+import type { AppliedLimit, LimitKind } from '../../gateway/policy/limit-kinds.js';
 import { MemoryStore } from '../../gateway/limits/memory-store.js';
 
 const MINUTE = 60_000;

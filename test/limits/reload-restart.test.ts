@@ -1,17 +1,18 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { newTag, startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { makeGatewayDir, startHarness, UPSTREAM_SECRET, writeGatewayYaml } from '../helpers/gateway-harness.js';
 import { startGateway } from '../../gateway/app.js';
 import { createKey } from '../../gateway/auth/key-store.js';
-import { openDatabase } from '../../gateway/audit/database.js';
+import { openDatabase } from '../../gateway/store/connection.js';
 import { loadGatewayConfig } from '../../gateway/config/gateway-config.js';
 import { createErrorReporter } from '../../gateway/observability/error-reporter.js';
 import { createLogger } from '../../gateway/observability/logger.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 import { waitFor } from '../proxy/support.js';
-import { burst, CHAT_RESERVATION, chat, countOf, policyWith, setPolicy } from './support.js';
+import { policy } from '../helpers/policy-builder.js';
+import { burst, CHAT_RESERVATION, chat, countOf, setPolicy } from './support.js';
 
 let upstream: MockUpstream;
 
@@ -23,13 +24,10 @@ test.after.always(async () => {
   await upstream?.close();
 });
 
-test.serial('a policy reload keeps the counters of limits it did not change, and a raised limit counts on from them', async (t) => {
-  const policy = policyWith(`  reload:
-    requests_per_minute: 3
-  bystander:
-    requests_per_minute: 10
-`);
-  const gw = await startHarness(upstream.url, { policy });
+test('a policy reload keeps the counters of limits it did not change, and a raised limit counts on from them', async (t) => {
+  const limited = (reload: number, bystander: number) =>
+    policy().catchAll().customer('reload', { requests_per_minute: reload }).customer('bystander', { requests_per_minute: bystander }).yaml();
+  const gw = await startHarness(upstream.url, { policy: limited(3, 10) });
   try {
     const { key } = gw.createKey('reload');
     t.is(countOf(await burst([gw.url], key, 5), 200), 3);
@@ -39,25 +37,24 @@ test.serial('a policy reload keeps the counters of limits it did not change, and
       const hash = gw.gateway.context.policy.policy.hash;
       t.truthy(await waitFor(() => (gw.gateway.context.policy.policy.hash !== hash ? true : undefined), 2000), 'the edit was picked up');
     };
-    await reloaded(policy.replace('requests_per_minute: 10', 'requests_per_minute: 20'));
+    await reloaded(limited(3, 20));
     t.is((await chat(gw.url, key)).status, 429, 'an edit elsewhere does not hand out a fresh minute');
 
-    await reloaded(policy.replace('requests_per_minute: 3', 'requests_per_minute: 5'));
+    await reloaded(limited(5, 20));
     t.is(countOf(await burst([gw.url], key, 5), 200), 2, 'raised from 3 to 5: two more, not five');
   } finally {
     await gw.close();
   }
 });
 
-test.serial('a restarted gateway restores its counters from the audit database', async (t) => {
+test('a restarted gateway restores its counters from the audit database', async (t) => {
   const dir = makeGatewayDir();
   try {
     writeGatewayYaml(dir, upstream.url);
-    writeFileSync(path.join(dir, 'config/policy.yaml'), policyWith(`  restart-rpm:
-    requests_per_minute: 3
-  restart-tokens:
-    tokens_per_day: ${2 * CHAT_RESERVATION + 2}
-`));
+    writeFileSync(
+      path.join(dir, 'config/policy.yaml'),
+      policy().catchAll().customer('restart-rpm', { requests_per_minute: 3 }).customer('restart-tokens', { tokens_per_day: 2 * CHAT_RESERVATION + 2 }).yaml(),
+    );
     const env = { OPENAI_API_KEY: UPSTREAM_SECRET };
     const start = () => startGateway(loadGatewayConfig('config/gateway.yaml', env, dir), { logger: createLogger('silent'), reporter: createErrorReporter(undefined, 'test'), env });
 
@@ -92,13 +89,13 @@ test.serial('a restarted gateway restores its counters from the audit database',
   }
 });
 
-test.serial('in monitor mode a request over a limit is forwarded and recorded as what would have been blocked', async (t) => {
-  const gw = await startHarness(upstream.url, { policy: policyWith('  watched:\n    requests_per_minute: 2\n', 'monitor') });
+test('in monitor mode a request over a limit is forwarded and recorded as what would have been blocked', async (t) => {
+  const gw = await startHarness(upstream.url, { policy: policy().mode('monitor').catchAll().customer('watched', { requests_per_minute: 2 }).yaml() });
   try {
     const { key } = gw.createKey('watched');
-    upstream.reset();
-    t.deepEqual(await burst([gw.url], key, 4), [200, 200, 200, 200]);
-    t.is(upstream.received.length, 4);
+    const tag = newTag();
+    t.deepEqual(await burst([gw.url], key, 4, undefined, tag), [200, 200, 200, 200]);
+    t.is(upstream.tagged(tag).length, 4);
     const rows = sqliteJson<{ allowed: number; reason: string }>(gw.dbPath, "SELECT allowed, reason FROM usagelog WHERE customer_id = 'watched' ORDER BY created_at");
     t.is(rows.length, 4);
     t.true(rows.every((r) => r.allowed === 1));

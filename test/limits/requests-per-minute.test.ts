@@ -1,28 +1,29 @@
 import { writeFileSync } from 'node:fs';
 import test from 'ava';
 import OpenAI from 'openai';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { newTag, startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { decisionRow, logIdOf } from '../proxy/support.js';
-import { burst, chat, countOf, policyWith, refusalRows } from './support.js';
+import { policy } from '../helpers/policy-builder.js';
+import { burst, chat, countOf, refusalRows } from './support.js';
 
 let upstream: MockUpstream;
 let gw: Harness;
 
-const POLICY = policyWith(`  rpm-acme:
-    requests_per_minute: 5
-  rpm-sdk:
-    requests_per_minute: 2
-  rpm-client:
-    requests_per_minute: 2
-  rpm-keys:
-    requests_per_minute: 100
-    keys:
-      KEY_ID:
-        requests_per_minute: 3
-  rpm-audit:
-    requests_per_minute: 1
-`);
+/** A customer per test, so that no test's requests count against another's minute; rpm-keys' key limit needs a key made first. */
+function rpmPolicy(limitedKeyId: string | null): string {
+  return policy()
+    .catchAll()
+    .customer('rpm-acme', { requests_per_minute: 5 })
+    .customer('rpm-sdk', { requests_per_minute: 2 })
+    .customer('rpm-client', { requests_per_minute: 2 })
+    .customer('rpm-keys', { requests_per_minute: 100, ...(limitedKeyId === null ? {} : { keys: { [limitedKeyId]: { requests_per_minute: 3 } } }) })
+    .customer('rpm-audit', { requests_per_minute: 1 })
+    .customer('rpm-metrics', { requests_per_minute: 1 })
+    .yaml();
+}
+
+const POLICY = rpmPolicy(null);
 
 test.before(async () => {
   upstream = await startMockUpstream();
@@ -34,18 +35,19 @@ test.after.always(async () => {
   await upstream?.close();
 });
 
+// Serial: the delay that keeps the burst in flight is the shared upstream's, for every request.
 test.serial('a limit of N requests per minute lets exactly N through a concurrent burst', async (t) => {
   const { key } = gw.createKey('rpm-acme');
-  upstream.reset();
   upstream.setDelay(50);
-  const statuses = await burst([gw.url], key, 30);
+  t.teardown(() => upstream.setDelay(0));
+  const tag = newTag();
+  const statuses = await burst([gw.url], key, 30, undefined, tag);
   t.is(countOf(statuses, 200), 5);
   t.is(countOf(statuses, 429), 25);
-  t.is(upstream.received.length, 5, 'refused requests are not forwarded');
-  upstream.setDelay(0);
+  t.is(upstream.tagged(tag).length, 5, 'refused requests are not forwarded');
 });
 
-test.serial('the refusal is 429 rate_limit_exceeded in the OpenAI shape with Retry-After and x-ratelimit headers', async (t) => {
+test('the refusal is 429 rate_limit_exceeded in the OpenAI shape with Retry-After and x-ratelimit headers', async (t) => {
   const { key } = gw.createKey('rpm-sdk');
   const first = await chat(gw.url, key);
   t.is(first.status, 200);
@@ -68,7 +70,7 @@ test.serial('the refusal is 429 rate_limit_exceeded in the OpenAI shape with Ret
   t.is(refused.headers.get('x-governance-decision'), 'block');
 });
 
-test.serial('the OpenAI SDK raises RateLimitError (maxRetries 0) with the code and headers', async (t) => {
+test('the OpenAI SDK raises RateLimitError (maxRetries 0) with the code and headers', async (t) => {
   const { key } = gw.createKey('rpm-client');
   const client = gw.sdk(key);
   await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'a' }] });
@@ -84,7 +86,7 @@ test.serial('the OpenAI SDK raises RateLimitError (maxRetries 0) with the code a
   t.is(err?.headers?.get('x-ratelimit-limit-requests'), '2');
 });
 
-test.serial('the refusal is an audit row, allowed 0, with the limit named in reason', async (t) => {
+test('the refusal is an audit row, allowed 0, with the limit named in reason', async (t) => {
   const { key } = gw.createKey('rpm-audit');
   t.is((await chat(gw.url, key)).status, 200);
   const refused = await chat(gw.url, key);
@@ -95,11 +97,16 @@ test.serial('the refusal is an audit row, allowed 0, with the limit named in rea
   t.deepEqual(refusalRows(gw.dbPath, 'rpm-audit'), [{ allowed: 0, reason: 'limit requests_per_minute: customer rpm-audit 1/min' }]);
 });
 
+// Serial: it changes the policy every other test runs under.
 test.serial('a key limit applies on top of its customer’s; other keys of the customer keep the customer limit', async (t) => {
   const limited = gw.createKey('rpm-keys');
   const other = gw.createKey('rpm-keys');
-  writeFileSync(gw.policyFile, POLICY.replace('KEY_ID', limited.id));
+  writeFileSync(gw.policyFile, rpmPolicy(limited.id));
   gw.gateway.context.policy.reload();
+  t.teardown(() => {
+    writeFileSync(gw.policyFile, POLICY);
+    gw.gateway.context.policy.reload();
+  });
 
   const statuses = await burst([gw.url], limited.key, 8);
   t.is(countOf(statuses, 200), 3);
@@ -112,14 +119,19 @@ test.serial('a key limit applies on top of its customer’s; other keys of the c
   t.is(countOf(fine, 200), 8);
 });
 
-test.serial('/metrics counts refusals by limit kind', async (t) => {
-  const text = await (await fetch(`${gw.url}/metrics`)).text();
-  const m = /govgate_limit_refusals_total\{limit="requests_per_minute"\} (\d+)/.exec(text);
-  t.truthy(m, 'the counter is exported');
-  t.true(Number(m?.[1]) >= 25);
+test('/metrics counts refusals by limit kind', async (t) => {
+  const refusals = async () => {
+    const m = /govgate_limit_refusals_total\{limit="requests_per_minute"\} (\d+)/.exec(await (await fetch(`${gw.url}/metrics`)).text());
+    return m ? Number(m[1]) : 0;
+  };
+  const before = await refusals();
+  const { key } = gw.createKey('rpm-metrics');
+  t.deepEqual((await burst([gw.url], key, 3)).sort(), [200, 429, 429]);
+  // Other tests refuse requests meanwhile, so the counter has grown by at least this test's two.
+  t.true((await refusals()) >= before + 2);
 });
 
-test.serial('customers without limits get no rate limit headers', async (t) => {
+test('customers without limits get no rate limit headers', async (t) => {
   const { key } = gw.createKey('unlimited');
   const res = await chat(gw.url, key);
   t.is(res.status, 200);

@@ -1,18 +1,17 @@
 import test from 'ava';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { newTag, startMockUpstream, type MockUpstream, type Tag } from '../helpers/mock-upstream.js';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { logIdOf, outcomeRow, waitFor } from '../proxy/support.js';
 import { UsageEventFilter, withUsageRequested } from '../../gateway/proxy/stream-usage.js';
-import { chat, policyWith } from './support.js';
+import { policy } from '../helpers/policy-builder.js';
+import { chat } from './support.js';
 
 let upstream: MockUpstream;
 let gw: Harness;
 
 test.before(async () => {
   upstream = await startMockUpstream();
-  gw = await startHarness(upstream.url, { policy: policyWith(`  limited:
-    tokens_per_minute: 100000
-`) });
+  gw = await startHarness(upstream.url, { policy: policy().catchAll().customer('limited', { tokens_per_minute: 100_000 }).yaml() });
 });
 
 test.after.always(async () => {
@@ -23,8 +22,8 @@ test.after.always(async () => {
 const STREAM_BODY = '{"model":"gpt-4o-mini","stream":true,"seed":12345678901234567890,"messages":[{"role":"user","content":"hi"}]}';
 
 /** The stream as a client reads it, with the mock's timestamps evened out. */
-async function streamText(key: string, body: string): Promise<{ text: string; res: Response }> {
-  const res = await chat(gw.url, key, body);
+async function streamText(key: string, body: string, tag: Tag = newTag()): Promise<{ text: string; res: Response }> {
+  const res = await chat(gw.url, key, body, tag);
   return { text: (await res.text()).replace(/"created":\d+/g, '"created":0'), res };
 }
 
@@ -35,12 +34,12 @@ async function providerText(body: string): Promise<string> {
 }
 
 for (const customer of ['limited', 'unlimited']) {
-  test.serial(`for a ${customer} customer the gateway asks for stream usage and the client sees exactly what it would have`, async (t) => {
+  test(`for a ${customer} customer the gateway asks for stream usage and the client sees exactly what it would have`, async (t) => {
     const { key } = gw.createKey(customer);
     const asIs = await providerText(STREAM_BODY);
-    upstream.reset();
-    const governed = await streamText(key, STREAM_BODY);
-    const sent = upstream.received[0]!.body.toString();
+    const tag = newTag();
+    const governed = await streamText(key, STREAM_BODY, tag);
+    const sent = upstream.tagged(tag)[0]?.body.toString();
     t.is(sent, `{"stream_options":{"include_usage":true},${STREAM_BODY.slice(1)}`, 'only include_usage is added; the rest (a large seed too) is unchanged');
     t.is(governed.text, asIs, 'the usage event and the "usage":null fields are taken out');
     t.false(governed.text.includes('usage'));
@@ -51,28 +50,28 @@ for (const customer of ['limited', 'unlimited']) {
   });
 }
 
-test.serial('a client that asked for usage gets its usage event, and its body is forwarded unchanged', async (t) => {
+test('a client that asked for usage gets its usage event, and its body is forwarded unchanged', async (t) => {
   const { key } = gw.createKey('limited');
-  upstream.reset();
+  const tag = newTag();
   const body = '{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}';
-  const { text } = await streamText(key, body);
-  t.is(upstream.received[0]!.body.toString(), body);
+  const { text } = await streamText(key, body, tag);
+  t.is(upstream.tagged(tag)[0]?.body.toString(), body);
   t.regex(text, /"choices":\[\],"usage":\{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14\}/);
   t.regex(text, /"usage":null/);
 });
 
-test.serial('include_usage: false is overridden upstream and the client still sees no usage', async (t) => {
+test('include_usage: false is overridden upstream and the client still sees no usage', async (t) => {
   const { key } = gw.createKey('limited');
   const body = '{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":false},"messages":[]}';
   const asIs = await providerText(body);
-  upstream.reset();
-  const governed = await streamText(key, body);
-  const sent = JSON.parse(upstream.received[0]!.body.toString()) as { stream_options: unknown };
-  t.deepEqual(sent.stream_options, { include_usage: true });
+  const tag = newTag();
+  const governed = await streamText(key, body, tag);
+  const sent = JSON.parse(upstream.tagged(tag)[0]?.body.toString() ?? 'null') as { stream_options: unknown } | null;
+  t.deepEqual(sent?.stream_options, { include_usage: true });
   t.is(governed.text, asIs);
 });
 
-test.serial('the official SDK streams through the rewrite without a usage chunk', async (t) => {
+test('the official SDK streams through the rewrite without a usage chunk', async (t) => {
   const { key } = gw.createKey('limited');
   const client = gw.sdk(key);
   const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'x' }] });

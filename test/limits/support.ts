@@ -1,37 +1,23 @@
 import { renameSync, writeFileSync } from 'node:fs';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 
-/** A policy whose customers are given in YAML (indented under `customers:`), with no rules. */
-export function policyWith(customers: string, mode: 'enforce' | 'monitor' = 'enforce'): string {
-  return `version: 1
-mode: ${mode}
-block_threshold: 70
-customers:
-  "*":
-    models: ["*"]
-    operations: ["*"]
-${customers}
-rules: []
-`;
-}
-
 export const CHAT_BODY = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], max_tokens: 10 });
 /** What CHAT_BODY reserves: its bytes / 4, rounded up, plus its max_tokens. */
 export const CHAT_RESERVATION = Math.ceil(Buffer.byteLength(CHAT_BODY) / 4) + 10;
 
-export function chat(baseUrl: string, key: string, body: string = CHAT_BODY): Promise<Response> {
+export function chat(baseUrl: string, key: string, body: string = CHAT_BODY, headers: Record<string, string> = {}): Promise<Response> {
   return fetch(`${baseUrl}/v1/chat/completions`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
     body,
   });
 }
 
 /** Fires `n` requests at once (spread over the given gateways) and returns their statuses, bodies drained. */
-export async function burst(baseUrls: readonly string[], key: string, n: number, body?: string): Promise<number[]> {
+export async function burst(baseUrls: readonly string[], key: string, n: number, body?: string, headers?: Record<string, string>): Promise<number[]> {
   return Promise.all(
     Array.from({ length: n }, async (_, i) => {
-      const res = await chat(baseUrls[i % baseUrls.length]!, key, body);
+      const res = await chat(baseUrls[i % baseUrls.length]!, key, body, headers);
       await res.arrayBuffer();
       return res.status;
     }),

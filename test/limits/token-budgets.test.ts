@@ -4,7 +4,8 @@ import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.j
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 import { decisionRow, logIdOf, waitFor } from '../proxy/support.js';
-import { burst, CHAT_RESERVATION, chat, countOf, policyWith } from './support.js';
+import { policy } from '../helpers/policy-builder.js';
+import { burst, CHAT_RESERVATION, chat, countOf } from './support.js';
 
 /** The mock's non-streamed chat completion reports this many tokens. */
 const MOCK_TOTAL = 18;
@@ -12,23 +13,23 @@ const MOCK_TOTAL = 18;
 let upstream: MockUpstream;
 let gw: Harness;
 
-const POLICY = policyWith(`  daily:
-    tokens_per_day: 100
-  burst:
-    tokens_per_minute: 100
-  over:
-    tokens_per_minute: 100
-  failing:
-    tokens_per_month: ${2 * CHAT_RESERVATION}
-  sdk:
-    tokens_per_minute: 50
-  default-reservation:
-    tokens_per_day: 1000
-`);
+/** A customer per test, so that no test's usage counts against another's budget. */
+const POLICY = policy()
+  .catchAll()
+  .customer('daily', { tokens_per_day: 100 })
+  .customer('burst', { tokens_per_minute: 100 })
+  .customer('over', { tokens_per_minute: 100 })
+  .customer('failing', { tokens_per_month: 2 * CHAT_RESERVATION })
+  .customer('sdk', { tokens_per_minute: 50 })
+  .customer('oversized', { tokens_per_minute: 50 })
+  .customer('default-reservation', { tokens_per_day: 1000 })
+  .yaml();
 
 test.before(async () => {
   upstream = await startMockUpstream();
   gw = await startHarness(upstream.url, { policy: POLICY, limits: { default_token_reservation: 500 } });
+  // The first request loads the proxy's modules; a burst that paid for that would outlast the upstream's delay, and its first answers would free reservations for late requests.
+  await (await chat(gw.url, gw.createKey('warm-up').key)).arrayBuffer();
 });
 
 test.after.always(async () => {
@@ -49,7 +50,7 @@ async function settled(customer: string, n: number): Promise<number> {
   return sum;
 }
 
-test.serial('a daily budget reserves max_tokens plus the prompt estimate, then settles to the reported usage', async (t) => {
+test('a daily budget reserves max_tokens plus the prompt estimate, then settles to the reported usage', async (t) => {
   const { key } = gw.createKey('daily');
   const first = await chat(gw.url, key);
   t.is(first.status, 200);
@@ -88,19 +89,19 @@ test.serial('a daily budget reserves max_tokens plus the prompt estimate, then s
   t.is(models.headers.get('x-ratelimit-remaining-tokens'), String(100 - 4 * MOCK_TOTAL));
 });
 
+// Serial, like the two after it: the upstream's delay and answers are set for every request it gets.
 test.serial('a concurrent burst cannot overshoot: only as many requests as reservations fit are admitted', async (t) => {
   const { key } = gw.createKey('burst');
-  upstream.reset();
   upstream.setDelay(300);
+  t.teardown(() => upstream.reset());
   const statuses = await burst([gw.url], key, 12);
-  upstream.setDelay(0);
   t.is(countOf(statuses, 200), Math.floor(100 / CHAT_RESERVATION));
   t.true((await settled('burst', countOf(statuses, 200))) <= 100);
 });
 
 test.serial('usage above the reservation is settled upward: the counter holds what was really used', async (t) => {
   const { key } = gw.createKey('over');
-  upstream.reset();
+  t.teardown(() => upstream.reset());
   upstream.setDelay(300);
   upstream.setStatus('/v1/chat/completions', 200, {
     id: 'chatcmpl-big', object: 'chat.completion', created: 0, model: 'gpt-4o-mini',
@@ -121,7 +122,7 @@ test.serial('usage above the reservation is settled upward: the counter holds wh
 
 test.serial('a failed request releases its reservation', async (t) => {
   const { key } = gw.createKey('failing');
-  upstream.reset();
+  t.teardown(() => upstream.reset());
   upstream.setStatus('/v1/chat/completions', 500, { error: { message: 'boom', type: 'server_error', param: null, code: null } });
   for (let i = 0; i < 5; i++) {
     const res = await chat(gw.url, key);
@@ -133,7 +134,7 @@ test.serial('a failed request releases its reservation', async (t) => {
   t.is((await chat(gw.url, key)).status, 200);
 });
 
-test.serial('a token rate limit is rate_limit_exceeded of type tokens, and the SDK raises RateLimitError', async (t) => {
+test('a token rate limit is rate_limit_exceeded of type tokens, and the SDK raises RateLimitError', async (t) => {
   const { key } = gw.createKey('sdk');
   const client = gw.sdk(key);
   await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'a' }], max_tokens: 10 });
@@ -147,7 +148,7 @@ test.serial('a token rate limit is rate_limit_exceeded of type tokens, and the S
   t.is(err?.headers?.get('x-ratelimit-limit-tokens'), '50');
 });
 
-test.serial('without max_tokens the configured default_token_reservation is held', async (t) => {
+test('without max_tokens the configured default_token_reservation is held', async (t) => {
   const { key } = gw.createKey('default-reservation');
   const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
   const res = await chat(gw.url, key, body);
@@ -155,8 +156,8 @@ test.serial('without max_tokens the configured default_token_reservation is held
   t.is(res.headers.get('x-ratelimit-remaining-tokens'), String(1000 - 500 - Math.ceil(Buffer.byteLength(body) / 4)));
 });
 
-test.serial('a request whose reservation alone is over the limit says so', async (t) => {
-  const { key } = gw.createKey('sdk');
+test('a request whose reservation alone is over the limit says so', async (t) => {
+  const { key } = gw.createKey('oversized');
   const res = await chat(gw.url, key, JSON.stringify({ model: 'gpt-4o-mini', messages: [], max_tokens: 5000 }));
   t.is(res.status, 429);
   const body = (await res.json()) as { error: { message: string } };

@@ -6,6 +6,7 @@ import { evaluate } from '../../gateway/policy/evaluate.js';
 import type { CompiledPolicy, Decision } from '../../gateway/policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../../gateway/policy/request-facts.js';
 import { FIXTURE_POLICY } from '../helpers/gateway-harness.js';
+import { policy, type Comparison, type Field, type Matcher } from '../helpers/policy-builder.js';
 
 type FactsOverride = Partial<Omit<RequestFacts, 'request'>> & { request?: Partial<RequestFacts['request']> };
 
@@ -24,7 +25,7 @@ function facts(over: FactsOverride = {}): RequestFacts {
 }
 
 const compiled = new Map<string, CompiledPolicy>();
-function policy(yaml: string): CompiledPolicy {
+function compile(yaml: string): CompiledPolicy {
   let p = compiled.get(yaml);
   if (!p) {
     p = compilePolicySource('test-policy.yaml', yaml);
@@ -33,27 +34,12 @@ function policy(yaml: string): CompiledPolicy {
   return p;
 }
 
-const OPEN_CUSTOMERS = `
-customers:
-  "*":
-    models: ["*"]
-    operations: ["*"]
-`;
-
 /** A policy whose only rule `r` (risk 10, under any threshold) matches when `field` satisfies `matcher`. */
-function singleRule(field: string, matcher: unknown): CompiledPolicy {
-  return policy(`version: 1
-block_threshold: 70
-${OPEN_CUSTOMERS}
-rules:
-  - id: r
-    when:
-      ${field}: ${JSON.stringify(matcher)}
-    risk: 10
-`);
+function singleRule(field: Field, matcher: Matcher): CompiledPolicy {
+  return compile(policy().catchAll().rule({ id: 'r', when: { [field]: matcher }, risk: 10 }).yaml());
 }
 
-function ruleMatches(field: string, matcher: unknown, f: RequestFacts): boolean {
+function ruleMatches(field: Field, matcher: Matcher, f: RequestFacts): boolean {
   const d = evaluate(singleRule(field, matcher), f);
   return d.rules.includes('r');
 }
@@ -63,22 +49,13 @@ function withV(value: MetadataValue | undefined): RequestFacts {
   return facts({ metadata: value === undefined ? {} : { v: value } });
 }
 
-const ACME_POLICY = `version: 1
-mode: enforce
-block_threshold: 70
-customers:
-  "*":
-    models: ["*"]
-    operations: ["*"]
-  acme:
-    models: ["gpt-4o-mini", "text-embedding-3-*"]
-    operations: [chat.completions, embeddings]
-    max_tokens: 2048
-rules: []
-`;
+const ACME = policy()
+  .catchAll()
+  .customer('acme', { models: ['gpt-4o-mini', 'text-embedding-3-*'], operations: ['chat.completions', 'embeddings'], max_tokens: 2048 });
+const ACME_POLICY = ACME.yaml();
 
 test('a listed customer may use exactly its models and operations, with * globs in the allow-list', (t) => {
-  const p = policy(ACME_POLICY);
+  const p = compile(ACME_POLICY);
   const ok = (model: string, operation: string) => evaluate(p, facts({ customer: 'acme', model, operation }));
 
   for (const [model, operation] of [
@@ -108,16 +85,7 @@ test('a listed customer may use exactly its models and operations, with * globs 
 });
 
 test('"*" covers customers that are not listed, and a listed customer gets only its own entry', (t) => {
-  const p = policy(`version: 1
-customers:
-  "*":
-    models: ["gpt-4o-mini"]
-    operations: [chat.completions]
-  acme:
-    models: ["gpt-4o"]
-    operations: ["*"]
-rules: []
-`);
+  const p = compile(policy().catchAll({ models: ['gpt-4o-mini'], operations: ['chat.completions'] }).customer('acme', { models: ['gpt-4o'], operations: ['*'] }).yaml());
   t.true(evaluate(p, facts({ customer: 'globex', model: 'gpt-4o-mini' })).allowed);
   const globex = evaluate(p, facts({ customer: 'globex', model: 'gpt-4o' }));
   t.false(globex.allowed);
@@ -129,13 +97,7 @@ rules: []
 });
 
 test('a customer that is not listed is blocked when the policy has no "*" entry', (t) => {
-  const p = policy(`version: 1
-customers:
-  acme:
-    models: ["*"]
-    operations: ["*"]
-rules: []
-`);
+  const p = compile(policy().customer('acme').yaml());
   t.true(evaluate(p, facts({ customer: 'acme' })).allowed);
   const d = evaluate(p, facts({ customer: 'globex' }));
   t.false(d.allowed);
@@ -144,7 +106,7 @@ rules: []
 });
 
 test('max_tokens over the customer cap is blocked; at the cap or absent it is not', (t) => {
-  const p = policy(ACME_POLICY);
+  const p = compile(ACME_POLICY);
   t.true(evaluate(p, facts({ request: { max_tokens: 2048 } })).allowed);
   t.true(evaluate(p, facts({ request: { max_tokens: null } })).allowed);
   const over = evaluate(p, facts({ request: { max_tokens: 2049 } }));
@@ -156,7 +118,7 @@ test('max_tokens over the customer cap is blocked; at the cap or absent it is no
 });
 
 test('max_tokens and max_completion_tokens in a body both reach the policy as request.max_tokens', (t) => {
-  const p = policy(ACME_POLICY);
+  const p = compile(ACME_POLICY);
   for (const field of ['max_tokens', 'max_completion_tokens']) {
     const body = Buffer.from(JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], [field]: 4096 }));
     const described = jsonFacts('chat.completions', JSON.parse(body.toString()) as Record<string, unknown>, body.length);
@@ -168,7 +130,7 @@ test('max_tokens and max_completion_tokens in a body both reach the policy as re
 });
 
 test('every field of the policy language reads the matching fact', (t) => {
-  const cases: { field: string; value: MetadataValue; hit: FactsOverride; miss: FactsOverride }[] = [
+  const cases: { field: Field; value: MetadataValue; hit: FactsOverride; miss: FactsOverride }[] = [
     { field: 'model', value: 'gpt-4o', hit: { model: 'gpt-4o' }, miss: { model: 'gpt-4o-mini' } },
     { field: 'operation', value: 'embeddings', hit: { operation: 'embeddings' }, miss: { operation: 'chat.completions' } },
     { field: 'provider', value: 'azure', hit: { provider: 'azure' }, miss: { provider: 'openai' } },
@@ -243,7 +205,7 @@ test('{not: M} matches exactly what M does not', (t) => {
 
 test('comparisons gt, gte, lt, lte hold at their boundaries and only for numbers', (t) => {
   const mt = (n: number | null) => facts({ request: { max_tokens: n } });
-  const table: [Record<string, number>, number, boolean][] = [
+  const table: [Comparison, number, boolean][] = [
     [{ gt: 5 }, 5, false], [{ gt: 5 }, 6, true], [{ gt: 5 }, 5.5, true],
     [{ gte: 5 }, 5, true], [{ gte: 5 }, 4, false],
     [{ lt: 5 }, 5, false], [{ lt: 5 }, 4, true],
@@ -275,41 +237,24 @@ test('{exists: true|false} tests whether the fact is present', (t) => {
 });
 
 test('a rule matches only when every entry of its when matches', (t) => {
-  const p = policy(`version: 1
-${OPEN_CUSTOMERS}
-rules:
-  - id: both
-    when:
-      metadata.contains_pii: true
-      provider: openai
-    risk: 20
-`);
+  const p = compile(policy().catchAll().rule({ id: 'both', when: { 'metadata.contains_pii': true, provider: 'openai' }, risk: 20 }).yaml());
   t.deepEqual(evaluate(p, facts({ provider: 'openai', metadata: { contains_pii: true } })).rules, ['both']);
   t.deepEqual(evaluate(p, facts({ provider: 'azure', metadata: { contains_pii: true } })).rules, []);
   t.deepEqual(evaluate(p, facts({ provider: 'openai', metadata: { contains_pii: false } })).rules, []);
 });
 
-const RISK_POLICY = `version: 1
-mode: enforce
-block_threshold: 70
-${OPEN_CUSTOMERS}
-rules:
-  - id: a
-    when: { metadata.a: true }
-    risk: 35
-  - id: b
-    when: { metadata.b: true }
-    risk: 34
-  - id: c
-    when: { metadata.c: true }
-    risk: 35
-  - id: d
-    when: { metadata.d: true }
-    risk: 50
-`;
+const RISK_POLICY = policy()
+  .catchAll()
+  .rule(
+    { id: 'a', when: { 'metadata.a': true }, risk: 35 },
+    { id: 'b', when: { 'metadata.b': true }, risk: 34 },
+    { id: 'c', when: { 'metadata.c': true }, risk: 35 },
+    { id: 'd', when: { 'metadata.d': true }, risk: 50 },
+  )
+  .yaml();
 
 test('risk_score is the sum of the matching rules\' risk, capped at 100', (t) => {
-  const p = policy(RISK_POLICY);
+  const p = compile(RISK_POLICY);
   const score = (metadata: Record<string, boolean>) => evaluate(p, facts({ metadata })).riskScore;
   t.is(score({}), 0);
   t.is(score({ a: true }), 35);
@@ -320,7 +265,7 @@ test('risk_score is the sum of the matching rules\' risk, capped at 100', (t) =>
 });
 
 test('a request is blocked when risk_score reaches block_threshold (>=), not below it', (t) => {
-  const p = policy(RISK_POLICY);
+  const p = compile(RISK_POLICY);
   const below = evaluate(p, facts({ metadata: { a: true, b: true } }));
   t.is(below.riskScore, 69);
   t.true(below.allowed);
@@ -338,7 +283,7 @@ test('a request is blocked when risk_score reaches block_threshold (>=), not bel
 });
 
 test('action: block refuses the request whatever its risk, with the rule and its reason', (t) => {
-  const p = policy(FIXTURE_POLICY);
+  const p = compile(FIXTURE_POLICY);
   const d = evaluate(p, facts({ metadata: { data_classification: 'restricted' } }));
   t.false(d.allowed);
   t.true(d.violates);
@@ -349,7 +294,7 @@ test('action: block refuses the request whatever its risk, with the rule and its
 });
 
 test('the shipped policy scores personal data to openai at 90 and blocks it', (t) => {
-  const p = policy(FIXTURE_POLICY);
+  const p = compile(FIXTURE_POLICY);
   const d = evaluate(p, facts({ provider: 'openai', metadata: { contains_pii: true } }));
   t.is(d.riskScore, 90);
   t.deepEqual(d.rules, ['pii-to-external']);
@@ -365,37 +310,18 @@ test('the shipped policy scores personal data to openai at 90 and blocks it', (t
   t.is(evaluate(p, facts({ request: { max_tokens: 8000 } })).riskScore, 0);
 });
 
-const EVERYTHING_BLOCKS = `version: 1
-mode: enforce
-block_threshold: 70
-customers:
-  acme:
-    models: ["gpt-4o-mini"]
-    operations: [chat.completions]
-    max_tokens: 100
-rules:
-  - id: restricted-data
-    when:
-      metadata.data_classification: [restricted, secret]
-    action: block
-    reason: Restricted data may not be sent to any model
-  - id: no-streaming
-    description: Streaming is off for this customer
-    when:
-      request.stream: true
-    action: block
-  - id: pii-to-external
-    when:
-      metadata.contains_pii: true
-    risk: 90
-  - id: harmless
-    when:
-      customer: acme
-    risk: 1
-`;
+const EVERYTHING_BLOCKS = policy()
+  .customer('acme', { models: ['gpt-4o-mini'], operations: ['chat.completions'], max_tokens: 100 })
+  .rule(
+    { id: 'restricted-data', when: { 'metadata.data_classification': ['restricted', 'secret'] }, action: 'block', reason: 'Restricted data may not be sent to any model' },
+    { id: 'no-streaming', description: 'Streaming is off for this customer', when: { 'request.stream': true }, action: 'block' },
+    { id: 'pii-to-external', when: { 'metadata.contains_pii': true }, risk: 90 },
+    { id: 'harmless', when: { customer: 'acme' }, risk: 1 },
+  )
+  .yaml();
 
 test('the reason names every rule and limit that blocked the request', (t) => {
-  const p = policy(EVERYTHING_BLOCKS);
+  const p = compile(EVERYTHING_BLOCKS);
   const d = evaluate(p, facts({
     customer: 'acme',
     model: 'gpt-4o',
@@ -421,7 +347,7 @@ test('the reason names every rule and limit that blocked the request', (t) => {
 });
 
 test('monitor mode lets the request through but records that enforce mode would block it', (t) => {
-  const p = policy(FIXTURE_POLICY.replace(/^mode: enforce/m, 'mode: monitor'));
+  const p = compile(FIXTURE_POLICY.replace(/^mode: enforce/m, 'mode: monitor'));
   t.is(p.mode, 'monitor');
   const d = evaluate(p, facts({ metadata: { data_classification: 'restricted', contains_pii: true } }));
   t.true(d.allowed);
@@ -438,7 +364,7 @@ test('monitor mode lets the request through but records that enforce mode would 
 });
 
 test('an allowed request is not reported as violating', (t) => {
-  const d = evaluate(policy(FIXTURE_POLICY), facts());
+  const d = evaluate(compile(FIXTURE_POLICY), facts());
   t.true(d.allowed);
   t.false(d.violates);
   t.is(d.riskScore, 0);
@@ -486,7 +412,7 @@ const policyArb = fc.record({
   rules: fc.array(ruleArb, { maxLength: 8 }),
 });
 
-function matcherOf(c: Cond): unknown {
+function matcherOf(c: Cond): Matcher {
   switch (c.kind) {
     case 'eq': return c.value;
     case 'list': return c.values;
@@ -501,10 +427,9 @@ function toYaml(gen: { threshold: number; mode: 'enforce' | 'monitor'; rules: Ge
     id: `r${i}`,
     when: Object.fromEntries(r.conds.map((c) => [`metadata.${c.key}`, matcherOf(c)])),
     risk: r.risk,
-    ...(r.block ? { action: 'block', reason: `blocked by r${i}` } : {}),
+    ...(r.block ? { action: 'block' as const, reason: `blocked by r${i}` } : {}),
   }));
-  // JSON is YAML, so the generated policy needs no YAML writer.
-  return JSON.stringify({ version: 1, mode: gen.mode, block_threshold: gen.threshold, customers: { '*': { models: ['*'], operations: ['*'] } }, rules });
+  return policy().mode(gen.mode).blockThreshold(gen.threshold).catchAll().rule(...rules).yaml();
 }
 
 /** An independent statement of what each generated condition means. */
@@ -586,17 +511,11 @@ test('property: evaluate is deterministic and does not mutate the facts', (t) =>
     max_tokens: fc.option(fc.integer({ min: 1, max: 20_000 }), { nil: null }),
     stream: fc.boolean(),
   });
-  const base = policy(ACME_POLICY.replace('rules: []', '') + `rules:
-  - id: r0
-    when: { metadata.a: [1, x] }
-    risk: 40
-  - id: r1
-    when: { metadata.b: { gt: 1 }, request.stream: true }
-    risk: 40
-  - id: r2
-    when: { metadata.c: { exists: true } }
-    action: block
-`);
+  const base = compile(ACME.rule(
+    { id: 'r0', when: { 'metadata.a': [1, 'x'] }, risk: 40 },
+    { id: 'r1', when: { 'metadata.b': { gt: 1 }, 'request.stream': true }, risk: 40 },
+    { id: 'r2', when: { 'metadata.c': { exists: true } }, action: 'block' },
+  ).yaml());
   fc.assert(
     fc.property(factsArb, (gen) => {
       const f = facts({

@@ -2,34 +2,20 @@ import { renameSync, writeFileSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
 import { errorLogs, startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { askCheck, poll, positionOf, sleep } from '../cli/support.js';
+import { policy } from '../helpers/policy-builder.js';
 
 // /v1/check forwards nothing, so the provider never has to answer.
 const UNUSED_UPSTREAM = 'http://127.0.0.1:9/v1';
 
-const HEAD = `version: 1
-mode: enforce
-block_threshold: 70
-customers:
-  "*":
-    models: ["*"]
-    operations: ["*"]
-rules:
-`;
+const OPEN = policy().catchAll();
 
 /** `flag: true` is refused outright. */
-const BLOCKING = `${HEAD}  - id: flagged
-    when:
-      metadata.flag: true
-    action: block
-    reason: Flagged requests are refused
-`;
+const BLOCKING = OPEN.rule({ id: 'flagged', when: { 'metadata.flag': true }, action: 'block', reason: 'Flagged requests are refused' }).yaml();
 
 /** `flag: true` only scores 10, so it is allowed. */
-const SCORING = `${HEAD}  - id: flagged
-    when:
-      metadata.flag: true
-    risk: 10
-`;
+const SCORING = OPEN.rule({ id: 'flagged', when: { 'metadata.flag': true }, risk: 10 }).yaml();
+
+// The invalid edits below are written by hand, appended to SCORING's list of rules (its last key): a builder writes only valid policies.
 
 /** SCORING's change plus an unknown matcher: must be rejected whole, so the flag stays blocked. */
 const SCORING_WITH_BAD_MATCHER = `${SCORING}  - id: broken
@@ -46,8 +32,8 @@ test.after.always(async () => {
   await Promise.all(harnesses.map((h) => h.close()));
 });
 
-async function start(policy: string): Promise<{ gw: Harness; key: string }> {
-  const gw = await startHarness(UNUSED_UPSTREAM, { policy });
+async function start(text: string): Promise<{ gw: Harness; key: string }> {
+  const gw = await startHarness(UNUSED_UPSTREAM, { policy: text });
   harnesses.push(gw);
   return { gw, key: gw.createKey('acme').key };
 }

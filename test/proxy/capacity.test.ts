@@ -9,16 +9,18 @@ import { decisionRow } from './support.js';
 
 const harnesses: Harness[] = [];
 const servers: Server[] = [];
+const upstreams: MockUpstream[] = [];
 let upstream: MockUpstream;
 
 test.before(async () => {
   upstream = await startMockUpstream();
+  upstreams.push(upstream);
 });
 
 test.after.always(async () => {
   for (const h of harnesses) await h.close();
   for (const s of servers) await new Promise((resolve) => s.close(resolve));
-  await upstream?.close();
+  for (const u of upstreams) await u.close();
 });
 
 async function harness(opts: Parameters<typeof startHarness>[1]): Promise<{ gw: Harness; key: string }> {
@@ -56,9 +58,12 @@ async function flakyUpstream(failures: number, delayMs = 0): Promise<{ url: stri
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, seen: () => seen };
 }
 
-test.serial('past max_in_flight the client gets 503 overloaded with Retry-After, and its row says it was not forwarded', async (t) => {
-  const { gw, key } = await harness({ providers: [{ name: 'openai', base_url: upstream.url, max_in_flight: 2, api_key_env: 'OPENAI_API_KEY' }] });
-  upstream.setDelay(500);
+test('past max_in_flight the client gets 503 overloaded with Retry-After, and its row says it was not forwarded', async (t) => {
+  // A provider of its own: its delay would slow every other test's requests.
+  const slow = await startMockUpstream();
+  upstreams.push(slow);
+  const { gw, key } = await harness({ providers: [{ name: 'openai', base_url: slow.url, max_in_flight: 2, api_key_env: 'OPENAI_API_KEY' }] });
+  slow.setDelay(500);
   try {
     const results = await Promise.all([chat(gw, key), chat(gw, key), chat(gw, key)]);
     const refused = results.filter((r) => r.status === 503);
@@ -69,11 +74,12 @@ test.serial('past max_in_flight the client gets 503 overloaded with Retry-After,
     t.like(decisionRow(gw.dbPath, refused[0]!.logId!), { allowed: 0 });
     t.regex(decisionRow(gw.dbPath, refused[0]!.logId!)!.reason, /^overloaded: provider openai has too many requests in flight/);
   } finally {
-    upstream.setDelay(0);
+    slow.setDelay(0);
   }
   t.is((await chat(gw, key)).status, 200, 'places are given back when requests end');
 });
 
+// Serial: timed against the first backoff (100 ms), which the other tests' gateway starts could outlast.
 test.serial('with retries a refused connection is tried again after a backoff; without, it is a 502', async (t) => {
   // Nothing listens on the port when the request arrives; the provider comes up during the first backoff (100 ms).
   const port = await closedPort();
@@ -94,14 +100,14 @@ test.serial('with retries a refused connection is tried again after a backoff; w
   t.is(r.code, 'upstream_unavailable');
 });
 
-test.serial('a connection cut after the request was sent is never retried: the provider may have acted on it', async (t) => {
+test('a connection cut after the request was sent is never retried: the provider may have acted on it', async (t) => {
   const flaky = await flakyUpstream(1);
   const { gw, key } = await harness({ providers: [{ name: 'openai', base_url: flaky.url, retries: 3 }] });
   t.is((await chat(gw, key)).status, 502);
   t.is(flaky.seen(), 1);
 });
 
-test.serial('a timeout is never retried, even with retries on', async (t) => {
+test('a timeout is never retried, even with retries on', async (t) => {
   const slow = await flakyUpstream(0, 1500);
   const { gw, key } = await harness({ providers: [{ name: 'openai', base_url: slow.url, retries: 3, first_byte_timeout_ms: 300 }] });
   const r = await chat(gw, key);
@@ -110,7 +116,7 @@ test.serial('a timeout is never retried, even with retries on', async (t) => {
   t.is(slow.seen(), 1);
 });
 
-test.serial('past server.max_connections a new connection is answered 503 overloaded and closed', async (t) => {
+test('past server.max_connections a new connection is answered 503 overloaded and closed', async (t) => {
   const { gw } = await harness({ server: { max_connections: 2 } });
   const { port } = new URL(gw.url);
   const idle = [connect(Number(port), '127.0.0.1'), connect(Number(port), '127.0.0.1')];

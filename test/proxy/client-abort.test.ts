@@ -18,6 +18,7 @@ test.after.always(async () => {
   await gw?.close();
 });
 
+// Both tests are serial: each sets the one upstream's pace and counts the requests aborted on it.
 test.afterEach.always(() => upstream.reset());
 
 test.serial('a client that leaves mid-stream aborts the upstream request and is recorded as client_abort', async (t) => {

@@ -1,8 +1,8 @@
 import { Readable } from 'node:stream';
-import test from 'ava';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import test, { type ExecutionContext } from 'ava';
+import { newTag, startMockUpstream, type MockUpstream, type Tag } from '../helpers/mock-upstream.js';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
-import { closedPortUrl, errorBody, logIdOf, outcomeRow, rawRequest, waitFor } from './support.js';
+import { closedPortUrl, errorBody, logIdOf, outcomeRow, rawRequest, waitFor, type OpenAIErrorShape, type RawResponse } from './support.js';
 
 const MAX_BODY = 1024;
 
@@ -41,16 +41,55 @@ function chat(body: string | Buffer, headers: Record<string, string> = {}): Prom
   });
 }
 
-test.serial('a malformed JSON body gets 400 invalid_request without quoting the body', async (t) => {
-  const before = upstream.received.length;
+function assertNotForwarded(t: ExecutionContext, tag: Tag): void {
+  t.deepEqual(upstream.tagged(tag).map((r) => `${r.method} ${r.path}`), [], 'forwarded');
+}
+
+test('a malformed JSON body gets 400 invalid_request without quoting the body', async (t) => {
+  const tag = newTag();
   const canary = 'CANARY-malformed-7f3a9';
-  const res = await chat(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"${canary}"}`);
+  const res = await chat(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"${canary}"}`, tag);
   t.is(res.status, 400);
   const body = await errorBody(res);
   t.is(body.error.code, 'invalid_request');
   t.false(body.error.message.includes(canary), 'the error message quotes the request body');
   t.false(body.error.message.includes('"messages"'), 'the error message quotes the request body');
-  t.is(upstream.received.length, before);
+  assertNotForwarded(t, tag);
+});
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The gateway's own refusals say what they are, like a policy block does. */
+function assertRefusalHeaders(t: ExecutionContext, headers: { get(name: string): string | null }): void {
+  t.is(headers.get('x-governance-decision'), 'block');
+  t.is(headers.get('x-governance-risk-score'), '0');
+  t.regex(String(headers.get('x-governance-log-id')), UUID);
+}
+
+test('a 400 for malformed JSON carries the block decision and risk score 0', async (t) => {
+  const tag = newTag();
+  const res = await chat('{"model":"gpt-4o-mini",', tag);
+  t.is(res.status, 400);
+  t.is((await errorBody(res)).error.code, 'invalid_request');
+  assertRefusalHeaders(t, res.headers);
+  assertNotForwarded(t, tag);
+});
+
+test('a 413 for a body over max_body_bytes carries the block decision and risk score 0', async (t) => {
+  const tag = newTag();
+  const res = await chat(JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'y'.repeat(MAX_BODY * 2) }] }), tag);
+  t.is(res.status, 413);
+  t.is((await errorBody(res)).error.code, 'request_too_large');
+  assertRefusalHeaders(t, res.headers);
+  assertNotForwarded(t, tag);
+});
+
+test('GET /v1/check gets 405 method_not_allowed and is not forwarded', async (t) => {
+  const tag = newTag();
+  const res: RawResponse = await rawRequest(gw.url, { method: 'GET', path: '/v1/check', headers: { authorization: `Bearer ${key}`, ...tag } });
+  t.is(res.status, 405, res.body);
+  t.is((JSON.parse(res.body) as OpenAIErrorShape).error.code, 'method_not_allowed');
+  assertNotForwarded(t, tag);
 });
 
 const BAD_METADATA: [string, string][] = [
@@ -62,16 +101,16 @@ const BAD_METADATA: [string, string][] = [
 ];
 
 for (const [what, header] of BAD_METADATA) {
-  test.serial(`X-Governance-Metadata that is ${what} gets 400 invalid_request`, async (t) => {
-    const before = upstream.received.length;
-    const res = await chat(JSON.stringify({ model: 'gpt-4o-mini', messages: [] }), { 'x-governance-metadata': header });
+  test(`X-Governance-Metadata that is ${what} gets 400 invalid_request`, async (t) => {
+    const tag = newTag();
+    const res = await chat(JSON.stringify({ model: 'gpt-4o-mini', messages: [] }), { 'x-governance-metadata': header, ...tag });
     t.is(res.status, 400);
     t.is((await errorBody(res)).error.code, 'invalid_request');
-    t.is(upstream.received.length, before);
+    assertNotForwarded(t, tag);
   });
 }
 
-test.serial('metadata just under 4 KiB is accepted', async (t) => {
+test('metadata just under 4 KiB is accepted', async (t) => {
   // The limit must not be so tight that the contract's 4 KiB cannot be used.
   const header = JSON.stringify({ note: 'x'.repeat(4000) });
   t.true(Buffer.byteLength(header) <= 4096);
@@ -80,31 +119,31 @@ test.serial('metadata just under 4 KiB is accepted', async (t) => {
   await res.arrayBuffer();
 });
 
-test.serial('a body over max_body_bytes gets 413 request_too_large and nothing is forwarded', async (t) => {
-  const before = upstream.received.length;
+test('a body over max_body_bytes gets 413 request_too_large and nothing is forwarded', async (t) => {
+  const tag = newTag();
   const big = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'y'.repeat(MAX_BODY * 2) }] });
-  const res = await chat(big);
+  const res = await chat(big, tag);
   t.is(res.status, 413);
   t.is((await errorBody(res)).error.code, 'request_too_large');
-  t.is(upstream.received.length, before);
+  assertNotForwarded(t, tag);
 });
 
-test.serial('a chunked body that grows over max_body_bytes gets 413 too', async (t) => {
-  const before = upstream.received.length;
+test('a chunked body that grows over max_body_bytes gets 413 too', async (t) => {
+  const tag = newTag();
   // No content-length: the limit must be enforced on the bytes as they arrive.
   const parts = [Buffer.from('{"model":"gpt-4o-mini","messages":[{"role":"user","content":"'), Buffer.alloc(MAX_BODY * 2, 'z'), Buffer.from('"}]}')];
   const res = await fetch(`${gw.baseURL}/chat/completions`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...tag },
     body: Readable.toWeb(Readable.from(parts)) as ReadableStream<Uint8Array>,
     duplex: 'half',
   } as RequestInit & { duplex: 'half' });
   t.is(res.status, 413);
   t.is((await errorBody(res)).error.code, 'request_too_large');
-  t.is(upstream.received.length, before);
+  assertNotForwarded(t, tag);
 });
 
-test.serial('a body right at max_body_bytes is forwarded', async (t) => {
+test('a body right at max_body_bytes is forwarded', async (t) => {
   const head = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"';
   const tail = '"}]}';
   const body = head + 'k'.repeat(MAX_BODY - head.length - tail.length) + tail;
@@ -114,7 +153,7 @@ test.serial('a body right at max_body_bytes is forwarded', async (t) => {
   await res.arrayBuffer();
 });
 
-test.serial('an unreachable provider gets 502 upstream_unavailable', async (t) => {
+test('an unreachable provider gets 502 upstream_unavailable', async (t) => {
   const res = await chat(JSON.stringify({ model: 'dead-model', messages: [] }));
   t.is(res.status, 502);
   t.is((await errorBody(res)).error.code, 'upstream_unavailable');
@@ -124,7 +163,7 @@ test.serial('an unreachable provider gets 502 upstream_unavailable', async (t) =
   t.truthy(outcome?.error, 'the failure is recorded in the outcome row');
 });
 
-test.serial('a provider that does not start answering in time gets 504 upstream_timeout', async (t) => {
+test('a provider that does not start answering in time gets 504 upstream_timeout', async (t) => {
   const res = await chat(JSON.stringify({ model: 'slow-model', messages: [] }));
   t.is(res.status, 504);
   t.is((await errorBody(res)).error.code, 'upstream_timeout');
@@ -134,7 +173,7 @@ test.serial('a provider that does not start answering in time gets 504 upstream_
   t.is(outcome?.error, 'upstream_timeout');
 });
 
-test.serial('routes outside the API surface get 404', async (t) => {
+test('routes outside the API surface get 404', async (t) => {
   for (const path of ['/admin', '/v2/chat/completions', '/', '/v1']) {
     const res = await rawRequest(gw.url, { path, headers: { authorization: `Bearer ${key}` } });
     t.is(res.status, 404, path);
@@ -144,16 +183,16 @@ test.serial('routes outside the API surface get 404', async (t) => {
 
 const TRAVERSALS = ['/v1/../secret', '/v1/chat/../../secret', '/v1/%2e%2e/x', '/v1/%2E%2E/%2e%2e/admin', '/v1/chat/..%2f..%2fsecret'];
 
-test.serial('path traversal attempts get 404 and are not forwarded', async (t) => {
-  const before = upstream.received.length;
+test('path traversal attempts get 404 and are not forwarded', async (t) => {
+  const tag = newTag();
   for (const path of TRAVERSALS) {
     const res = await rawRequest(gw.url, {
       method: 'POST',
       path,
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...tag },
       body: JSON.stringify({ model: 'gpt-4o-mini', messages: [] }),
     });
     t.is(res.status, 404, path);
   }
-  t.is(upstream.received.length, before, `forwarded: ${upstream.received.slice(before).map((r) => r.path).join(', ')}`);
+  assertNotForwarded(t, tag);
 });

@@ -1,6 +1,6 @@
 import test from 'ava';
 import OpenAI from 'openai';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { newTag, startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 import { startHarness, UPSTREAM_SECRET, type Harness } from '../helpers/gateway-harness.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 import { decisionRow, errorBody, logIdOf, outcomeRow, waitFor } from './support.js';
@@ -18,11 +18,12 @@ test.after.always(async () => {
   await upstream?.close();
 });
 
-test.serial('chat completion through the official SDK is forwarded with the provider key', async (t) => {
+test('chat completion through the official SDK is forwarded with the provider key', async (t) => {
   const { key } = gw.createKey('acme');
   const client = gw.sdk(key);
+  const tag = newTag();
   const { data: completion, response } = await client.chat.completions
-    .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello' }] })
+    .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello' }] }, { headers: tag })
     .withResponse();
   t.is(completion.choices[0]?.message.content, 'mock reply');
   t.is(response.headers.get('x-governance-decision'), 'allow');
@@ -30,34 +31,32 @@ test.serial('chat completion through the official SDK is forwarded with the prov
   t.truthy(logId);
   t.truthy(response.headers.get('x-request-id'));
 
-  const seen = upstream.received.at(-1)!;
-  t.is(seen.path, '/v1/chat/completions');
-  t.is(seen.headers.authorization, `Bearer ${UPSTREAM_SECRET}`);
+  t.deepEqual(upstream.tagged(tag).map((r) => [r.path, r.headers.authorization]), [['/v1/chat/completions', `Bearer ${UPSTREAM_SECRET}`]]);
   const rows = sqliteJson(gw.dbPath, `SELECT customer_id, model, operation, allowed FROM usagelog WHERE id = '${logId}'`);
   t.deepEqual(rows, [{ customer_id: 'acme', model: 'gpt-4o-mini', operation: 'chat.completions', allowed: 1 }]);
 });
 
-test.serial('blocked request raises PermissionDeniedError with the reason and is not retried', async (t) => {
+test('blocked request raises PermissionDeniedError with the reason and is not retried', async (t) => {
   const { key } = gw.createKey('acme');
   const client = gw.sdk(key);
-  const before = upstream.received.length;
+  const tag = newTag();
   const err = await t.throwsAsync(
     client.chat.completions.create(
       { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] },
-      { headers: { 'X-Governance-Metadata': JSON.stringify({ data_classification: 'restricted' }) } },
+      { headers: { 'X-Governance-Metadata': JSON.stringify({ data_classification: 'restricted' }), ...tag } },
     ),
     { instanceOf: OpenAI.PermissionDeniedError },
   );
   t.is(err?.status, 403);
   t.is(err?.code, 'policy_blocked');
   t.regex(err?.message ?? '', /rule restricted-data: Restricted data may not be sent to any model/);
-  t.is(upstream.received.length, before, 'nothing was forwarded');
+  t.deepEqual(upstream.tagged(tag), [], 'nothing was forwarded');
 });
 
+// Serial: the stream shape is the shared upstream's setting, which every other chat completion would get.
 test.serial('streamed chat completion reaches the client chunk by chunk, in order', async (t) => {
   const { key } = gw.createKey('acme');
   const client = gw.sdk(key);
-  upstream.reset();
   // Five content chunks 150 ms apart: a buffering gateway would hand them over all at once.
   upstream.setStream(5, 150);
   try {
@@ -97,37 +96,31 @@ test.serial('streamed chat completion reaches the client chunk by chunk, in orde
   }
 });
 
-test.serial('embeddings are forwarded and answered', async (t) => {
+test('embeddings are forwarded and answered', async (t) => {
   // The mock answers floats, so the SDK must not ask for (and then try to decode) base64.
   const { key } = gw.createKey('acme');
   const client = gw.sdk(key);
+  const tag = newTag();
   const { data: result, response } = await client.embeddings
-    .create({ model: 'text-embedding-3-small', input: ['one', 'two'], encoding_format: 'float' })
+    .create({ model: 'text-embedding-3-small', input: ['one', 'two'], encoding_format: 'float' }, { headers: tag })
     .withResponse();
   t.is(result.data.length, 2);
   t.deepEqual(result.data[0]?.embedding, [0.1, 0.2, 0.3]);
-  const seen = upstream.received.at(-1)!;
-  t.is(seen.method, 'POST');
-  t.is(seen.path, '/v1/embeddings');
-  t.is(seen.headers.authorization, `Bearer ${UPSTREAM_SECRET}`);
+  t.deepEqual(upstream.tagged(tag).map((r) => [r.method, r.path, r.headers.authorization]), [['POST', '/v1/embeddings', `Bearer ${UPSTREAM_SECRET}`]]);
   const row = decisionRow(gw.dbPath, logIdOf(response.headers));
   t.like(row, { model: 'text-embedding-3-small', operation: 'embeddings', allowed: 1 });
 });
 
-test.serial('the models list, which names no model, is forwarded to the provider', async (t) => {
+test('the models list, which names no model, is forwarded to the provider', async (t) => {
   const { key } = gw.createKey('acme');
   const client = gw.sdk(key);
-  const before = upstream.received.length;
-  const page = await client.models.list();
+  const tag = newTag();
+  const page = await client.models.list({ headers: tag });
   t.deepEqual(page.data.map((m) => m.id), ['gpt-4o-mini']);
-  t.is(upstream.received.length, before + 1);
-  const seen = upstream.received.at(-1)!;
-  t.is(seen.method, 'GET');
-  t.is(seen.path, '/v1/models');
-  t.is(seen.headers.authorization, `Bearer ${UPSTREAM_SECRET}`);
+  t.deepEqual(upstream.tagged(tag).map((r) => [r.method, r.path, r.headers.authorization]), [['GET', '/v1/models', `Bearer ${UPSTREAM_SECRET}`]]);
 });
 
-test.serial('a revoked key is refused with 401 invalid_api_key within a second', async (t) => {
+test('a revoked key is refused with 401 invalid_api_key within a second', async (t) => {
   const { key, id } = gw.createKey('acme');
   const client = gw.sdk(key);
   await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'before' }] });
@@ -150,50 +143,52 @@ test.serial('a revoked key is refused with 401 invalid_api_key within a second',
   t.is(authErr.code, 'invalid_api_key');
 
   // Once refused, always refused: nothing more reaches the provider for this key.
-  const before = upstream.received.length;
+  const tag = newTag();
   await t.throwsAsync(
-    client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'again' }] }),
+    client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'again' }] }, { headers: tag }),
     { instanceOf: OpenAI.AuthenticationError },
   );
-  t.is(upstream.received.length, before);
+  t.deepEqual(upstream.tagged(tag), []);
 });
 
-test.serial('a request without a key is refused with 401 invalid_api_key', async (t) => {
-  const before = upstream.received.length;
+test('a request without a key is refused with 401 invalid_api_key', async (t) => {
+  const tag = newTag();
   const res = await fetch(`${gw.baseURL}/chat/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...tag },
     body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }),
   });
   t.is(res.status, 401);
   const body = await errorBody(res);
   t.is(body.error.code, 'invalid_api_key');
   t.truthy(res.headers.get('x-request-id'));
-  t.is(upstream.received.length, before);
+  t.deepEqual(upstream.tagged(tag), []);
 });
 
-test.serial('a made-up key is refused with 401 invalid_api_key through the SDK', async (t) => {
-  const before = upstream.received.length;
+test('a made-up key is refused with 401 invalid_api_key through the SDK', async (t) => {
+  const tag = newTag();
   const client = gw.sdk('gg_not-a-real-key');
   const err = await t.throwsAsync(
-    client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }),
+    client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }, { headers: tag }),
     { instanceOf: OpenAI.AuthenticationError },
   );
   t.is(err?.code, 'invalid_api_key');
-  t.is(upstream.received.length, before);
+  t.deepEqual(upstream.tagged(tag), []);
 });
 
-test.serial('the key is accepted in an api-key header and is not forwarded', async (t) => {
+test('the key is accepted in an api-key header and is not forwarded', async (t) => {
   const { key } = gw.createKey('acme');
+  const tag = newTag();
   const res = await fetch(`${gw.baseURL}/chat/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', 'api-key': key },
+    headers: { 'content-type': 'application/json', 'api-key': key, ...tag },
     body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }),
   });
   t.is(res.status, 200);
   const completion = (await res.json()) as { choices: { message: { content: string } }[] };
   t.is(completion.choices[0]?.message.content, 'mock reply');
-  const seen = upstream.received.at(-1)!;
+  const [seen] = upstream.tagged(tag);
+  if (!seen) return t.fail('the request never reached the provider');
   t.is(seen.headers['api-key'], undefined);
   t.is(seen.headers.authorization, `Bearer ${UPSTREAM_SECRET}`);
   t.false(JSON.stringify(seen.headers).includes(key), 'the client key reached the provider');

@@ -268,7 +268,7 @@ function requestsWithStatus(text: string, model: string, status: number): number
   return sampleSum(text, 'govgate_requests_total', { customer: CUSTOMER, model, status: String(status) });
 }
 
-test.serial('(a) a provider refusing the connection gets 502 upstream_unavailable, recorded and counted', async (t) => {
+test('(a) a provider refusing the connection gets 502 upstream_unavailable, recorded and counted', async (t) => {
   const model = 'refused-model';
   const result = await chat(model);
   t.is(result.res?.status, 502);
@@ -282,7 +282,7 @@ test.serial('(a) a provider refusing the connection gets 502 upstream_unavailabl
   t.is(requestsWithStatus(metrics, model, 502), 1);
 });
 
-test.serial('(b) a connection reset before any response byte gets 502 upstream_unavailable and is not retried', async (t) => {
+test('(b) a connection reset before any response byte gets 502 upstream_unavailable and is not retried', async (t) => {
   const model = 'reset-early-model';
   const result = await chat(model);
   t.is(result.res?.status, 502);
@@ -299,7 +299,7 @@ test.serial('(b) a connection reset before any response byte gets 502 upstream_u
   t.is(upstream.hits('reset-early'), 1, 'the provider saw a retry');
 });
 
-test.serial('(c) a reset in the middle of a JSON body breaks the client response and records upstream_reset', async (t) => {
+test('(c) a reset in the middle of a JSON body breaks the client response and records upstream_reset', async (t) => {
   const model = 'reset-mid-model';
   const result = await chat(model);
   // The status line had already been relayed; the only honest signal left is a body that does not complete.
@@ -319,7 +319,7 @@ test.serial('(c) a reset in the middle of a JSON body breaks the client response
   t.is(upstream.hits('reset-mid'), 1, 'the provider saw a retry');
 });
 
-test.serial('(d) a truncated SSE stream delivers the events sent, then breaks, and records upstream_reset', async (t) => {
+test('(d) a truncated SSE stream delivers the events sent, then breaks, and records upstream_reset', async (t) => {
   const model = 'truncated-sse-model';
   const result = await chat(model, true);
   t.is(result.res?.status, 200);
@@ -336,7 +336,7 @@ test.serial('(d) a truncated SSE stream delivers the events sent, then breaks, a
   t.is(upstream.hits('truncated-sse'), 1, 'the provider saw a retry');
 });
 
-test.serial('(e) a provider slower than first_byte_timeout_ms gets 504 upstream_timeout', async (t) => {
+test('(e) a provider slower than first_byte_timeout_ms gets 504 upstream_timeout', async (t) => {
   const model = 'slow-first-byte-model';
   const result = await chat(model);
   t.is(result.res?.status, 504);
@@ -351,7 +351,7 @@ test.serial('(e) a provider slower than first_byte_timeout_ms gets 504 upstream_
   t.is(upstream.hits('slow-first-byte'), 1, 'the provider saw a retry');
 });
 
-test.serial('(f) a stream silent for longer than idle_timeout_ms after its first chunk breaks and records upstream_idle_timeout', async (t) => {
+test('(f) a stream silent for longer than idle_timeout_ms after its first chunk breaks and records upstream_idle_timeout', async (t) => {
   const model = 'idle-stream-model';
   const result = await chat(model, true);
   t.is(result.res?.status, 200);
@@ -367,7 +367,7 @@ test.serial('(f) a stream silent for longer than idle_timeout_ms after its first
   t.is(upstream.hits('idle-stream'), 1, 'the provider saw a retry');
 });
 
-test.serial('(g) a provider 429 reaches the client with its Retry-After and body, and the SDK raises RateLimitError', async (t) => {
+test('(g) a provider 429 reaches the client with its Retry-After and body, and the SDK raises RateLimitError', async (t) => {
   const model = 'rate-limited-model';
   const result = await chat(model);
   t.is(result.res?.status, 429);
@@ -396,7 +396,7 @@ test.serial('(g) a provider 429 reaches the client with its Retry-After and body
 });
 
 for (const status of [500, 503] as const) {
-  test.serial(`(h) a provider ${status} is passed through with its status and body and recorded`, async (t) => {
+  test(`(h) a provider ${status} is passed through with its status and body and recorded`, async (t) => {
     const model = `status-${status}-model`;
     const result = await chat(model);
     t.is(result.res?.status, status);

@@ -1,6 +1,6 @@
 import test from 'ava';
 import OpenAI from 'openai';
-import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
+import { newTag, startMockUpstream, type MockUpstream, type Tag } from '../helpers/mock-upstream.js';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { sqliteJson } from '../helpers/sqlite-cli.js';
 import { decisionRow, errorBody, logIdOf } from './support.js';
@@ -38,53 +38,50 @@ test.after.always(async () => {
   await fallback?.close();
 });
 
-function counts(): { claude: number; fallback: number } {
-  return { claude: claude.received.length, fallback: fallback.received.length };
+/** Which provider got the requests that carried `tag`, and with which credential. */
+function arrivals(tag: Tag): { claude: string[]; fallback: string[] } {
+  const seen = (upstream: MockUpstream) => upstream.tagged(tag).map((r) => `${r.method} ${r.path} ${String(r.headers.authorization)}`);
+  return { claude: seen(claude), fallback: seen(fallback) };
 }
 
-test.serial('a model matching the first provider goes there, even though a later provider matches too', async (t) => {
+test('a model matching the first provider goes there, even though a later provider matches too', async (t) => {
   const client = gw.sdk(gw.createKey('routing-a').key);
-  const before = counts();
-  const completion = await client.chat.completions.create({ model: 'claude-3-5-sonnet', messages: [{ role: 'user', content: 'x' }] });
+  const tag = newTag();
+  const completion = await client.chat.completions.create({ model: 'claude-3-5-sonnet', messages: [{ role: 'user', content: 'x' }] }, { headers: tag });
   t.is(completion.model, 'claude-3-5-sonnet');
-  t.deepEqual(counts(), { claude: before.claude + 1, fallback: before.fallback });
-  t.is(claude.received.at(-1)!.headers.authorization, `Bearer ${CLAUDE_SECRET}`);
+  t.deepEqual(arrivals(tag), { claude: [`POST /v1/chat/completions Bearer ${CLAUDE_SECRET}`], fallback: [] });
 });
 
-test.serial('a model only the catch-all matches goes to the second provider with its own key', async (t) => {
+test('a model only the catch-all matches goes to the second provider with its own key', async (t) => {
   const client = gw.sdk(gw.createKey('routing-b').key);
-  const before = counts();
-  await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] });
-  t.deepEqual(counts(), { claude: before.claude, fallback: before.fallback + 1 });
-  t.is(fallback.received.at(-1)!.headers.authorization, `Bearer ${DEFAULT_SECRET}`);
+  const tag = newTag();
+  await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }, { headers: tag });
+  t.deepEqual(arrivals(tag), { claude: [], fallback: [`POST /v1/chat/completions Bearer ${DEFAULT_SECRET}`] });
 });
 
-test.serial('a model-less route goes to the first provider', async (t) => {
+test('a model-less route goes to the first provider', async (t) => {
   const client = gw.sdk(gw.createKey('routing-c').key);
-  const before = counts();
-  await client.models.list();
-  t.deepEqual(counts(), { claude: before.claude + 1, fallback: before.fallback });
-  const seen = claude.received.at(-1)!;
-  t.is(seen.method, 'GET');
-  t.is(seen.path, '/v1/models');
+  const tag = newTag();
+  await client.models.list({ headers: tag });
+  t.deepEqual(arrivals(tag), { claude: [`GET /v1/models Bearer ${CLAUDE_SECRET}`], fallback: [] });
 });
 
-test.serial('a model no provider serves gets 404 model_not_found and a blocked audit row', async (t) => {
+test('a model no provider serves gets 404 model_not_found and a blocked audit row', async (t) => {
   const client = narrow.sdk(narrow.createKey('routing-d').key);
-  const before = counts();
+  const tag = newTag();
   const err = await t.throwsAsync(
-    client.chat.completions.create({ model: 'llama-3-70b', messages: [{ role: 'user', content: 'x' }] }),
+    client.chat.completions.create({ model: 'llama-3-70b', messages: [{ role: 'user', content: 'x' }] }, { headers: tag }),
     { instanceOf: OpenAI.NotFoundError },
   );
   t.is(err?.status, 404);
   t.is(err?.code, 'model_not_found');
-  t.deepEqual(counts(), before);
+  t.deepEqual(arrivals(tag), { claude: [], fallback: [] });
 
   const rows = sqliteJson(narrow.dbPath, `SELECT model, operation, allowed FROM usagelog WHERE customer_id = 'routing-d'`);
   t.deepEqual(rows, [{ model: 'llama-3-70b', operation: 'chat.completions', allowed: 0 }]);
 });
 
-test.serial('the 404 for an unserved model names its audit row in x-governance-log-id', async (t) => {
+test('the 404 for an unserved model names its audit row in x-governance-log-id', async (t) => {
   const { key } = narrow.createKey('routing-e');
   const res = await fetch(`${narrow.baseURL}/embeddings`, {
     method: 'POST',

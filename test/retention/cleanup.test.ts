@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import cron from 'node-cron';
-import { openDatabase, type Db } from '../../gateway/audit/database.js';
+import { openDatabase, type Db } from '../../gateway/store/connection.js';
 import { pruneAuditRows } from '../../gateway/audit/retention.js';
 import { runCli } from '../helpers/cli.js';
 import { makeGatewayDir, FIXTURE_POLICY, startHarness, writeGatewayYaml, type Harness } from '../helpers/gateway-harness.js';
@@ -131,6 +131,7 @@ test('cleanup-logs deletes on demand and prints how many', (t) => {
   t.deepEqual(countTagged(dbPath, 'fresh'), { decisions: 4, outcomes: 4 });
 });
 
+// Serial: it counts on a per-second schedule, which the other tests' synchronous CLI runs would hold up.
 test.serial('the gateway runs retention on its cron schedule, in process', async (t) => {
   // node-cron takes a seconds field, so this schedule fires every second.
   const h: Harness = await startHarness(NO_UPSTREAM, { audit: { cleanup_schedule: '* * * * * *', retention_days: 30 } });
@@ -154,7 +155,7 @@ test.serial('the gateway runs retention on its cron schedule, in process', async
   }
 });
 
-test.serial('the schedule is evaluated in UTC', async (t) => {
+test('the schedule is evaluated in UTC', async (t) => {
   t.not(new Date(Date.UTC(2024, 0, 7, 2)).getHours(), 2, 'this process does not run in UTC');
   const h: Harness = await startHarness(NO_UPSTREAM, { audit: { cleanup_schedule: '0 2 * * 0' } });
   try {

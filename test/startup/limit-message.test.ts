@@ -1,5 +1,5 @@
 import test from 'ava';
-import type { AppliedLimit, LimitKind } from '../../gateway/limits/limit-types.js';
+import type { AppliedLimit, LimitKind } from '../../gateway/policy/limit-kinds.js';
 import { refusalMessage } from '../../gateway/limits/limiter.js';
 
 function limit(kind: LimitKind, n: number): AppliedLimit {

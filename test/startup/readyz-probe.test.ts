@@ -1,6 +1,6 @@
 import test from 'ava';
 import { AuditHealth, PROBE_CACHE_MS } from '../../gateway/audit/audit-health.js';
-import type { Db } from '../../gateway/audit/database.js';
+import type { Db } from '../../gateway/store/connection.js';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
 
@@ -33,7 +33,7 @@ async function until(want: number, withinMs: number): Promise<number> {
   return last;
 }
 
-test.serial('/readyz answers 503 when the connection cannot write although no commit has failed', async (t) => {
+test('/readyz answers 503 when the connection cannot write although no commit has failed', async (t) => {
   t.deepEqual(await ready(), { status: 200, writable: true });
   // What SQLite does to a file it opened read-only: every write transaction fails with SQLITE_READONLY.
   gw.gateway.db.pragma('query_only = ON');

@@ -1,5 +1,5 @@
-import type { CompiledPolicy } from '../policy/policy-types.js';
-import { LIMIT_KINDS, type AppliedLimit, type LimitScope, type LimitSet } from './limit-types.js';
+import type { CompiledPolicy } from './policy-types.js';
+import { LIMIT_KINDS, type AppliedLimit, type LimitScope, type LimitSet } from './limit-kinds.js';
 
 /**
  * The limits on a request by this customer with this key under the policy in

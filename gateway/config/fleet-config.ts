@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
-import type { YamlSource } from '../config/yaml-source.js';
-import { ENV_NAME, keyPathOf, sectionKeys } from '../config/settings.js';
-import { readOptionalStringSetting, readSection } from '../config/read-setting.js';
+import type { YamlSource } from './yaml-source.js';
+import { ENV_NAME, keyPathOf, sectionKeys } from './settings.js';
+import { readOptionalStringSetting, readSection } from './read-setting.js';
 
 /** Fleet mode: keys (and later the audit trail) shared through PostgreSQL. */
 export interface FleetConfig {

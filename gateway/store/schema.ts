@@ -1,12 +1,30 @@
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
-import Database from 'better-sqlite3';
-import type { SyncMode } from '../config/gateway-config.js';
 import { GENESIS_HASH, PRUNED_CHAINS, rowHash } from './chain.js';
-
-export type Db = Database.Database;
+import type { Db } from './connection.js';
 
 type Migration = string | ((db: Db) => void);
+
+/**
+ * The API keys table and its index, here and in the fleet's PostgreSQL
+ * (fleet/central-schema.ts), which differ only in how times are stored.
+ */
+export function apiKeysTable(createdAt: string, revokedAt: string): string {
+  return `CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    name        TEXT,
+    prefix      TEXT NOT NULL,
+    digest      TEXT NOT NULL UNIQUE,
+    created_at  ${createdAt},
+    revoked_at  ${revokedAt}
+  );
+  CREATE INDEX api_keys_customer_id ON api_keys (customer_id);`;
+}
+
+/** Triggers that refuse every UPDATE and DELETE on `table`; `what` names its rows in the error. */
+function appendOnly(table: string, what: string): string {
+  return ['update', 'delete'].map((op) => `CREATE TRIGGER ${table}_no_${op} BEFORE ${op.toUpperCase()} ON ${table}
+    BEGIN SELECT RAISE(ABORT, 'govgate: ${table} is append-only; ${what} cannot be ${op}d'); END;`).join('\n  ');
+}
 
 /**
  * The schema, one migration per entry, applied in order and tracked with
@@ -45,16 +63,7 @@ const MIGRATIONS: readonly Migration[] = [
   );
   CREATE INDEX usagelog_outcome_created_at ON usagelog_outcome (created_at);
 
-  CREATE TABLE api_keys (
-    id          TEXT PRIMARY KEY,
-    customer_id TEXT NOT NULL,
-    name        TEXT,
-    prefix      TEXT NOT NULL,
-    digest      TEXT NOT NULL UNIQUE,
-    created_at  TEXT NOT NULL,
-    revoked_at  TEXT
-  );
-  CREATE INDEX api_keys_customer_id ON api_keys (customer_id);
+  ${apiKeysTable('TEXT NOT NULL', 'TEXT')}
   `,
   // The hash chain (docs/audit.md, "Audit integrity"): the columns come after the contract's, and
   // retention records the last row it deleted in `audit_anchor` so what remains still verifies.
@@ -79,10 +88,7 @@ const MIGRATIONS: readonly Migration[] = [
     BEGIN SELECT RAISE(ABORT, 'govgate: usagelog is append-only; audit rows cannot be updated'); END;
   CREATE TRIGGER usagelog_outcome_no_update BEFORE UPDATE ON usagelog_outcome
     BEGIN SELECT RAISE(ABORT, 'govgate: usagelog_outcome is append-only; audit rows cannot be updated'); END;
-  CREATE TRIGGER audit_anchor_no_update BEFORE UPDATE ON audit_anchor
-    BEGIN SELECT RAISE(ABORT, 'govgate: audit_anchor is append-only; anchors cannot be updated'); END;
-  CREATE TRIGGER audit_anchor_no_delete BEFORE DELETE ON audit_anchor
-    BEGIN SELECT RAISE(ABORT, 'govgate: audit_anchor is append-only; anchors cannot be deleted'); END;
+  ${appendOnly('audit_anchor', 'anchors')}
   `,
   // The admin dashboard's aggregates read only these indexes, one hour of rows at a time, never the table:
   // counts, risk histogram and the customer × model table from the first, blocking reasons (blocked rows only) from the second.
@@ -114,10 +120,7 @@ const MIGRATIONS: readonly Migration[] = [
     path      TEXT NOT NULL,
     text      TEXT NOT NULL
   );
-  CREATE TRIGGER policy_version_no_update BEFORE UPDATE ON policy_version
-    BEGIN SELECT RAISE(ABORT, 'govgate: policy_version is append-only; policy texts cannot be updated'); END;
-  CREATE TRIGGER policy_version_no_delete BEFORE DELETE ON policy_version
-    BEGIN SELECT RAISE(ABORT, 'govgate: policy_version is append-only; policy texts cannot be deleted'); END;
+  ${appendOnly('policy_version', 'policy texts')}
   CREATE TABLE audit_event (
     id         TEXT PRIMARY KEY,
     kind       TEXT NOT NULL,
@@ -128,10 +131,7 @@ const MIGRATIONS: readonly Migration[] = [
     hash       TEXT NOT NULL
   );
   CREATE INDEX audit_event_created_at ON audit_event (created_at);
-  CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_event
-    BEGIN SELECT RAISE(ABORT, 'govgate: audit_event is append-only; control events cannot be updated'); END;
-  CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event
-    BEGIN SELECT RAISE(ABORT, 'govgate: audit_event is append-only; control events cannot be deleted'); END;
+  ${appendOnly('audit_event', 'control events')}
   DROP INDEX usagelog_blocked_reason;
   CREATE INDEX usagelog_blocked_cause ON usagelog (created_at, causes) WHERE allowed = 0;
   `,
@@ -174,7 +174,7 @@ function backfillChains(db: Db): void {
  * rewritten on every writable open with the configured number of days.
  * SQLite's own clock decides, in the same text format as `created_at`.
  */
-function installDeleteGuards(db: Db, retentionDays: number): void {
+export function installDeleteGuards(db: Db, retentionDays: number): void {
   const wanted = PRUNED_CHAINS.map((chain) => ({
     name: `${chain}_no_early_delete`,
     sql: `CREATE TRIGGER ${chain}_no_early_delete BEFORE DELETE ON ${chain}
@@ -190,53 +190,8 @@ function installDeleteGuards(db: Db, retentionDays: number): void {
   }).immediate();
 }
 
-/** Runs `fn` with the connection's busy_timeout at `ms`, then puts the previous value back. */
-export function withBusyTimeout<T>(db: Db, ms: number, fn: () => T): T {
-  const before = db.pragma('busy_timeout', { simple: true }) as number;
-  db.pragma(`busy_timeout = ${ms}`);
-  try {
-    return fn();
-  } finally {
-    db.pragma(`busy_timeout = ${before}`);
-  }
-}
-
-export interface OpenOptions {
-  readonly synchronous: SyncMode;
-  readonly readonly?: boolean;
-  /**
-   * How long a statement sleeps for a lock another connection holds. The sleep
-   * blocks the thread, so the gateway's connection keeps it to milliseconds and
-   * waits asynchronously instead (AuditWriter); CLI commands can afford seconds.
-   */
-  readonly busyTimeoutMs?: number;
-  /** audit.retention_days: writable opens (re)install the triggers that protect rows inside the window. */
-  readonly retentionDays?: number;
-  /** Set on the gateway's writer connection, whose WAL is checkpointed by `WalCheckpointer`. */
-  readonly checkpointsElsewhere?: boolean;
-}
-
-export function openDatabase(file: string, options: OpenOptions): Db {
-  if (!options.readonly) mkdirSync(path.dirname(file), { recursive: true });
-  const db = new Database(file, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
-  db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
-  if (!options.readonly) {
-    db.pragma('journal_mode = WAL');
-    db.pragma(`synchronous = ${options.synchronous}`);
-    migrate(db);
-    if (options.retentionDays !== undefined) installDeleteGuards(db, options.retentionDays);
-  }
-  if (options.checkpointsElsewhere) {
-    // A checkpoint copies the WAL into the database and fsyncs it: milliseconds that must not
-    // block the event loop, so the gateway's connection leaves them to the background checkpointer.
-    db.pragma('wal_autocheckpoint = 0');
-    // After a checkpoint the WAL is reused from its start; this trims the file back when that happens.
-    db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
-  }
-  return db;
-}
-
-function migrate(db: Db): void {
+/** Brings the file to this version's schema; refuses a file from a newer version. */
+export function migrate(db: Db): void {
   const current = db.pragma('user_version', { simple: true }) as number;
   if (current === MIGRATIONS.length) return;
   if (current > MIGRATIONS.length) {
@@ -252,10 +207,4 @@ function migrate(db: Db): void {
     }
     db.pragma(`user_version = ${MIGRATIONS.length}`);
   }).immediate();
-}
-
-/** UTC in SQLite's own `YYYY-MM-DD HH:MM:SS.SSS`, so `datetime('now', …)` comparisons work on the text. */
-export function sqliteTime(date: Date = new Date()): string {
-  const iso = date.toISOString();
-  return `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
 }
