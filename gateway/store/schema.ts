@@ -153,6 +153,12 @@ const MIGRATIONS: readonly Migration[] = [
     through_row_id INTEGER NOT NULL
   );
   `,
+  // usagelog_created_at repeats the leading column of usagelog_created_at_summary, which serves every
+  // query it served (test/bench/RESULTS.md, "What each index buys"): 36 bytes a request for nothing.
+  // The customer_id and api_key_id indexes stay: the contract promises them to auditors' own queries.
+  `
+  DROP INDEX usagelog_created_at;
+  `,
 ];
 
 /** Databases from before the chain get one: their rows are hashed in rowid order, as if written so. */
