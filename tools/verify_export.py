@@ -28,7 +28,7 @@ GENESIS_HASH = '0' * 64
 HEX64 = re.compile(r'[0-9a-f]{64}\Z')
 CSV_NULL = '\\N'
 
-# The columns each chain's hash covers, in order, with their kinds: gateway/audit/chain.ts.
+# The columns each chain's hash covers, in order, with their kinds: gateway/store/chain.ts.
 DECISION_V1 = [
     ('id', 'text'), ('customer_id', 'text'), ('api_key_id', 'text'), ('model', 'text'), ('operation', 'text'), ('meta', 'text'),
     ('risk_score', 'real'), ('allowed', 'integer'), ('reason', 'text'), ('created_at', 'text'),

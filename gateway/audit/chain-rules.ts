@@ -1,11 +1,9 @@
+// The rules a hash chain is verified by, shared by the local verifier (verify-chain.ts, over
+// SQLite) and the central one (fleet/verify-central.ts, over PostgreSQL): the walkers fetch rows,
+// these say what is wrong with them, in the same words for both.
 import { rowHash, type ChainName } from '../store/chain.js';
 
-/**
- * The rules a hash chain is verified by, shared by the local verifier
- * (verify-chain.ts, over SQLite) and the central one (fleet/verify-central.ts,
- * over PostgreSQL): the walkers fetch rows, these say what is wrong with them.
- */
-
+/** A chain row as fetched: its rowid (row_id centrally), links and the columns its hash covers. */
 export type ChainRow = Record<string, unknown> & { readonly row_id: number; readonly prev_hash: unknown; readonly hash: unknown };
 
 export interface ChainAnchor {
@@ -16,7 +14,7 @@ export interface ChainAnchor {
   readonly through_created_at: string;
 }
 
-export type HashedRow = ChainRow & { readonly prev_hash: string; readonly hash: string };
+type HashedRow = ChainRow & { readonly prev_hash: string; readonly hash: string };
 
 /** The row, if its own content holds, or what is wrong with it. */
 export function checkContent(chain: ChainName, row: ChainRow): { readonly row: HashedRow } | { readonly problem: string } {

@@ -35,7 +35,6 @@ export interface VerifyOptions {
   readonly now?: Date;
 }
 
-type Row = ChainRow;
 
 /**
  * Walks every chain (decisions, outcomes, the control log) in rowid order, one row in memory at a time, inside one
@@ -79,11 +78,11 @@ function walk(db: Db, chain: ChainName, cutoff: string | null): { count: number;
   if ('broken' in anchors) return { count: 0, broken: anchors.broken };
   const { anchor } = anchors;
   let expected = anchor ? anchor.through_hash : GENESIS_HASH;
-  let previous: Row | null = null;
+  let previous: ChainRow | null = null;
   let count = 0;
-  const iterator = db.prepare(`SELECT rowid AS row_id, * FROM ${chain} ORDER BY rowid`).iterate() as IterableIterator<Row>;
+  const iterator = db.prepare(`SELECT rowid AS row_id, * FROM ${chain} ORDER BY rowid`).iterate() as IterableIterator<ChainRow>;
   const rowWithHash = db.prepare(`SELECT rowid FROM ${chain} WHERE hash = ?`).pluck();
-  const breakAt = (row: Row, problem: string): { count: number; broken: ChainBreak } => ({
+  const breakAt = (row: ChainRow, problem: string): { count: number; broken: ChainBreak } => ({
     count,
     broken: { chain, rowid: row.row_id, id: typeof row[idColumn] === 'string' ? (row[idColumn] as string) : null, problem },
   });

@@ -111,7 +111,8 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
   const src: YamlSource = YamlSource.readFile(path.resolve(cwd, file), file);
   const root = readRoot(src, src.value());
 
-  const server = readServer(src, root.server, env.PORT);
+  const server = readSection(src, 'server', root.server);
+  const port = readPort(src, server, env.PORT);
   const providers = readProviders(src, root.providers);
   const policy = readSection(src, 'policy', root.policy);
   const audit = readSection(src, 'audit', root.audit);
@@ -123,7 +124,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
 
   return deepFreeze({
     file,
-    server,
+    server: readServer(src, server, port),
     providers,
     policy: { path: readPathSetting(src, policy, 'policy.path', cwd) },
     audit: {
@@ -137,17 +138,19 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
       backupDir: readPathSetting(src, audit, 'audit.backup_dir', cwd),
       backupKeep: readIntegerSetting(src, audit, 'audit.backup_keep'),
     },
-    sentry: { dsnEnv: readStringSetting(src, sentry, 'sentry.dsn_env') },
-    admin: { tokenEnv: readStringSetting(src, admin, 'admin.token_env') },
+    sentry: { dsnEnv: readEnvName(src, sentry, 'sentry.dsn_env', 'the DSN itself never goes in YAML') },
+    admin: { tokenEnv: readEnvName(src, admin, 'admin.token_env', 'the token itself never goes in YAML') },
     limits: readLimitsConfig(src, root.limits),
     fleet: readFleetConfig(src, root.fleet),
     log: { level: readEnumSetting(src, log, 'log.level') },
   });
 }
 
-/** `server:`, with $PORT over server.port. */
-function readServer(src: YamlSource, raw: unknown, envPort: string | undefined): GatewayConfig['server'] {
-  const server = readSection(src, 'server', raw);
+/**
+ * server.port, or $PORT over it; read (with the timeouts' order) before the
+ * other sections, so these errors are the first a broken file reports.
+ */
+function readPort(src: YamlSource, server: Plain, envPort: string | undefined): number {
   const portAt = keyPathOf('server.port');
   if (envPort !== undefined && envPort !== '' && !/^\d{1,5}$/.test(envPort)) {
     src.fail(portAt, `$PORT must be a port number, got "${envPort}"`);
@@ -163,6 +166,10 @@ function readServer(src: YamlSource, raw: unknown, envPort: string | undefined):
   if (typeof headersTimeout === 'number' && typeof requestTimeout === 'number' && headersTimeout > requestTimeout) {
     src.fail(keyPathOf('server.headers_timeout_ms'), 'must not be longer than server.request_timeout_ms');
   }
+  return port;
+}
+
+function readServer(src: YamlSource, server: Plain, port: number): GatewayConfig['server'] {
   return {
     host: readStringSetting(src, server, 'server.host'),
     port,
@@ -173,6 +180,13 @@ function readServer(src: YamlSource, raw: unknown, envPort: string | undefined):
     drainTimeoutMs: readIntegerSetting(src, server, 'server.drain_timeout_ms'),
     maxConnections: readIntegerSetting(src, server, 'server.max_connections'),
   };
+}
+
+/** A setting that names the environment variable holding a secret, never the secret. */
+function readEnvName(src: YamlSource, map: Plain, key: 'admin.token_env' | 'sentry.dsn_env', why: string): string {
+  const name = readStringSetting(src, map, key);
+  if (!ENV_NAME.test(name)) src.fail(keyPathOf(key), `must name an environment variable (${why})`);
+  return name;
 }
 
 /** `providers:`, a non-empty list with unique names. */

@@ -78,8 +78,8 @@ export function parseMultipart(contentType: string, body: Buffer, limits: Multip
         fail(problem);
         return;
       }
-      parts.push(collectFile(name, info, stream, fileEnded));
       filesOpen++;
+      parts.push(collectFile(name, info, stream, fileEnded));
     });
     parser.on('partsLimit', () => fail(`it has more than ${limits.parts} parts`));
     parser.on('error', (err: Error) => fail(err.message === 'Malformed part header' ? 'a part header is malformed' : 'it is not a complete multipart form'));

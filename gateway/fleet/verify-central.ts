@@ -39,7 +39,6 @@ export interface FleetVerifyOptions {
 /** The central audit tables `audit verify --fleet` reads; without them no gateway has shipped anything. */
 export const CENTRAL_AUDIT_TABLES = [...CHAINS, 'audit_anchor'] as const;
 
-type Row = ChainRow;
 type Anchor = ChainAnchor & { readonly id: string };
 
 /** The SQLite text form of a timestamp, 'YYYY-MM-DD HH:MM:SS.SSS' UTC: what the local hash covered. */
@@ -62,13 +61,13 @@ function selectList(chain: ChainName): string {
   return ['row_id::text AS row_id', 'prev_hash', 'hash', ...columns].join(', ');
 }
 
-function localShape(chain: ChainName, raw: Record<string, unknown>): Row {
+function localShape(chain: ChainName, raw: Record<string, unknown>): ChainRow {
   const row: Record<string, unknown> = { ...raw, row_id: Number(raw.row_id) };
   for (const [name, kind] of CHAIN_COLUMNS[chain]) {
     const value = raw[name];
     if (kind === 'real' && Buffer.isBuffer(value)) row[name] = value.readDoubleBE(0);
   }
-  return row as Row;
+  return row as ChainRow;
 }
 
 /**
@@ -76,7 +75,7 @@ function localShape(chain: ChainName, raw: Record<string, unknown>): Row {
  * (gateway_id, row_id): the primary key's index serves each batch, and no
  * more than one batch is ever in memory.
  */
-async function* chainRows(client: pg.PoolClient, gatewayId: string, chain: ChainName, batchRows: number): AsyncGenerator<Row> {
+async function* chainRows(client: pg.PoolClient, gatewayId: string, chain: ChainName, batchRows: number): AsyncGenerator<ChainRow> {
   const sql = `SELECT ${selectList(chain)} FROM ${chain} WHERE gateway_id = $1 AND row_id > $2 ORDER BY ${chain}.row_id LIMIT $3`;
   let after = '-1';
   for (;;) {
@@ -141,7 +140,7 @@ async function walk(client: pg.PoolClient, gatewayId: string, chain: ChainName, 
   const anchorProblem = checkAnchors(gatewayId, chain, anchors, cutoff);
   if (anchorProblem) return { count: 0, broken: anchorProblem };
   let count = 0;
-  const breakAt = (row: Row, problem: string): WalkResult => ({
+  const breakAt = (row: ChainRow, problem: string): WalkResult => ({
     count,
     broken: { gatewayId, chain, rowid: row.row_id, id: typeof row[idColumn] === 'string' ? (row[idColumn] as string) : null, problem },
   });
@@ -150,7 +149,7 @@ async function walk(client: pg.PoolClient, gatewayId: string, chain: ChainName, 
   let linkedAnchor: Anchor | undefined;
   /** The next anchor whose covered row must still be here, in through_rowid order. */
   let pending = 0;
-  let previous: Row | null = null;
+  let previous: ChainRow | null = null;
   try {
     for (let next = await iterator.next(); !next.done; ) {
       const checked = checkContent(chain, next.value);

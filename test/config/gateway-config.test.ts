@@ -132,6 +132,24 @@ test('an unknown on_write_failure is named', (t) => {
   assertNamesAndPoints(t, edit('on_write_failure: block', 'on_write_failure: ignore'), 'on_write_failure', ['on_write_failure', 'ignore']);
 });
 
+test('admin.token_env and sentry.dsn_env must name a variable: a secret pasted there is refused, not echoed', (t) => {
+  const token = 'a'.repeat(40) + '-pasted-token';
+  for (const [section, key] of [['admin', 'token_env'], ['sentry', 'dsn_env']] as const) {
+    const text = section === 'sentry' ? edit('dsn_env: SENTRY_DSN', `dsn_env: "${token}"`) : `${VALID}admin:\n  token_env: "${token}"\n`;
+    assertNamesAndPoints(t, text, key, [key, `"${token}"`]);
+    const got = failure(t, text);
+    t.regex(got?.problem ?? '', /^must name an environment variable/);
+    t.false(got?.problem.includes(token), 'the secret is not echoed');
+  }
+});
+
+test('with several mistakes the port is still reported before the providers, and the providers before server.host', (t) => {
+  const twoMistakes = edit('port: 8080', 'port: "eighty"').replace('  - name: openai', '  - name: openai\n    bogus: 1');
+  t.is(failure(t, twoMistakes)?.key, 'server.port');
+  const hostAndProviders = edit('host: 127.0.0.1', 'host: 12').replace('  - name: openai', '  - name: openai\n    bogus: 1');
+  t.regex(failure(t, hostAndProviders)?.key ?? '', /^providers/);
+});
+
 test('missing providers are named', (t) => {
   const text = VALID.replace(/providers:\n(?: {2}.*\n)+/, '');
   t.false(text.includes('providers'));
