@@ -7,22 +7,7 @@ import type { CompiledPolicy, Decision } from '../../gateway/policy/policy-types
 import type { MetadataValue, RequestFacts } from '../../gateway/policy/request-facts.js';
 import { FIXTURE_POLICY } from '../helpers/gateway-harness.js';
 import { policy, type Comparison, type Field, type Matcher } from '../helpers/policy-builder.js';
-
-type FactsOverride = Partial<Omit<RequestFacts, 'request'>> & { request?: Partial<RequestFacts['request']> };
-
-function facts(over: FactsOverride = {}): RequestFacts {
-  const { request, ...top } = over;
-  return {
-    customer: 'acme',
-    key: 'key_0000000000000001',
-    model: 'gpt-4o-mini',
-    operation: 'chat.completions',
-    provider: 'openai',
-    metadata: {},
-    ...top,
-    request: { stream: false, max_tokens: null, messages: 1, tools: null, body_bytes: 100, ...request },
-  };
-}
+import { requestFacts as facts, type FactsOverride } from '../helpers/request-facts.js';
 
 const compiled = new Map<string, CompiledPolicy>();
 function compile(yaml: string): CompiledPolicy {

@@ -3,21 +3,8 @@ import { parse } from 'yaml';
 import { compilePolicySource } from '../../gateway/policy/compile-policy.js';
 import { evaluate } from '../../gateway/policy/evaluate.js';
 import type { CompiledPolicy } from '../../gateway/policy/policy-types.js';
-import type { RequestFacts } from '../../gateway/policy/request-facts.js';
 import { policy } from '../helpers/policy-builder.js';
-
-function facts(over: Partial<RequestFacts> = {}): RequestFacts {
-  return {
-    customer: 'acme',
-    key: 'key_0000000000000001',
-    model: 'gpt-4o-mini',
-    operation: 'chat.completions',
-    provider: 'openai',
-    metadata: {},
-    request: { stream: false, max_tokens: null, messages: 1, tools: null, body_bytes: 100 },
-    ...over,
-  };
-}
+import { requestFacts as facts } from '../helpers/request-facts.js';
 
 /** What the compiler made of a policy, without the compiled functions, which only behaviour can show. */
 function shape(p: CompiledPolicy) {

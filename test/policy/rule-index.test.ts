@@ -5,6 +5,7 @@ import { evaluate } from '../../gateway/policy/evaluate.js';
 import type { Cause, CompiledPolicy, Decision, IndexedField, Rule } from '../../gateway/policy/policy-types.js';
 import type { MetadataValue, RequestFacts } from '../../gateway/policy/request-facts.js';
 import { candidateRules } from '../../gateway/policy/rule-index.js';
+import { requestFacts as facts } from '../helpers/request-facts.js';
 
 /**
  * The evaluation every policy had before the index: every rule, in file order.
@@ -51,15 +52,6 @@ function referenceEvaluate(policy: CompiledPolicy, facts: RequestFacts): Decisio
   else if (policy.mode === 'monitor') reason = `monitor mode, would block: ${violations.join('; ')}`;
   else reason = violations.join('; ');
   return { allowed: !violates || policy.mode === 'monitor', violates, riskScore, reason, rules: matched, causes };
-}
-
-function facts(over: Partial<Omit<RequestFacts, 'request'>> & { request?: Partial<RequestFacts['request']> } = {}): RequestFacts {
-  const { request, ...top } = over;
-  return {
-    customer: 'acme', key: 'key_0000000000000001', model: 'gpt-4o-mini', operation: 'chat.completions', provider: 'openai', metadata: {},
-    ...top,
-    request: { stream: false, max_tokens: null, messages: 1, tools: null, body_bytes: 100, ...request },
-  };
 }
 
 const OPEN = { '*': { models: ['*'], operations: ['*'] } };
