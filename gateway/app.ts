@@ -3,9 +3,11 @@ import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { adminTokenProblem } from './admin/admin-auth.js';
 import { AdminRoutes } from './admin/admin-routes.js';
-import { AuditWriter } from './audit/audit-writer.js';
+import { AuditWriter, type AuditLog, type AuditWriterHooks, type RunningAuditWriter } from './audit/audit-writer.js';
+import { AuditWriterThread } from './audit/writer-thread.js';
 import { controlEvent, GATEWAY_ACTOR, policyVersionRow } from './audit/control-log.js';
 import { latestAnchors } from './audit/retention.js';
 import { BatchInputFiles } from './audit/batch-files.js';
@@ -95,11 +97,12 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const initialPolicy = checkStart(config, env, options.writeAccess);
   // In fleet mode keys come from PostgreSQL; connected before the SQLite file so a refused start leaves neither open.
   const fleet = config.fleet ? await openFleetGateway(config.fleet, config.file, env, { logger, reporter }) : null;
-  const { db, storeFile, checkpointer } = openAuditStore(config, logger, reporter);
+  // The writer's connection is on its thread: told to checkpoint inline if the checkpoint thread dies.
+  const { db, storeFile, checkpointer } = openAuditStore(config, logger, reporter, () => audit.checkpointAfterCommits());
   const keys = new KeyRegistry(fleet ? fleet.keys : new SqliteKeySource(db));
   const metrics = new GatewayMetrics(() => audit.queued, () => statSync(`${config.audit.path}-wal`, { throwIfNoEntry: false })?.size ?? 0);
   metrics.policyLoaded(initialPolicy.hash);
-  const audit = createAuditWriter(db, storeFile, metrics, logger, reporter);
+  const audit = createAuditWriter(config, db, storeFile, metrics, logger, reporter);
   // Queued before the first request can be decided: the policy's text is committed before any row that names it.
   audit.recordControl(controlEvent('gateway.started', GATEWAY_ACTOR, { version: VERSION, config_hash: configHash(config), pid: process.pid }));
   const policy = watchPolicy(config, initialPolicy, audit, metrics, logger, reporter);
@@ -114,7 +117,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const { server, closeUpgrades, settled } = createGatewayServer(context, dashboard?.admin ?? null);
   // The checkpointer's descriptor last: closing it earlier would drop the connections' locks (wal-checkpointer.ts).
   const closeResources = async () => {
-    await Promise.all([providers.close(), checkpointer.stop(), limiter.close(), fleet?.close(), dashboard?.close()]);
+    await Promise.all([providers.close(), checkpointer.stop(), limiter.close(), fleet?.close(), dashboard?.close(), audit.close(0)]);
     db.close();
     checkpointer.release();
   };
@@ -136,10 +139,9 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
         await drain(server, closeUpgrades, drainMs);
         // Connections are gone, but their handlers may still be recording outcomes: those rows must make the flush.
         await settled();
-        // The last rows may meet a checkpoint holding the lock; blocking the loop to wait for it no longer matters.
-        db.pragma(`busy_timeout = ${SHUTDOWN_BUSY_TIMEOUT_MS}`);
         audit.recordControl(controlEvent('gateway.stopped', GATEWAY_ACTOR, { pid: process.pid }));
-        audit.flush();
+        // The last rows may meet a checkpoint holding the lock; blocking the writer's thread to wait for it no longer matters.
+        await audit.close(SHUTDOWN_BUSY_TIMEOUT_MS);
         // Before the databases close: the shipper reads the file and writes PostgreSQL until then.
         await background.stopShipping();
         await closeResources();
@@ -164,8 +166,8 @@ function checkStart(config: GatewayConfig, env: NodeJS.ProcessEnv, writeAccess: 
   return policy;
 }
 
-/** The writer's connection and the thread that checkpoints its WAL. */
-function openAuditStore(config: GatewayConfig, logger: Logger, reporter: ErrorReporter): { db: Db; storeFile: StoreFile; checkpointer: WalCheckpointer } {
+/** The gateway's own connection (migrations, keys, retention, reads) and the thread that checkpoints the WAL. */
+function openAuditStore(config: GatewayConfig, logger: Logger, reporter: ErrorReporter, onCheckpointerDied: () => void): { db: Db; storeFile: StoreFile; checkpointer: WalCheckpointer } {
   const db = openDatabase(config.audit.path, {
     synchronous: config.audit.synchronous,
     retentionDays: config.audit.retentionDays,
@@ -185,6 +187,7 @@ function openAuditStore(config: GatewayConfig, logger: Logger, reporter: ErrorRe
     onDied() {
       // Without its checkpointer the WAL would grow for ever; checkpointing inline is slower but bounded.
       db.pragma('wal_autocheckpoint = 1000');
+      onCheckpointerDied();
       logger.error('audit checkpoint thread died; the writer checkpoints inline from now on');
       reporter.message('audit checkpoint thread died', { stage: 'audit' });
     },
@@ -192,8 +195,14 @@ function openAuditStore(config: GatewayConfig, logger: Logger, reporter: ErrorRe
   return { db, storeFile, checkpointer };
 }
 
-function createAuditWriter(db: Db, storeFile: StoreFile, metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter): AuditWriter {
-  return new AuditWriter(db, storeFile, {
+/**
+ * On its own thread when this process may use a second core: SQLite's work
+ * then runs beside the event loop. Confined to one core, the thread would
+ * only add two context switches to every group commit, so the writer stays
+ * on the event loop (docs/design/audit-writer.md, "The writer's thread").
+ */
+function createAuditWriter(config: GatewayConfig, db: Db, storeFile: StoreFile, metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter): RunningAuditWriter {
+  const hooks: AuditWriterHooks = {
     onCommit(ms, waitedMs) {
       metrics.auditCommitted(ms, waitedMs);
     },
@@ -202,11 +211,14 @@ function createAuditWriter(db: Db, storeFile: StoreFile, metrics: GatewayMetrics
       logger.error({ err: errorSummary(err), lost_outcomes: lostOutcomes }, 'audit write failed');
       reporter.exception(err, { stage: 'audit' });
     },
-  });
+  };
+  const threaded = availableParallelism() > 1;
+  logger.info({ audit_writer: threaded ? 'thread' : 'event loop', cores: availableParallelism() }, 'audit writer started');
+  return threaded ? new AuditWriterThread(config.audit.path, config.audit.synchronous, hooks) : new AuditWriter(db, storeFile, hooks);
 }
 
 /** The policy in force, swapped on valid edits; every text that comes into force goes to `policy_version` with a control event. */
-function watchPolicy(config: GatewayConfig, initial: CompiledPolicy, audit: AuditWriter, metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter): PolicyWatcher {
+function watchPolicy(config: GatewayConfig, initial: CompiledPolicy, audit: AuditLog, metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter): PolicyWatcher {
   const loaded = (p: CompiledPolicy) => audit.recordControl(
     controlEvent('policy.loaded', GATEWAY_ACTOR, { policy_hash: p.hash, path: config.policy.path, rules: p.rules.length, mode: p.mode }),
     policyVersionRow(p, config.policy.path),
@@ -233,7 +245,7 @@ function watchPolicy(config: GatewayConfig, initial: CompiledPolicy, audit: Audi
  * unset). In fleet mode it shows every gateway: it reads the central tables,
  * on a pool of its own, not this file.
  */
-function openDashboard(config: GatewayConfig, env: NodeJS.ProcessEnv, audit: AuditWriter, policy: PolicyWatcher, logger: Logger): { admin: AdminRoutes; close(): Promise<void> } | null {
+function openDashboard(config: GatewayConfig, env: NodeJS.ProcessEnv, audit: AuditLog, policy: PolicyWatcher, logger: Logger): { admin: AdminRoutes; close(): Promise<void> } | null {
   const token = env[config.admin.tokenEnv];
   if (!token) return null;
   const onLogin = (address: string, accepted: boolean) => audit.recordControl(controlEvent(accepted ? 'admin.login' : 'admin.login_failed', address, { address }));
@@ -258,7 +270,7 @@ interface Background {
 /** What runs beside the requests once the gateway listens; in fleet mode that includes shipping committed rows to PostgreSQL, which requests never wait for. */
 function startBackground(
   config: GatewayConfig,
-  parts: { db: Db; audit: AuditWriter; checkpointer: WalCheckpointer; metrics: GatewayMetrics; keys: KeyRegistry; policy: PolicyWatcher; fleet: FleetGateway | null },
+  parts: { db: Db; audit: AuditLog; checkpointer: WalCheckpointer; metrics: GatewayMetrics; keys: KeyRegistry; policy: PolicyWatcher; fleet: FleetGateway | null },
   logger: Logger, reporter: ErrorReporter,
 ): Background {
   const { db, audit, checkpointer, metrics, keys, policy, fleet } = parts;
@@ -291,7 +303,7 @@ function startBackground(
 
 /** Retention on audit.cleanup_schedule; in fleet mode a row is kept until it has reached PostgreSQL. */
 function scheduleRetention(
-  config: GatewayConfig, db: Db, audit: AuditWriter, checkpointer: WalCheckpointer,
+  config: GatewayConfig, db: Db, audit: AuditLog, checkpointer: WalCheckpointer,
   metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter, fleet: boolean,
 ): { stop(): Promise<void> } {
   return scheduleCleanup(config.audit, db, audit, checkpointer, {
@@ -312,7 +324,7 @@ function scheduleRetention(
   }, { shippedThrough: fleet ? localShippedThrough(db) : undefined });
 }
 
-function scheduleBackups(config: GatewayConfig, audit: AuditWriter, metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter): { stop(): Promise<void> } {
+function scheduleBackups(config: GatewayConfig, audit: AuditLog, metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter): { stop(): Promise<void> } {
   return scheduleBackup(config.audit, {
     onDone(result) {
       audit.recordControl(controlEvent('backup.made', GATEWAY_ACTOR, { file: result.file, bytes: result.bytes, deleted: result.deleted }));

@@ -1,6 +1,6 @@
 import { statfsSync } from 'node:fs';
 import path from 'node:path';
-import type { AuditWriter } from './audit-writer.js';
+import type { AuditLog } from './audit-writer.js';
 import { withBusyTimeout, type Db } from '../store/connection.js';
 import type { StoreFile } from '../store/store-file.js';
 
@@ -18,7 +18,7 @@ export class AuditHealth {
 
   constructor(
     private readonly db: Db,
-    private readonly writer: Pick<AuditWriter, 'failing' | 'failure'>,
+    private readonly writer: Pick<AuditLog, 'failing' | 'failure'>,
     private readonly file: Pick<StoreFile, 'assertWritable' | 'path'>,
     private readonly now: () => number = Date.now,
   ) {}
@@ -44,7 +44,7 @@ export class AuditHealth {
   }
 
   private probe(): boolean {
-    // The writer commits synchronously on this connection, so a transaction open here belongs to it: the store is taking writes.
+    // A transaction open on this connection is the writer's (on the event loop) or a prune batch's: the store is taking writes.
     if (this.db.inTransaction) return true;
     // The connection never waits for a lock (app.ts); the probe may, briefly, or a checkpoint or a cleanup-logs batch would fail it.
     return withBusyTimeout(this.db, PROBE_WAIT_MS, () => {

@@ -53,6 +53,35 @@ export interface AuditWriterHooks {
   onFailure(err: unknown, lostOutcomes: number): void;
 }
 
+/**
+ * What the request path and the background jobs need of the audit writer,
+ * whether it commits on this thread (AuditWriter) or on its own
+ * (AuditWriterThread).
+ */
+export interface AuditLog {
+  /** Resolves once the row is committed; rejects if the database refused it. */
+  record(row: DecisionRow): Promise<void>;
+  recordControl(event: ControlEventRow, policy?: PolicyVersionRow): void;
+  recordOutcome(row: OutcomeRow): void;
+  recordBatchFile(row: BatchFileRow): void;
+  /** Rows not committed yet. */
+  readonly queued: number;
+  /** Whether requests are waiting for their decision rows. */
+  readonly decisionsPending: boolean;
+  /** Whether the last commit failed: the store is unhealthy until one succeeds again. */
+  readonly failing: boolean;
+  /** Why the last commit failed, while it is failing. */
+  readonly failure: unknown;
+}
+
+/** The gateway's audit writer, on the event loop or on its own thread (writer-thread.ts). */
+export interface RunningAuditWriter extends AuditLog {
+  /** The checkpoint thread died: the writer's connection checkpoints after its commits from now on, slower but bounded. */
+  checkpointAfterCommits(): void;
+  /** Commits what is queued, waiting up to `busyTimeoutMs` for a lock another connection holds; the writer takes no more rows. */
+  close(busyTimeoutMs: number): Promise<void>;
+}
+
 /** Control events and policy texts, committed with the next decisions: before any row that names the policy. */
 interface Control {
   events: ControlEventRow[];
@@ -60,15 +89,15 @@ interface Control {
 }
 
 interface Pending {
-  readonly row: DecisionRow;
+  readonly rows: readonly DecisionRow[];
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
 }
 
 /** Outcomes wait at most this long; nothing waits on them, so they are batched for cost, not latency. */
-const OUTCOME_DELAY_MS = 50;
+export const OUTCOME_DELAY_MS = 50;
 /** Past this many queued outcomes they are committed at the next turn rather than after the delay. */
-const OUTCOME_BATCH = 512;
+export const OUTCOME_BATCH = 512;
 /**
  * How long rows wait for a write lock someone else holds (an escalated
  * checkpoint, `cleanup-logs`, an admin's `sqlite3`) before their requests are refused.
@@ -87,7 +116,7 @@ const BUSY_RETRY_MS = 2;
  * own batches every OUTCOME_DELAY_MS, which keeps the decision commit (the one
  * requests wait for) as small as it can be.
  */
-export class AuditWriter {
+export class AuditWriter implements RunningAuditWriter {
   private decisions: Pending[] = [];
   private outcomes: OutcomeRow[] = [];
   private batchFiles: BatchFileRow[] = [];
@@ -109,7 +138,7 @@ export class AuditWriter {
     this.commitQueued(true, true);
   };
 
-  constructor(db: Db, private readonly file: StoreFile, private readonly hooks: AuditWriterHooks) {
+  constructor(private readonly db: Db, private readonly file: StoreFile, private readonly hooks: AuditWriterHooks, private readonly outcomeDelayMs = OUTCOME_DELAY_MS) {
     this.insertDecision = db.prepare(
       `INSERT INTO usagelog (rowid, id, customer_id, api_key_id, model, operation, meta, risk_score, allowed, reason, created_at, policy_hash, causes, prev_hash, hash)
        VALUES (?, @id, @customer_id, @api_key_id, @model, @operation, @meta, @risk_score, @allowed, @reason, @created_at, @policy_hash, @causes, ?, ?)`,
@@ -131,10 +160,12 @@ export class AuditWriter {
       if (decisions.length > 0) {
         let { hash: prev, nextRowid } = tails.tail('usagelog');
         for (const d of decisions) {
-          const hash = rowHash('usagelog', prev, d.row);
-          this.insertDecision.run(d.row, nextRowid, prev, hash);
-          prev = hash;
-          nextRowid = null;
+          for (const row of d.rows) {
+            const hash = rowHash('usagelog', prev, row);
+            this.insertDecision.run(row, nextRowid, prev, hash);
+            prev = hash;
+            nextRowid = null;
+          }
         }
       }
       if (outcomes.length > 0) {
@@ -152,8 +183,13 @@ export class AuditWriter {
 
   /** Resolves once the row is committed; rejects if the database refused it. */
   record(row: DecisionRow): Promise<void> {
+    return this.recordAll([row]);
+  }
+
+  /** Resolves once all the rows are committed, in one transaction and in this order; rejects if the database refused them. */
+  recordAll(rows: readonly DecisionRow[]): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.decisions.push({ row, resolve, reject });
+      this.decisions.push({ rows, resolve, reject });
       // While a retry is pending, new rows join it rather than knock on the lock every turn.
       if (!this.decisionFlushScheduled && !this.retryTimer) {
         this.decisionFlushScheduled = true;
@@ -191,14 +227,14 @@ export class AuditWriter {
       if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
       this.outcomeTimer = setTimeout(this.flushOutcomes, 0);
     } else if (!this.outcomeTimer) {
-      this.outcomeTimer = setTimeout(this.flushOutcomes, OUTCOME_DELAY_MS);
+      this.outcomeTimer = setTimeout(this.flushOutcomes, this.outcomeDelayMs);
     }
     // Queued outcomes are flushed at shutdown; they must not keep an idle process alive.
     this.outcomeTimer.unref();
   }
 
   get queued(): number {
-    return this.decisions.length + this.outcomes.length + this.batchFiles.length + this.control.events.length;
+    return this.decisions.reduce((n, d) => n + d.rows.length, 0) + this.outcomes.length + this.batchFiles.length + this.control.events.length;
   }
 
   /** Whether requests are waiting for their decision rows (queued for the next commit, or waiting for the lock). */
@@ -214,6 +250,15 @@ export class AuditWriter {
   /** Why the last commit failed (SQLite's error, or an AuditStoreError), while it is failing. */
   get failure(): unknown {
     return this.lastFailure;
+  }
+
+  checkpointAfterCommits(): void {
+    this.db.pragma('wal_autocheckpoint = 1000');
+  }
+
+  async close(busyTimeoutMs: number): Promise<void> {
+    this.db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+    this.flush();
   }
 
   /** Commits everything queued now, without waiting for a busy lock; used at shutdown. */

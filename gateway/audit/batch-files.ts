@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import type { AuditWriter } from './audit-writer.js';
+import type { AuditLog } from './audit-writer.js';
 import { type Db } from '../store/connection.js';
 import { sqliteTime } from '../store/sqlite-time.js';
 
@@ -15,7 +15,7 @@ export class BatchInputFiles {
   private readonly recent = new Set<string>();
   private readonly lookup: Database.Statement;
 
-  constructor(db: Db, private readonly audit: AuditWriter) {
+  constructor(db: Db, private readonly audit: AuditLog) {
     this.lookup = db.prepare('SELECT 1 FROM batch_input_file WHERE customer_id = ? AND file_id = ?').pluck();
   }
 

@@ -26,13 +26,12 @@ export interface CleanupHooks extends ScheduleHooks<PruneResult> {
 
 /**
  * Runs retention inside the gateway on `audit.cleanup_schedule`, on the
- * audit writer's own connection, in batches of about a millisecond taken
- * between its commits, holding off (up to 50 ms a batch) while decisions
- * wait for theirs, which mostly happens while the writer waits for another
- * connection's lock. Not a connection of its own: it would compete with the
- * writer for SQLite's write lock, which is not fair; here a request waits for
- * the prune at most one batch (docs/design/audit-writer.md, "Retention on the
- * writer's connection").
+ * event loop's connection, in batches of about a millisecond, holding off (up
+ * to 50 ms a batch) while decisions wait for their commit. When the writer is
+ * on the event loop this is its own connection, and a request waits for the
+ * prune at most one batch (docs/design/audit-writer.md, "Retention on the
+ * writer's connection"); when it has its own thread, the two take turns for
+ * SQLite's write lock ("The writer's thread").
  *
  * A prune writes the WAL faster than the gateway does: while the WAL holds
  * what the checkpointer resets it at, or a reset is under way, the prune

@@ -1,4 +1,4 @@
-import type { AuditWriter } from '../audit/audit-writer.js';
+import type { AuditLog } from '../audit/audit-writer.js';
 import type { BatchInputFiles } from '../audit/batch-files.js';
 import type { KeyRegistry } from '../auth/key-registry.js';
 import type { Limiter } from '../limits/limiter.js';
@@ -14,7 +14,7 @@ export interface GatewayContext {
   readonly config: GatewayConfig;
   readonly keys: KeyRegistry;
   readonly policy: PolicyWatcher;
-  readonly audit: AuditWriter;
+  readonly audit: AuditLog;
   readonly batchFiles: BatchInputFiles;
   readonly providers: ProviderRouter;
   readonly limiter: Limiter;

@@ -47,8 +47,13 @@ function splitUrl(url: string): { pathname: string; search: string } {
 /** Routes: health, the check endpoint, the governed OpenAI surface under /v1, and /admin when it is enabled. */
 export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | null = null): { server: Server; closeUpgrades: () => void; settled: () => Promise<void> } {
   const upgrades = createUpgradeHandler(ctx);
-  // Handlers still running (recording an outcome after their connection closed), so shutdown can wait for them.
-  const pending = new Set<Promise<void>>();
+  // Handlers still running (recording an outcome after their connection closed), so shutdown can wait for them:
+  // a count, not a set of promises, so that a request costs no promise only for the shutdown's sake.
+  let running = 0;
+  let onIdle: (() => void) | null = null;
+  const finished = () => {
+    if (--running === 0) onIdle?.();
+  };
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const requestId = requestIdOf(req);
@@ -61,13 +66,16 @@ export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | nu
     const { pathname, search } = splitUrl(req.url ?? '/');
     const handled = route(ctx, admin, req, res, requestId, pathname, search);
     if (handled) {
-      const tracked = handled.catch((err: unknown) => {
-        ctx.logger.error({ req_id: requestId, err: errorSummary(err) }, 'request failed');
-        ctx.reporter.exception(err, { request_id: requestId });
-        sendError(res, new GatewayError('internal_error', 'the gateway failed to handle the request'));
+      running++;
+      handled.then(finished, (err: unknown) => {
+        try {
+          ctx.logger.error({ req_id: requestId, err: errorSummary(err) }, 'request failed');
+          ctx.reporter.exception(err, { request_id: requestId });
+          sendError(res, new GatewayError('internal_error', 'the gateway failed to handle the request'));
+        } finally {
+          finished();
+        }
       });
-      pending.add(tracked);
-      void tracked.finally(() => pending.delete(tracked));
     }
   };
 
@@ -84,9 +92,14 @@ export function createGatewayServer(ctx: GatewayContext, admin: AdminRoutes | nu
   // through authentication and the policy like any other, and Expect is never forwarded.
   server.on('checkExpectation', onRequest);
   answerWhatNoHandlerSees(server, ctx.config.server.maxConnections);
-  const settled = async () => {
-    await Promise.all(pending);
-  };
+  const settled = () => new Promise<void>((resolve) => {
+    if (running === 0) return resolve();
+    const before = onIdle;
+    onIdle = () => {
+      before?.();
+      resolve();
+    };
+  });
   return { server, closeUpgrades: upgrades.close, settled };
 }
 

@@ -59,10 +59,14 @@ export function buildGatewayForChildren(): { entry: string; remove(): void } {
   return { entry: path.join(outDir, 'gateway/cli/main.js'), remove: () => rmSync(outDir, { recursive: true, force: true }) };
 }
 
-/** Starts `govgate serve` as a child process and waits until it listens; `entry` runs a build from buildGatewayForChildren instead of the sources. */
-export async function startServe(opts: { cwd: string; env?: NodeJS.ProcessEnv; args?: string[]; timeoutMs?: number; entry?: string }): Promise<ServeProcess> {
+/**
+ * Starts `govgate serve` as a child process and waits until it listens; `entry` runs a build from
+ * buildGatewayForChildren instead of the sources; `prefix` is a command that runs node (`taskset -c 0`).
+ */
+export async function startServe(opts: { cwd: string; env?: NodeJS.ProcessEnv; args?: string[]; timeoutMs?: number; entry?: string; prefix?: string[] }): Promise<ServeProcess> {
   const args = ['serve', ...(opts.args ?? [])];
-  const child = spawn(process.execPath, opts.entry ? [opts.entry, ...args] : cliArgs(args), {
+  const [command, ...before] = [...(opts.prefix ?? []), process.execPath];
+  const child = spawn(command!, [...before, ...(opts.entry ? [opts.entry, ...args] : cliArgs(args))], {
     cwd: opts.cwd,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
