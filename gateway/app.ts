@@ -196,10 +196,11 @@ function openAuditStore(config: GatewayConfig, logger: Logger, reporter: ErrorRe
 }
 
 /**
- * On its own thread when this process may use a second core: SQLite's work
- * then runs beside the event loop. Confined to one core, the thread would
- * only add two context switches to every group commit, so the writer stays
- * on the event loop (docs/design/audit-writer.md, "The writer's thread").
+ * `audit.writer_thread: auto`: on its own thread when this process may use a
+ * second core, so SQLite's work runs beside the event loop. Confined to one
+ * core, the thread would only add two context switches to every group commit,
+ * so the writer stays on the event loop (docs/design/audit-writer.md, "The
+ * writer's thread").
  */
 function createAuditWriter(config: GatewayConfig, db: Db, storeFile: StoreFile, metrics: GatewayMetrics, logger: Logger, reporter: ErrorReporter): RunningAuditWriter {
   const hooks: AuditWriterHooks = {
@@ -212,7 +213,8 @@ function createAuditWriter(config: GatewayConfig, db: Db, storeFile: StoreFile, 
       reporter.exception(err, { stage: 'audit' });
     },
   };
-  const threaded = availableParallelism() > 1;
+  const setting = config.audit.writerThread;
+  const threaded = setting === 'on' || (setting === 'auto' && availableParallelism() > 1);
   logger.info({ audit_writer: threaded ? 'thread' : 'event loop', cores: availableParallelism() }, 'audit writer started');
   return threaded ? new AuditWriterThread(config.audit.path, config.audit.synchronous, hooks) : new AuditWriter(db, storeFile, hooks);
 }

@@ -22,6 +22,7 @@ import { readFleetConfig, type FleetConfig } from './fleet-config.js';
 
 export type OnWriteFailure = EnumValue<'audit.on_write_failure'>;
 export type SyncMode = EnumValue<'audit.synchronous'>;
+export type WriterThread = EnumValue<'audit.writer_thread'>;
 export type LogLevel = EnumValue<'log.level'>;
 
 export interface ProviderConfig {
@@ -73,6 +74,8 @@ export interface GatewayConfig {
     readonly cleanupSchedule: string;
     readonly onWriteFailure: OnWriteFailure;
     readonly synchronous: SyncMode;
+    /** auto: a thread of its own when the process may use a second core (app.ts). */
+    readonly writerThread: WriterThread;
     /** Past this the checkpointer waits briefly for readers so the WAL can restart (see wal-checkpointer.ts). */
     readonly walLimitBytes: number;
     /** node-cron expression, evaluated in UTC, for the online snapshot of the audit database. */
@@ -133,6 +136,7 @@ export function loadGatewayConfig(file: string, env: NodeJS.ProcessEnv = process
       cleanupSchedule,
       onWriteFailure: readEnumSetting(src, audit, 'audit.on_write_failure'),
       synchronous: readEnumSetting(src, audit, 'audit.synchronous'),
+      writerThread: readEnumSetting(src, audit, 'audit.writer_thread'),
       walLimitBytes: readIntegerSetting(src, audit, 'audit.wal_limit_bytes'),
       backupSchedule,
       backupDir: readPathSetting(src, audit, 'audit.backup_dir', cwd),

@@ -126,6 +126,7 @@ const TABLE = {
   'audit.cleanup_schedule': { type: text('cron'), default: '0 2 * * 0', doc: 'when the cleanup job runs (node-cron, UTC)' },
   'audit.on_write_failure': { type: oneOf('block', 'allow'), default: 'block', doc: 'what happens to a request whose audit row cannot be written' },
   'audit.synchronous': { type: oneOf('FULL', 'NORMAL'), default: 'NORMAL', doc: 'SQLite synchronous mode' },
+  'audit.writer_thread': { type: oneOf('auto', 'on', 'off'), default: 'auto', doc: 'whether the audit writer commits on a thread of its own' },
   'audit.wal_limit_bytes': {
     type: integer(1024 * 1024, 1024 ** 4),
     default: 64 * 1024 * 1024,

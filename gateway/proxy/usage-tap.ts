@@ -13,20 +13,20 @@ export interface TokenUsage {
 const TAIL_BYTES = 16 * 1024;
 
 export class UsageTap {
-  private tail: Buffer = Buffer.alloc(0);
+  /** The newest chunks, as they came: enough of them to hold TAIL_BYTES. Copied once, when the usage is read, not on every chunk. */
+  private chunks: Buffer[] = [];
+  private bytes = 0;
 
   push(chunk: Buffer): void {
-    if (chunk.length >= TAIL_BYTES) {
-      this.tail = chunk.subarray(chunk.length - TAIL_BYTES);
-    } else if (this.tail.length + chunk.length <= TAIL_BYTES) {
-      this.tail = this.tail.length === 0 ? chunk : Buffer.concat([this.tail, chunk]);
-    } else {
-      this.tail = Buffer.concat([this.tail.subarray(this.tail.length + chunk.length - TAIL_BYTES), chunk]);
-    }
+    this.chunks.push(chunk);
+    this.bytes += chunk.length;
+    // Drops the oldest chunks that the newer ones no longer need to reach TAIL_BYTES.
+    while (this.chunks.length > 1 && this.bytes - this.chunks[0]!.length >= TAIL_BYTES) this.bytes -= this.chunks.shift()!.length;
   }
 
   usage(): TokenUsage | null {
-    return extractUsage(this.tail.toString('utf8'));
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bytes);
+    return extractUsage(all.subarray(Math.max(0, all.length - TAIL_BYTES)).toString('utf8'));
   }
 }
 

@@ -12,7 +12,7 @@ import { seedKeys } from '../helpers/seed-keys.js';
 /**
  * Issue 18: the audit writer has its own thread when the process may use a
  * second core, and stays on the event loop when confined to one (taskset, a
- * container's cpuset). Either way a forwarded request has its row, a refused
+ * container's cpuset), unless `audit.writer_thread` says otherwise. Either way a forwarded request has its row, a refused
  * one too, and a stop commits what is queued, `gateway.stopped` last.
  */
 
@@ -30,10 +30,10 @@ test.after.always(async () => {
   build?.remove();
 });
 
-async function serveOnce(prefix: string[]): Promise<{ writer: string; statuses: number[]; decisions: number; outcomes: number; lastEvent: string }> {
+async function serveOnce(prefix: string[], writerThread?: 'on' | 'off'): Promise<{ writer: string; statuses: number[]; decisions: number; outcomes: number; lastEvent: string }> {
   const dir = makeGatewayDir();
   try {
-    writeGatewayYaml(dir, upstream.url);
+    writeGatewayYaml(dir, upstream.url, writerThread ? { audit: { writer_thread: writerThread } } : {});
     writeFileSync(path.join(dir, 'config/policy.yaml'), FIXTURE_POLICY);
     const key = seedKeys(dir, ['acme'])[0]!.key;
     const serve = await startServe({ cwd: dir, entry: build!.entry, prefix, env: { OPENAI_API_KEY: UPSTREAM_SECRET, SENTRY_DSN: '' } });
@@ -84,5 +84,23 @@ test('with two cores, the writer has its own thread and every row is written', a
   t.deepEqual(run.statuses, [200, 403]);
   t.is(run.decisions, 2);
   t.is(run.outcomes, 1, 'the forwarded request\'s outcome was committed at the stop');
+  t.is(run.lastEvent, 'gateway.stopped');
+});
+
+test('audit.writer_thread: off keeps the writer on the event loop on two cores', async (t) => {
+  if (availableParallelism() < 2) return t.pass('this machine has one core');
+  const run = await serveOnce([], 'off');
+  t.is(run.writer, 'event loop');
+  t.deepEqual(run.statuses, [200, 403]);
+  t.is(run.decisions, 2);
+  t.is(run.lastEvent, 'gateway.stopped');
+});
+
+test('audit.writer_thread: on gives the writer its thread even on one core', async (t) => {
+  if (!hasTaskset) return t.pass('taskset is not available here');
+  const run = await serveOnce(['taskset', '-c', '0'], 'on');
+  t.is(run.writer, 'thread');
+  t.deepEqual(run.statuses, [200, 403]);
+  t.is(run.decisions, 2);
   t.is(run.lastEvent, 'gateway.stopped');
 });

@@ -47,6 +47,7 @@ export interface HarnessOptions {
     backup_dir: string;
     backup_keep: number;
     wal_limit_bytes: number;
+    writer_thread: 'auto' | 'on' | 'off';
   }>;
   maxBodyBytes?: number;
   /** Extra `server:` keys, e.g. timeouts. */
