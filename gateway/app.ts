@@ -216,7 +216,7 @@ function createAuditWriter(config: GatewayConfig, db: Db, storeFile: StoreFile, 
   const setting = config.audit.writerThread;
   const threaded = setting === 'on' || (setting === 'auto' && availableParallelism() > 1);
   logger.info({ audit_writer: threaded ? 'thread' : 'event loop', cores: availableParallelism() }, 'audit writer started');
-  return threaded ? new AuditWriterThread(config.audit.path, config.audit.synchronous, hooks) : new AuditWriter(db, storeFile, hooks);
+  return threaded ? new AuditWriterThread(storeFile, config.audit.synchronous, hooks) : new AuditWriter(db, storeFile, hooks);
 }
 
 /** The policy in force, swapped on valid edits; every text that comes into force goes to `policy_version` with a control event. */

@@ -32,7 +32,10 @@ export class AuditHealth {
     }
     const failing = this.writer.failing;
     // Taking the write lock writes nothing, so after a full disk it proves nothing: free space must be back.
-    if (failing && (this.writer.failure as { code?: string } | null)?.code === 'SQLITE_FULL' && freeBytes(this.file.path) < MIN_FREE_BYTES) return false;
+    const code = failing ? (this.writer.failure as { code?: string } | null)?.code : undefined;
+    if (code === 'SQLITE_FULL' && freeBytes(this.file.path) < MIN_FREE_BYTES) return false;
+    // A probe on this connection cannot see the writer's thread: until a commit on its next thread succeeds, it is not ready.
+    if (code === 'audit_writer_thread_died') return false;
     const now = this.now();
     // A commit that failed or recovered since the last probe makes its answer stale. Only a success is kept:
     // a healthy gateway's probes are what cost the writer, and an unhealthy one should say it recovered at once.
@@ -51,9 +54,11 @@ export class AuditHealth {
       try {
         this.db.exec('BEGIN IMMEDIATE; ROLLBACK;');
         return true;
-      } catch {
+      } catch (err) {
         if (this.db.inTransaction) this.db.exec('ROLLBACK');
-        return false;
+        // Another connection holds the write lock (the writer's thread mid-commit, a checkpoint): that proves
+        // nothing either way, and a lock held too long fails the writer's own commits, which `failing` shows.
+        return ((err as { code?: string }).code?.startsWith('SQLITE_BUSY') ?? false) && !this.writer.failing;
       }
     });
   }

@@ -237,6 +237,11 @@ export class AuditWriter implements RunningAuditWriter {
     return this.decisions.reduce((n, d) => n + d.rows.length, 0) + this.outcomes.length + this.batchFiles.length + this.control.events.length;
   }
 
+  /** Outcomes and batch files not committed yet: what nothing waits for. */
+  get queuedOutcomes(): number {
+    return this.outcomes.length + this.batchFiles.length;
+  }
+
   /** Whether requests are waiting for their decision rows (queued for the next commit, or waiting for the lock). */
   get decisionsPending(): boolean {
     return this.decisions.length > 0;

@@ -47,11 +47,13 @@ export interface PolicyVersionRow {
 export class ControlLog {
   private readonly tails: ChainTails;
   private readonly insertEvent;
+  private readonly knownEvent;
   private readonly insertPolicy;
   readonly append: (events: readonly ControlEventRow[], policies: readonly PolicyVersionRow[]) => void;
 
   constructor(db: Db) {
     this.tails = new ChainTails(db);
+    this.knownEvent = db.prepare('SELECT 1 FROM audit_event WHERE id = ?').pluck();
     this.insertEvent = db.prepare(
       'INSERT INTO audit_event (id, kind, actor, detail, created_at, prev_hash, hash) VALUES (@id, @kind, @actor, @detail, @created_at, ?, ?)',
     );
@@ -66,6 +68,8 @@ export class ControlLog {
     if (events.length === 0) return;
     let { hash: prev } = this.tails.tail('audit_event');
     for (const e of events) {
+      // An event sent again by the gateway after its writer thread died may have been committed before it died.
+      if (this.knownEvent.get(e.id) !== undefined) continue;
       const hash = rowHash('audit_event', prev, e);
       this.insertEvent.run(e, prev, hash);
       prev = hash;

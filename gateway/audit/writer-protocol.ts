@@ -1,4 +1,4 @@
-import { AuditStoreError } from '../store/store-file.js';
+import { AuditStoreError, type FileIdentity } from '../store/store-file.js';
 import type { SyncMode } from '../config/gateway-config.js';
 import type { BatchFileRow, DecisionRow, OutcomeRow } from './audit-writer.js';
 import type { ControlEventRow, PolicyVersionRow } from './control-log.js';
@@ -6,6 +6,8 @@ import type { ControlEventRow, PolicyVersionRow } from './control-log.js';
 /** What the writer thread is started with. */
 export interface WriterWorkerData {
   readonly file: string;
+  /** The file the gateway opened: a restarted thread must not take a file put in its place for it. */
+  readonly identity: FileIdentity;
   readonly synchronous: SyncMode;
 }
 
@@ -17,8 +19,8 @@ export interface ControlEntry {
 
 /**
  * Gateway → writer thread. `rows`: everything recorded during one turn of the
- * event loop; `seq` names its decisions, which the thread acknowledges
- * together once their transaction committed (0: no decisions).
+ * event loop; `seq` names its decisions and control events, which the thread
+ * acknowledges together once their transaction committed (0: only outcomes).
  */
 export type ToWriter =
   | { readonly t: 'rows'; readonly seq: number; readonly decisions: readonly DecisionRow[]; readonly outcomes: readonly OutcomeRow[]; readonly batchFiles: readonly BatchFileRow[]; readonly control: readonly ControlEntry[] }

@@ -1,26 +1,34 @@
 import type { Worker } from 'node:worker_threads';
 import type { SyncMode } from '../config/gateway-config.js';
+import type { StoreFile } from '../store/store-file.js';
 import { OUTCOME_BATCH, OUTCOME_DELAY_MS, type AuditWriterHooks, type RunningAuditWriter, type BatchFileRow, type DecisionRow, type OutcomeRow } from './audit-writer.js';
 import type { ControlEventRow, PolicyVersionRow } from './control-log.js';
 import { startModuleWorker } from './module-worker.js';
-import { fromWire, type ControlEntry, type FromWriter, type ToWriter } from './writer-protocol.js';
+import { fromWire, type ControlEntry, type FromWriter, type ToWriter, type WriterWorkerData } from './writer-protocol.js';
 
 interface Settle {
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
 }
 
-/** Why requests were refused when the writer thread itself failed (a bug or out of memory), not a commit. */
+/** A message sent and not yet acknowledged: its requests, and its control events, sent again if the thread dies first. */
+interface Unacknowledged {
+  readonly settles: Settle[];
+  readonly rows: number;
+  readonly control: ControlEntry[];
+}
+
+/** Why requests were refused when the writer thread itself failed (a bug, out of memory) or was closed, not a commit. */
 export class AuditWriterThreadError extends Error {
-  readonly code = 'audit_writer_thread_died';
-  constructor(exitCode: number) {
-    super(`the audit writer thread exited (${exitCode})`);
+  constructor(readonly code: 'audit_writer_thread_died' | 'audit_writer_closed', message: string) {
+    super(message);
     this.name = 'AuditWriterThreadError';
   }
 }
 
-/** After the thread died, how long before another is started: a thread that dies at once must not spin. */
+/** After the thread died, how long before another is started, doubling up to the maximum while it keeps dying. */
 const RESTART_DELAY_MS = 100;
+const MAX_RESTART_DELAY_MS = 10_000;
 
 /**
  * The audit writer on a thread of its own (writer-worker.ts), so SQLite's
@@ -31,6 +39,11 @@ const RESTART_DELAY_MS = 100;
  * in the WAL. One message a turn each way: the cost of crossing threads is
  * paid per group commit, not per request. Outcomes are batched here as the
  * AuditWriter batches them, and nothing waits for them.
+ *
+ * Control events and policy texts stay here until the thread says they are
+ * committed: if it dies first, they go to the next thread (the control log
+ * skips an event id it already holds, policy texts are kept once). While no
+ * thread runs, decisions are refused at once rather than left waiting.
  */
 export class AuditWriterThread implements RunningAuditWriter {
   private worker: Worker | null = null;
@@ -41,21 +54,25 @@ export class AuditWriterThread implements RunningAuditWriter {
   private control: ControlEntry[] = [];
   private postScheduled = false;
   private outcomeTimer: NodeJS.Timeout | null = null;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private restartDelayMs = RESTART_DELAY_MS;
   private seq = 0;
-  /** Decisions sent and not yet acknowledged, by message. */
-  private readonly unacknowledged = new Map<number, { settles: Settle[]; rows: number }>();
+  private readonly unacknowledged = new Map<number, Unacknowledged>();
   private unacknowledgedRows = 0;
   private threadQueued = 0;
   private lastFailure: unknown = null;
+  /** What the dying thread threw, for the failure it is reported as. */
+  private threadError: { name: string; code: string | null } | null = null;
   private closing: Promise<void> | null = null;
   private checkpointInline = false;
   private readonly post = () => this.send();
 
-  constructor(private readonly file: string, private readonly synchronous: SyncMode, private readonly hooks: AuditWriterHooks) {
+  constructor(private readonly file: StoreFile, private readonly synchronous: SyncMode, private readonly hooks: AuditWriterHooks) {
     this.start();
   }
 
   record(row: DecisionRow): Promise<void> {
+    if (this.closing) return Promise.reject(new AuditWriterThreadError('audit_writer_closed', 'the audit writer is closed'));
     return new Promise((resolve, reject) => {
       this.decisions.push(row);
       this.settles.push({ resolve, reject });
@@ -79,7 +96,9 @@ export class AuditWriterThread implements RunningAuditWriter {
   }
 
   get queued(): number {
-    return this.decisions.length + this.outcomes.length + this.batchFiles.length + this.control.length + this.unacknowledgedRows + this.threadQueued;
+    let control = this.control.length;
+    for (const sent of this.unacknowledged.values()) control += sent.control.length;
+    return this.decisions.length + this.outcomes.length + this.batchFiles.length + control + this.unacknowledgedRows + this.threadQueued;
   }
 
   get decisionsPending(): boolean {
@@ -99,7 +118,11 @@ export class AuditWriterThread implements RunningAuditWriter {
     this.worker?.postMessage({ t: 'checkpoint-inline' } satisfies ToWriter);
   }
 
-  /** Sends what is queued, has the thread commit it, and stops the thread. Idempotent: the first call's promise is every call's. */
+  /**
+   * Sends what is queued, has the thread commit it, and stops the thread;
+   * decisions that could not be committed are refused, none is left waiting.
+   * Idempotent: the first call's promise is every call's.
+   */
   close(busyTimeoutMs: number): Promise<void> {
     this.closing ??= this.stop(busyTimeoutMs);
     return this.closing;
@@ -108,8 +131,11 @@ export class AuditWriterThread implements RunningAuditWriter {
   private async stop(busyTimeoutMs: number): Promise<void> {
     if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
     this.outcomeTimer = null;
-    const worker = this.worker;
-    if (!worker) return;
+    // A thread restarting after a death still gets the last rows, gateway.stopped among them.
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    if (!this.worker) this.start();
+    const worker = this.worker!;
     this.send();
     const flushed = new Promise<void>((resolve) => {
       worker.on('message', (m: FromWriter) => {
@@ -123,15 +149,18 @@ export class AuditWriterThread implements RunningAuditWriter {
     await flushed;
     this.worker = null;
     await worker.terminate();
+    this.refuseWaiting(new AuditWriterThreadError('audit_writer_closed', 'the audit writer closed before committing the row'));
   }
 
   private start(): void {
-    const worker = startModuleWorker('writer-worker', { file: this.file, synchronous: this.synchronous });
+    const data: WriterWorkerData = { file: this.file.path, identity: this.file.identity, synchronous: this.synchronous };
+    const worker = startModuleWorker('writer-worker', { ...data });
     worker.on('message', (m: FromWriter) => {
       if (m.t === 'done') this.receive(m);
     });
-    worker.on('error', () => {
+    worker.on('error', (err) => {
       // Reported with the exit that follows, where the requests it held are refused.
+      this.threadError = { name: err.name, code: (err as { code?: string }).code ?? null };
     });
     worker.once('exit', (code) => {
       if (this.worker !== worker) return;
@@ -145,21 +174,33 @@ export class AuditWriterThread implements RunningAuditWriter {
   }
 
   private died(exitCode: number): void {
-    const err = new AuditWriterThreadError(exitCode);
+    const cause = this.threadError ? ` after ${this.threadError.name}${this.threadError.code ? ` (${this.threadError.code})` : ''}` : '';
+    this.threadError = null;
+    const err = new AuditWriterThreadError('audit_writer_thread_died', `the audit writer thread exited (${exitCode})${cause}`);
     this.lastFailure = err;
-    const refused = [...this.unacknowledged.values()];
-    this.unacknowledged.clear();
-    this.unacknowledgedRows = 0;
+    // Its control events go to the next thread, ahead of anything recorded since; outcomes it held are lost with it.
+    const resend = [...this.unacknowledged.values()].flatMap((sent) => sent.control);
+    this.control = resend.concat(this.control);
+    this.refuseWaiting(err);
     this.threadQueued = 0;
-    // Outcomes and control events the thread held are lost with it; the decisions' requests are refused, and can be retried.
     this.hooks.onFailure(err, 0);
-    for (const { settles } of refused) for (const s of settles) s.reject(err);
     if (this.closing) return;
-    setTimeout(() => {
-      if (this.closing) return;
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
       this.start();
       this.send();
-    }, RESTART_DELAY_MS).unref();
+    }, this.restartDelayMs);
+    this.restartDelayMs = Math.min(this.restartDelayMs * 2, MAX_RESTART_DELAY_MS);
+  }
+
+  /** Refuses every decision sent and not acknowledged, and every one queued: their requests must not wait for a thread that is gone. */
+  private refuseWaiting(err: Error): void {
+    const settles = [...this.unacknowledged.values()].flatMap((sent) => sent.settles).concat(this.settles);
+    this.unacknowledged.clear();
+    this.unacknowledgedRows = 0;
+    this.decisions = [];
+    this.settles = [];
+    for (const s of settles) s.reject(err);
   }
 
   private receive(m: Extract<FromWriter, { t: 'done' }>): void {
@@ -167,6 +208,7 @@ export class AuditWriterThread implements RunningAuditWriter {
     for (const c of m.commits) {
       if (c.ok) {
         this.lastFailure = null;
+        this.restartDelayMs = RESTART_DELAY_MS;
         this.hooks.onCommit(c.ms, c.waitedMs);
       } else {
         this.lastFailure = fromWire(c.error);
@@ -207,15 +249,19 @@ export class AuditWriterThread implements RunningAuditWriter {
     this.postScheduled = false;
     if (this.outcomeTimer) clearTimeout(this.outcomeTimer);
     this.outcomeTimer = null;
-    // While the thread restarts, rows wait here; requests wait with them, as they do for a busy lock.
     const worker = this.worker;
-    if (!worker) return;
+    if (!worker) {
+      // While the thread restarts, decisions fail fast as a failed commit would; the rest waits for the next thread.
+      this.refuseWaiting(this.lastFailure instanceof Error ? this.lastFailure : new AuditWriterThreadError('audit_writer_thread_died', 'the audit writer thread is not running'));
+      return;
+    }
     if (this.decisions.length === 0 && this.outcomes.length === 0 && this.batchFiles.length === 0 && this.control.length === 0) return;
-    const seq = this.decisions.length > 0 ? ++this.seq : 0;
+    // Decisions and control events are acknowledged once committed; outcomes are not waited for.
+    const seq = this.decisions.length > 0 || this.control.length > 0 ? ++this.seq : 0;
     if (seq !== 0) {
-      // While a decision waits for its commit the thread keeps the process alive, as a pending write would.
+      // While a message waits for its commit the thread keeps the process alive, as a pending write would.
       if (this.unacknowledged.size === 0) worker.ref();
-      this.unacknowledged.set(seq, { settles: this.settles, rows: this.decisions.length });
+      this.unacknowledged.set(seq, { settles: this.settles, rows: this.decisions.length, control: this.control });
       this.unacknowledgedRows += this.decisions.length;
     }
     worker.postMessage({ t: 'rows', seq, decisions: this.decisions, outcomes: this.outcomes, batchFiles: this.batchFiles, control: this.control } satisfies ToWriter);

@@ -15,7 +15,7 @@ import { toWire, type FromWriter, type ToWriter, type WriterWorkerData } from '.
 const data = workerData as WriterWorkerData;
 const port = parentPort!;
 // The gateway never waits on SQLite's busy handler, which sleeps: the writer retries asynchronously (AuditWriter).
-const db = openDatabase(data.file, { synchronous: data.synchronous, checkpointsElsewhere: true, busyTimeoutMs: 0 });
+const db = openDatabase(data.file, { synchronous: data.synchronous, checkpointsElsewhere: true, busyTimeoutMs: 0, mustExist: true });
 
 type Done = Extract<FromWriter, { t: 'done' }>;
 const empty = (): Done => ({ t: 'done', acks: [], refusals: [], commits: [], queued: 0 });
@@ -26,7 +26,8 @@ function send(): void {
   sendScheduled = false;
   const message = outbox;
   outbox = empty();
-  message.queued = writer.queued;
+  // Decisions and control events are counted by the gateway until acknowledged; these are what only the thread holds.
+  message.queued = writer.queuedOutcomes;
   port.postMessage(message);
 }
 
@@ -38,7 +39,7 @@ function reply(fill: (o: Done) => void): void {
   }
 }
 
-const writer = new AuditWriter(db, new StoreFile(data.file), {
+const writer = new AuditWriter(db, new StoreFile(data.file, data.identity), {
   onCommit(ms, waitedMs) {
     reply((o) => o.commits.push({ ok: true, ms, waitedMs }));
   },
@@ -51,7 +52,8 @@ port.on('message', (m: ToWriter) => {
   switch (m.t) {
     case 'rows': {
       for (const c of m.control) writer.recordControl(c.event, c.policy);
-      if (m.decisions.length > 0) {
+      // Control events commit with the decisions' group: a message with either is acknowledged when it commits.
+      if (m.seq !== 0) {
         const seq = m.seq;
         writer.recordAll(m.decisions).then(
           () => reply((o) => o.acks.push(seq)),

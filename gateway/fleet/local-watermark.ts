@@ -23,10 +23,10 @@ export function localShippedThrough(db: Db): (chain: PrunedChain) => number {
 
 /**
  * Records locally what the central commit made durable. It is written on the
- * audit writer's connection, between its group commits, as retention is: a
- * second writing connection would compete with the writer for the lock,
- * which SQLite does not hand out fairly. The connection never waits for a
- * lock (busy_timeout 0): a busy write is retried on the next call. Behind the
+ * gateway's own connection, as retention is: the audit writer's when that
+ * commits on the event loop; with the writer on its thread the two take turns
+ * for the lock. The connection never waits for a lock (busy_timeout 0): a
+ * busy write is retried on the next call. Behind the
  * central watermark is the safe side: retention then keeps rows a little longer.
  */
 export class LocalWatermark {

@@ -20,6 +20,8 @@ export function withBusyTimeout<T>(db: Db, ms: number, fn: () => T): T {
 export interface OpenOptions {
   readonly synchronous: SyncMode;
   readonly readonly?: boolean;
+  /** Refuse to create the file: a connection opened after the gateway's must find the file it opened. */
+  readonly mustExist?: boolean;
   /**
    * How long a statement sleeps for a lock another connection holds. The sleep
    * blocks the thread, so the gateway's connection keeps it to milliseconds and
@@ -34,7 +36,7 @@ export interface OpenOptions {
 
 export function openDatabase(file: string, options: OpenOptions): Db {
   if (!options.readonly) mkdirSync(path.dirname(file), { recursive: true });
-  const db = new Database(file, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
+  const db = new Database(file, { readonly: options.readonly ?? false, fileMustExist: (options.readonly ?? false) || (options.mustExist ?? false) });
   db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
   if (!options.readonly) {
     db.pragma('journal_mode = WAL');

@@ -10,6 +10,12 @@ export class AuditStoreError extends Error {
   }
 }
 
+/** Which file a path named when it was opened. */
+export interface FileIdentity {
+  readonly dev: number;
+  readonly ino: number;
+}
+
 /**
  * The audit file the writer holds open. SQLite keeps writing to a deleted or
  * replaced file through its open descriptor, and succeeds: every row after
@@ -22,10 +28,15 @@ export class StoreFile {
   private readonly dev: number;
   private readonly ino: number;
 
-  constructor(readonly path: string) {
-    const stat = statSync(path);
-    this.dev = stat.dev;
-    this.ino = stat.ino;
+  /** `identity`: the file another holder opened (the writer's thread checks the gateway's file, not whatever is at the path now). */
+  constructor(readonly path: string, identity?: FileIdentity) {
+    const { dev, ino } = identity ?? statSync(path);
+    this.dev = dev;
+    this.ino = ino;
+  }
+
+  get identity(): FileIdentity {
+    return { dev: this.dev, ino: this.ino };
   }
 
   /** Throws AuditStoreError when the path no longer takes writes. */

@@ -67,40 +67,30 @@ async function serveOnce(prefix: string[], writerThread?: 'on' | 'off'): Promise
   }
 }
 
-test('confined to one core, the writer stays on the event loop and every row is written', async (t) => {
-  if (!hasTaskset) return t.pass('taskset is not available here');
-  const run = await serveOnce(['taskset', '-c', '0']);
-  t.is(run.writer, 'event loop');
-  t.deepEqual(run.statuses, [200, 403]);
-  t.is(run.decisions, 2);
-  t.is(run.outcomes, 1, 'the forwarded request\'s outcome was committed at the stop');
-  t.is(run.lastEvent, 'gateway.stopped');
-});
+interface Layout {
+  readonly title: string;
+  readonly prefix: string[];
+  readonly setting?: 'on' | 'off';
+  readonly writer: 'thread' | 'event loop';
+}
 
-test('with two cores, the writer has its own thread and every row is written', async (t) => {
-  if (availableParallelism() < 2) return t.pass('this machine has one core');
-  const run = await serveOnce([]);
-  t.is(run.writer, 'thread');
-  t.deepEqual(run.statuses, [200, 403]);
-  t.is(run.decisions, 2);
-  t.is(run.outcomes, 1, 'the forwarded request\'s outcome was committed at the stop');
-  t.is(run.lastEvent, 'gateway.stopped');
-});
+const ONE_CORE = ['taskset', '-c', '0'];
+const LAYOUTS: readonly Layout[] = [
+  { title: 'confined to one core, the writer stays on the event loop', prefix: ONE_CORE, writer: 'event loop' },
+  { title: 'with two cores, the writer has its own thread', prefix: [], writer: 'thread' },
+  { title: 'audit.writer_thread: off keeps the writer on the event loop on two cores', prefix: [], setting: 'off', writer: 'event loop' },
+  { title: 'audit.writer_thread: on gives the writer its thread even on one core', prefix: ONE_CORE, setting: 'on', writer: 'thread' },
+];
 
-test('audit.writer_thread: off keeps the writer on the event loop on two cores', async (t) => {
-  if (availableParallelism() < 2) return t.pass('this machine has one core');
-  const run = await serveOnce([], 'off');
-  t.is(run.writer, 'event loop');
-  t.deepEqual(run.statuses, [200, 403]);
-  t.is(run.decisions, 2);
-  t.is(run.lastEvent, 'gateway.stopped');
-});
-
-test('audit.writer_thread: on gives the writer its thread even on one core', async (t) => {
-  if (!hasTaskset) return t.pass('taskset is not available here');
-  const run = await serveOnce(['taskset', '-c', '0'], 'on');
-  t.is(run.writer, 'thread');
-  t.deepEqual(run.statuses, [200, 403]);
-  t.is(run.decisions, 2);
-  t.is(run.lastEvent, 'gateway.stopped');
-});
+for (const layout of LAYOUTS) {
+  test(`${layout.title}; every row is written`, async (t) => {
+    if (layout.prefix.length > 0 && !hasTaskset) return t.pass('taskset is not available here');
+    if (layout.prefix.length === 0 && availableParallelism() < 2) return t.pass('this machine has one core');
+    const run = await serveOnce(layout.prefix, layout.setting);
+    t.is(run.writer, layout.writer);
+    t.deepEqual(run.statuses, [200, 403], 'one request forwarded, one refused by the policy');
+    t.is(run.decisions, 2);
+    t.is(run.outcomes, 1, 'the forwarded request\'s outcome was committed at the stop');
+    t.is(run.lastEvent, 'gateway.stopped');
+  });
+}

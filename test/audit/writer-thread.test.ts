@@ -1,3 +1,4 @@
+import type { Worker } from 'node:worker_threads';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -7,7 +8,7 @@ import { verifyAuditChain } from '../../gateway/audit/verify-chain.js';
 import { AuditWriterThread } from '../../gateway/audit/writer-thread.js';
 import { openDatabase, type Db } from '../../gateway/store/connection.js';
 import { sqliteTime } from '../../gateway/store/sqlite-time.js';
-import { AuditStoreError } from '../../gateway/store/store-file.js';
+import { AuditStoreError, StoreFile } from '../../gateway/store/store-file.js';
 import { syntheticDecision, syntheticOutcome } from '../helpers/audit-rows.js';
 
 /**
@@ -33,7 +34,7 @@ function store(): Store {
   const reader = openDatabase(file, { synchronous: 'NORMAL' });
   const commits: number[] = [];
   const failures: unknown[] = [];
-  const writer = new AuditWriterThread(file, 'NORMAL', { onCommit: (ms) => commits.push(ms), onFailure: (err) => failures.push(err) });
+  const writer = new AuditWriterThread(new StoreFile(file), 'NORMAL', { onCommit: (ms) => commits.push(ms), onFailure: (err) => failures.push(err) });
   return {
     file, reader, commits, failures, writer,
     async remove() {
@@ -105,6 +106,39 @@ test('a decision the database itself refuses keeps SQLite\'s code across the thr
     s.reader.exec('DROP TRIGGER refuse_decisions');
     await s.writer.record(syntheticDecision(2, sqliteTime()));
     t.is(count(s.reader, 'usagelog'), 1);
+  } finally {
+    await s.remove();
+  }
+});
+
+/** The thread itself failing (a bug, out of memory), as a test can make it: terminated from outside. */
+function killThread(writer: AuditWriterThread): Promise<number> {
+  return (writer as unknown as { worker: Worker }).worker.terminate();
+}
+
+test('when the thread dies, its requests are refused at once, its control events go to the next thread, and close() still commits', async (t) => {
+  const s = store();
+  try {
+    s.writer.recordControl(controlEvent('policy.loaded', 'gateway', { policy_hash: 'd'.repeat(64) }));
+    const held = s.writer.record(syntheticDecision(0, sqliteTime()));
+    await killThread(s.writer);
+    const err = await held.then(() => null, (e: unknown) => e);
+    if (err !== null) t.is((err as { code?: string }).code, 'audit_writer_thread_died', 'a decision the thread held is refused, never left waiting');
+    t.true(s.writer.failing);
+    // The next thread starts 100 ms later; meanwhile decisions are refused at once.
+    await s.writer.record(syntheticDecision(1, sqliteTime())).then(() => t.fail('accepted without a thread'), (e: unknown) => t.is((e as { code?: string }).code, 'audit_writer_thread_died'));
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await s.writer.record(syntheticDecision(2, sqliteTime()));
+    t.false(s.writer.failing, 'a commit on the new thread ends the failure');
+    t.deepEqual(s.reader.prepare('SELECT kind FROM audit_event').pluck().all(), ['policy.loaded'], 'the event was committed once, whether or not the first thread got to it');
+
+    // Dying again, then closing within the restart delay: the last event is still committed.
+    await killThread(s.writer);
+    s.writer.recordControl(controlEvent('gateway.stopped', 'gateway', { pid: 1 }));
+    await s.writer.close(0);
+    t.is(s.reader.prepare('SELECT kind FROM audit_event ORDER BY rowid DESC LIMIT 1').pluck().get(), 'gateway.stopped');
+    t.true(verifyAuditChain(s.reader).ok);
+    await t.throwsAsync(s.writer.record(syntheticDecision(3, sqliteTime())), { message: /closed/ });
   } finally {
     await s.remove();
   }
