@@ -97,7 +97,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions)
   const initialPolicy = checkStart(config, env, options.writeAccess);
   // In fleet mode keys come from PostgreSQL; connected before the SQLite file so a refused start leaves neither open.
   const fleet = config.fleet ? await openFleetGateway(config.fleet, config.file, env, { logger, reporter }) : null;
-  // The writer's connection is on its thread: told to checkpoint inline if the checkpoint thread dies.
+  // If the checkpoint thread dies, the writer's connection (on the event loop or on its own thread) checkpoints inline.
   const { db, storeFile, checkpointer } = openAuditStore(config, logger, reporter, () => audit.checkpointAfterCommits());
   const keys = new KeyRegistry(fleet ? fleet.keys : new SqliteKeySource(db));
   const metrics = new GatewayMetrics(() => audit.queued, () => statSync(`${config.audit.path}-wal`, { throwIfNoEntry: false })?.size ?? 0);
