@@ -69,9 +69,9 @@ port.on('message', (m: ToWriter) => {
       db.pragma('wal_autocheckpoint = 1000');
       return;
     case 'flush':
-      db.pragma(`busy_timeout = ${m.busyTimeoutMs}`);
-      writer.flush();
-      // After the acknowledgements, which settle in the microtasks after flush().
+      // Commits synchronously; the promise only says so.
+      void writer.close(m.busyTimeoutMs);
+      // After the acknowledgements, which settle in the microtasks after the commit.
       setImmediate(() => {
         send();
         db.close();
