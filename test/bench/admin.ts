@@ -10,10 +10,10 @@
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
-import { openDatabase } from '../../gateway/store/connection.js';
 import { AdminQueries } from '../../gateway/admin/admin-queries.js';
 import { backupAuditDatabase } from '../../gateway/audit/backup.js';
-import { CHAIN_COLUMNS, GENESIS_HASH, rowHash } from '../../gateway/store/chain.js';
+import { CHAIN_COLUMNS } from '../../gateway/store/chain.js';
+import { openBulkLoad } from './prefill.js';
 import { DashboardData } from '../../gateway/admin/dashboard-data.js';
 
 const ROWS = Number(process.env.BENCH_ADMIN_ROWS ?? 10_000_000);
@@ -30,26 +30,12 @@ function seconds(ms: number): string {
 // ---------------------------------------------------------------- generate
 
 const started = performance.now();
-const db = openDatabase(file, { synchronous: 'NORMAL' });
-db.pragma('synchronous = OFF');
-db.pragma('cache_size = -1000000');
-// Indexes are built once after the bulk load: far faster than maintaining them row by row.
-const indexes = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('usagelog', 'usagelog_outcome') AND sql IS NOT NULL").all() as { sql: string }[];
-for (const { sql } of indexes) db.exec(`DROP INDEX ${/CREATE INDEX (\S+)/.exec(sql)![1]}`);
+const { db, finish } = openBulkLoad(file);
 
 const endJd = (db.prepare("SELECT julianday('now') AS jd").get() as { jd: number }).jd;
 const step = DAYS / ROWS;
-// Rows are chained as the gateway chains them, so the backup's chain check (part of what is measured) passes:
-// SQLite evaluates a row's result columns left to right, so chain_prev reads the link chain_hash then moves on.
-const links: Record<string, string> = { usagelog: GENESIS_HASH, usagelog_outcome: GENESIS_HASH };
-db.function('chain_prev', (chain) => links[chain as string]!);
-db.function('chain_hash', { varargs: true }, (chain, ...values) => {
-  const name = chain as 'usagelog' | 'usagelog_outcome';
-  const row = Object.fromEntries(CHAIN_COLUMNS[name].map(([column], i) => [column, values[i]]));
-  links[name] = rowHash(name, links[name]!, row);
-  return links[name];
-});
 const BENCH_POLICY = 'b'.repeat(64);
+// Rows are chained as the gateway chains them, so the backup's chain check (part of what is measured) passes.
 const decisionColumns = CHAIN_COLUMNS.usagelog.map(([c]) => c).join(', ');
 const insert = db.prepare(`
   WITH RECURSIVE n(i) AS (SELECT @from UNION ALL SELECT i + 1 FROM n WHERE i < @to)
@@ -86,9 +72,7 @@ for (let from = 1; from <= ROWS; from += CHUNK) {
   process.stderr.write(`\rbench:admin: generated ${to.toLocaleString('en')} of ${ROWS.toLocaleString('en')} rows (${seconds(performance.now() - started)})`);
 }
 process.stderr.write('\nbench:admin: building indexes …\n');
-for (const { sql } of indexes) db.exec(sql);
-db.pragma('wal_checkpoint(TRUNCATE)');
-db.close();
+finish();
 const generatedIn = performance.now() - started;
 const bytes = statSync(file).size;
 
