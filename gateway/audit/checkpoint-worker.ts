@@ -67,13 +67,13 @@ function checkpoint(): void {
     }
     // What the PASSIVE copied is synced here, not by the TRUNCATE under the write lock (wal-reset.ts).
     if (!copied.reset) syncDatabase();
-    // Everything copied, or between waiting escalations: a TRUNCATE that waits for nobody and has
-    // (almost) nothing left to copy; it shrinks the file the moment no reader is left on the WAL.
+    // Everything copied, or between waiting escalations: first a TRUNCATE that waits for nobody and
+    // has (almost) nothing left to copy; it shrinks the file the moment no reader is left on the WAL.
+    // Readers that always overlap, under writes that never pause, may leave no such moment, so past
+    // it the waiting escalation follows even when everything was copied.
     if (fullyCopied(copied) || Date.now() < escalateAfter) {
       db.pragma('wal_checkpoint(TRUNCATE)');
-      if (fullyCopied(copied)) backoffMs = data.backoffMs;
-      publishFileSize();
-      return;
+      if (publishFileSize() <= data.limitBytes || Date.now() < escalateAfter) return;
     }
     withBusyTimeout(db, data.escalatedWaitMs, () => db.pragma('wal_checkpoint(TRUNCATE)'));
     const left = publishFileSize();

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import test from 'ava';
 import { startHarness, type Harness } from '../helpers/gateway-harness.js';
 import { startMockUpstream, type MockUpstream } from '../helpers/mock-upstream.js';
@@ -26,13 +27,15 @@ const SAMPLE_MS = 100;
 const WINDOW_MS = 2000;
 /** How long the WAL may take to come back under the limit once readers are gone: two checkpointer ticks and a margin. */
 const SETTLE_MS = 3000;
-/** How long each of the admin's reads holds its snapshot: far longer than the checkpointer's escalated wait (40 ms). */
+/** How long each of the admin's reads holds its snapshot: far longer than a checkpointer tick (100 ms), well within its escalated wait (1 s). */
 const READ_MS = 300;
 const OVER_LIMIT_LOG = 'audit WAL is over its limit';
 
 let upstream: MockUpstream;
 const harnesses: Harness[] = [];
 const children: ChildProcessWithoutNullStreams[] = [];
+/** Process groups of the slow readers' shells, their loops and sqlite3s: killed whole, or a loop would outlive the test. */
+const readerGroups: number[] = [];
 
 test.before(async () => {
   upstream = await startMockUpstream();
@@ -40,6 +43,13 @@ test.before(async () => {
 
 test.after.always(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (const group of readerGroups) {
+    try {
+      process.kill(-group, 'SIGKILL');
+    } catch {
+      // Already gone: stop() ended it.
+    }
+  }
   for (const h of harnesses) await h.close();
   await upstream?.close();
 });
@@ -147,53 +157,36 @@ function mostAppendedIn(samples: readonly Sample[], windowMs: number): number {
  * snapshot is held by an open transaction rather than by a CPU-bound query
  * (a recursive CTE of the same length): on two cores such queries starve the
  * gateway, the load then writes too little to test anything, and for the WAL
- * a pinned snapshot is a pinned snapshot however it is held.
+ * a pinned snapshot is a pinned snapshot however it is held. A shell paces the
+ * reads, not this process: the gateway and its load share this event loop, and
+ * on a busy machine a COMMIT sent from here could come seconds late, holding a
+ * snapshot longer than the checkpointer's escalated wait (1 s) and so pinning
+ * the WAL by the test's doing, not the gateway's.
  */
-function startSlowReader(dbPath: string, delayMs: number): { reads(): number; stop(): Promise<void> } {
-  const child = spawn('sqlite3', ['-cmd', '.timeout 5000', dbPath], { stdio: ['pipe', 'pipe', 'pipe'] });
-  children.push(child);
+function startSlowReader(dir: string, dbPath: string, delayMs: number): { reads(): number; stop(): Promise<void> } {
+  const stopFile = path.join(dir, `stop-reader-${delayMs}`);
+  const script = `sleep ${delayMs / 1000}
+while [ ! -e "$STOP" ]; do
+  printf 'BEGIN;\nSELECT count(*), max(created_at) FROM usagelog;\n'
+  sleep ${READ_MS / 1000}
+  printf "COMMIT;\nSELECT 'read-done';\n"
+done | sqlite3 -cmd '.timeout 5000' "$DB"`;
+  const child = spawn('sh', ['-c', script], { env: { ...process.env, STOP: stopFile, DB: dbPath }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  readerGroups.push(child.pid!);
   child.stderr.resume();
-  let stopped = false;
   let reads = 0;
-  let out = '';
-  let marker = 0;
-  const answered = (tag: string) =>
-    new Promise<void>((resolve, reject) => {
-      const check = () => {
-        if (!out.includes(tag)) return;
-        child.stdout.off('data', onData);
-        child.off('exit', onExit);
-        resolve();
-      };
-      const onData = (d: Buffer) => {
-        out += d.toString();
-        check();
-      };
-      const onExit = (code: number | null) => reject(new Error(`slow reader exited (${code})`));
-      child.stdout.on('data', onData);
-      child.once('exit', onExit);
-      check();
-    });
-  const run = async () => {
-    await sleep(delayMs);
-    while (!stopped) {
-      const tag = `read-${++marker}-done`;
-      child.stdin.write(`BEGIN;\nSELECT count(*), max(created_at) FROM usagelog;\nSELECT '${tag}';\n`);
-      await answered(tag);
-      await sleep(READ_MS);
-      child.stdin.write('COMMIT;\n');
-      reads++;
-    }
-    const exited = once(child, 'exit');
-    child.stdin.end();
-    await exited;
-  };
-  const done = run();
+  let partial = '';
+  child.stdout.on('data', (d: Buffer) => {
+    const lines = (partial + d.toString()).split('\n');
+    partial = lines.pop()!;
+    reads += lines.filter((l) => l === 'read-done').length;
+  });
+  const exited = once(child, 'exit');
   return {
     reads: () => reads,
     async stop() {
-      stopped = true;
-      await done;
+      writeFileSync(stopFile, '');
+      await exited;
     },
   };
 }
@@ -242,7 +235,7 @@ test.serial('overlapping slow sqlite3 readers under load: the WAL stays within i
   const sampler = startSampler(h.dbPath);
   const load = startLoad(h, key);
   // Staggered by half a read, so that one always holds a snapshot when the other starts: no moment without a reader.
-  const readers = [startSlowReader(h.dbPath, 0), startSlowReader(h.dbPath, 150)];
+  const readers = [startSlowReader(h.dir, h.dbPath, 0), startSlowReader(h.dir, h.dbPath, 150)];
   // At least LOAD_MS, and until the load has written enough to matter: a busy machine answers fewer requests per second.
   const started = Date.now();
   const appendedSoFar = () => sampler.samples.reduce((sum, s) => sum + s.appended, 0);
