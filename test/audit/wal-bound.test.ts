@@ -30,6 +30,12 @@ const SETTLE_MS = 3000;
 /** How long each of the admin's reads holds its snapshot: far longer than a checkpointer tick (100 ms), well within its escalated wait (1 s). */
 const READ_MS = 300;
 const OVER_LIMIT_LOG = 'audit WAL is over its limit';
+/**
+ * The reads the checkpointer's escalated wait (1 s) is sized for, twice over
+ * (wal-checkpointer.ts, ESCALATION). A read held longer, as a busy machine can
+ * make the test's own, may outlast an escalation, which then backs off for 5 s.
+ */
+const SHORT_READ_MS = 500;
 
 let upstream: MockUpstream;
 const harnesses: Harness[] = [];
@@ -163,27 +169,39 @@ function mostAppendedIn(samples: readonly Sample[], windowMs: number): number {
  * snapshot longer than the checkpointer's escalated wait (1 s) and so pinning
  * the WAL by the test's doing, not the gateway's.
  */
-function startSlowReader(dir: string, dbPath: string, delayMs: number): { reads(): number; stop(): Promise<void> } {
+function startSlowReader(dir: string, dbPath: string, delayMs: number): { reads(): number; longestHoldMs(): number; stop(): Promise<void> } {
   const stopFile = path.join(dir, `stop-reader-${delayMs}`);
+  // Each read prints when its snapshot was taken and when its COMMIT ran, on SQLite's own clock.
+  const now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
   const script = `sleep ${delayMs / 1000}
 while [ ! -e "$STOP" ]; do
-  printf 'BEGIN;\nSELECT count(*), max(created_at) FROM usagelog;\n'
+  printf "BEGIN;\\nSELECT count(*), max(created_at) FROM usagelog;\\nSELECT 'began ' || ${now};\\n"
   sleep ${READ_MS / 1000}
-  printf "COMMIT;\nSELECT 'read-done';\n"
+  printf "COMMIT;\\nSELECT 'ended ' || ${now};\\n"
 done | sqlite3 -cmd '.timeout 5000' "$DB"`;
   const child = spawn('sh', ['-c', script], { env: { ...process.env, STOP: stopFile, DB: dbPath }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   readerGroups.push(child.pid!);
   child.stderr.resume();
   let reads = 0;
+  let longestHoldMs = 0;
+  let began: number | null = null;
   let partial = '';
   child.stdout.on('data', (d: Buffer) => {
     const lines = (partial + d.toString()).split('\n');
     partial = lines.pop()!;
-    reads += lines.filter((l) => l === 'read-done').length;
+    for (const line of lines) {
+      const [word, ms] = line.split(' ');
+      if (word === 'began') began = Number(ms);
+      if (word === 'ended' && began !== null) {
+        reads++;
+        longestHoldMs = Math.max(longestHoldMs, Number(ms) - began);
+      }
+    }
   });
   const exited = once(child, 'exit');
   return {
     reads: () => reads,
+    longestHoldMs: () => longestHoldMs,
     async stop() {
       writeFileSync(stopFile, '');
       await exited;
@@ -251,11 +269,18 @@ test.serial('overlapping slow sqlite3 readers under load: the WAL stays within i
   const twoSeconds = mostAppendedIn(samples, WINDOW_MS);
   const bound = LIMIT + twoSeconds;
   const restarts = samples.filter((s) => s.restarted).length;
-  t.log(`${answered} requests; the WAL restarted ${restarts} times; WAL appended ${mib(written)} in all, at most ${mib(twoSeconds)} in 2 s; largest WAL ${mib(largest)}, bound ${mib(bound)}; readers ran ${readers.map((r) => r.reads()).join(' and ')} reads; back under the limit ${settledIn ?? 'never'} ms after they stopped`);
+  const longestHold = Math.max(...readers.map((r) => r.longestHoldMs()));
+  const pinnedWarnings = h.logs.filter((l) => l.includes(OVER_LIMIT_LOG)).length;
+  t.log(`${answered} requests; the WAL restarted ${restarts} times; WAL appended ${mib(written)} in all, at most ${mib(twoSeconds)} in 2 s; largest WAL ${mib(largest)}, bound ${mib(bound)}; readers ran ${readers.map((r) => r.reads()).join(' and ')} reads, the longest snapshot held ${longestHold} ms; ${pinnedWarnings} pinned warnings; back under the limit ${settledIn ?? 'never'} ms after they stopped`);
 
   t.true(readers.every((r) => r.reads() >= 3), 'both readers kept reading');
   t.true(written > 3 * LIMIT, `the load wrote ${mib(written)}: without checkpoints the WAL would be far past its limit`);
-  t.true(largest <= bound, `the WAL reached ${mib(largest)}, over its bound ${mib(bound)}`);
+  if (longestHold <= SHORT_READ_MS) {
+    t.true(largest <= bound, `the WAL reached ${mib(largest)}, over its bound ${mib(bound)}, though no snapshot was held over ${SHORT_READ_MS} ms`);
+  } else {
+    // The machine stretched a read past what the escalation is sized for: the gateway may then back off, but must say so.
+    t.true(largest <= bound || pinnedWarnings > 0, `the WAL reached ${mib(largest)}, over its bound ${mib(bound)}, and the gateway never warned that it was pinned`);
+  }
   t.not(settledIn, undefined, `the WAL was not back under ${mib(LIMIT)} within ${SETTLE_MS} ms of the readers stopping`);
 });
 
