@@ -13,8 +13,8 @@ import path from 'node:path';
 import { AdminQueries } from '../../gateway/admin/admin-queries.js';
 import { backupAuditDatabase } from '../../gateway/audit/backup.js';
 import { CHAIN_COLUMNS } from '../../gateway/store/chain.js';
-import { openBulkLoad } from './prefill.js';
 import { DashboardData } from '../../gateway/admin/dashboard-data.js';
+import { openBulkLoad } from './prefill.js';
 
 const ROWS = Number(process.env.BENCH_ADMIN_ROWS ?? 10_000_000);
 const CHUNK = 1_000_000;

@@ -13,11 +13,6 @@ export const PREFILL_DAYS = 30;
 const PREFILL_CHUNK = 1_000_000;
 
 /**
- * `rows` decisions and as many outcomes, like syntheticDecision / syntheticOutcome but with
- * v7-shaped ids whose time is created_at's, chained as the gateway chains them, written with
- * INSERT … SELECT (as test/bench/admin.ts does) and the secondary indexes built afterwards.
- */
-/**
  * The audit file at `file` opened for a bulk load: no fsyncs, a big cache, the
  * secondary indexes dropped (building them once afterwards is far faster than
  * maintaining them row by row), and SQL functions that chain rows as the
@@ -51,6 +46,11 @@ export function openBulkLoad(file: string): { db: Db; finish: () => void } {
   };
 }
 
+/**
+ * `rows` decisions and as many outcomes, like syntheticDecision / syntheticOutcome but with
+ * v7-shaped ids whose time is created_at's, chained as the gateway chains them, written with
+ * INSERT … SELECT (as test/bench/admin.ts does) and the secondary indexes built afterwards.
+ */
 export function prefillAuditFile(file: string, rows: number, onProgress: (rowsDone: number) => void = () => {}): { seconds: number } {
   const started = performance.now();
   const { db, finish } = openBulkLoad(file);
