@@ -2,12 +2,15 @@ import { fdatasyncSync, statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { withBusyTimeout } from '../store/connection.js';
-import { copyBackAndReset, fullyCopied, type ResetHooks } from './wal-reset.js';
+import { WalPin } from './wal-pin.js';
+import { copyBackAndReset, dataVersion, fullyCopied, type ResetHooks } from './wal-reset.js';
 
 /**
  * Runs in the thread WalCheckpointer starts, on its own connection. Each tick
- * copies the WAL back and resets it early (wal-reset.ts; nothing to do while
- * nothing was committed since the last reset), which keeps it below
+ * copies the WAL back up to the pin it takes first (wal-pin.ts: the gateway's
+ * commits then never start the WAL over, and never sync its header) and
+ * resets it early (wal-reset.ts; nothing to do while nothing was committed
+ * since the last reset), which keeps it below
  * `limitBytes` whenever no reader holds an old snapshot and this thread gets
  * the CPU (docs/design/audit-writer.md, "The checkpointer needs the CPU").
  *
@@ -49,7 +52,15 @@ let escalateAfter = 0;
 let resetVersion: number | undefined;
 const syncDatabase = () => fdatasyncSync(data.dbFd);
 const publishFrames = (frames: number) => Atomics.store(inUse, 0, Math.round(frames * pageKiB));
+const pin = new WalPin(data.file);
+/** data_version when the pin was last taken; undefined while it is released. */
+let pinnedVersion: number | undefined;
+const unpin = () => {
+  pin.release();
+  pinnedVersion = undefined;
+};
 const resetHooks: ResetHooks = {
+  unpin,
   syncDatabase,
   // Published as soon as a reset starts, so that the prune holds off while it settles.
   onResetting: publishFrames,
@@ -57,6 +68,12 @@ const resetHooks: ResetHooks = {
 
 function checkpoint(): void {
   try {
+    // Taken again only after a commit: taken on a WAL already copied to its end, the pin would hold nothing back.
+    const version = dataVersion(db);
+    if (version !== pinnedVersion) {
+      pin.renew();
+      pinnedVersion = version;
+    }
     const copied = copyBackAndReset(db, resetFrames, resetHooks, resetVersion);
     resetVersion = copied.resetVersion;
     // After a reset SQLite still reports the old frame count until the next write: the WAL is empty.
@@ -65,6 +82,7 @@ function checkpoint(): void {
       backoffMs = data.backoffMs;
       return;
     }
+    unpin();
     // What the PASSIVE copied is synced here, not by the TRUNCATE under the write lock (wal-reset.ts).
     if (!copied.reset) syncDatabase();
     // Everything copied, or between waiting escalations: first a TRUNCATE that waits for nobody and
@@ -105,6 +123,7 @@ let timer = setTimeout(function tick() {
 parentPort!.on('message', () => {
   clearTimeout(timer);
   checkpoint();
+  pin.close();
   db.close();
   parentPort!.close();
 });

@@ -43,6 +43,8 @@ export interface CopyBackResult extends CheckpointResult {
 }
 
 export interface ResetHooks {
+  /** A reset is due: the caller's own reader on the WAL (the checkpointer's pin, wal-pin.ts) must let the copies reach its end. */
+  unpin(): void;
   /** Syncs the database file: an fsync outside SQLite (see above). */
   syncDatabase(): void;
   /** A reset is under way, of `frames`: what other writers add until it is done, its RESTART copies while it holds the write lock. */
@@ -62,7 +64,11 @@ export interface ResetHooks {
 export function copyBackAndReset(db: Db, resetFrames: number, hooks: ResetHooks, resetVersion?: number): CopyBackResult {
   if (resetVersion !== undefined && dataVersion(db) === resetVersion) return { busy: 0, log: 0, checkpointed: 0, reset: true, resetVersion };
   let passive = copyBack(db);
-  if (!fullyCopied(passive) || passive.log < resetFrames) return { ...passive, reset: false };
+  if (passive.log < resetFrames) return { ...passive, reset: false };
+  hooks.unpin();
+  // What the pin held back; a reader of an old snapshot holds the reset off until a later call.
+  if (!fullyCopied(passive)) passive = copyBack(db);
+  if (!fullyCopied(passive)) return { ...passive, reset: false };
   hooks.onResetting(passive.log);
   for (let i = 0; i < SETTLE_PASSES; i++) {
     const before = passive.log;
@@ -81,6 +87,6 @@ export function copyBackAndReset(db: Db, resetFrames: number, hooks: ResetHooks,
 }
 
 /** Changes whenever another connection commits (or rewrites the WAL's header: one more reset, never one fewer). */
-function dataVersion(db: Db): number {
+export function dataVersion(db: Db): number {
   return db.pragma('data_version', { simple: true }) as number;
 }

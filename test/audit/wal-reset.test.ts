@@ -50,6 +50,7 @@ function spyOnRestart(db: Db, events: string[]): void {
 
 function recordingHooks(events: string[], duringSync: () => void = () => {}): ResetHooks {
   return {
+    unpin: () => void events.push('unpin'),
     syncDatabase: () => {
       events.push('sync');
       duringSync();
@@ -75,7 +76,7 @@ test('a reset syncs the database file before its RESTART, while other connection
     } finally {
       other.close();
     }
-    t.deepEqual(events, ['resetting enough', 'sync', 'someone wrote', 'restart']);
+    t.deepEqual(events, ['unpin', 'resetting enough', 'sync', 'someone wrote', 'restart']);
   });
 });
 
@@ -93,6 +94,6 @@ test('a WAL that is still empty since its last reset is not reset again', (t) =>
     write(writer);
     const afterWrites = copyBackAndReset(checkpointer, RESET_FRAMES, recordingHooks(events), again.resetVersion);
     t.true(afterWrites.reset);
-    t.deepEqual(events, ['resetting enough', 'sync', 'restart'], 'new frames are reset again');
+    t.deepEqual(events, ['unpin', 'resetting enough', 'sync', 'restart'], 'new frames are reset again');
   });
 });
