@@ -17,19 +17,17 @@ import { WalPin } from '../../gateway/audit/wal-pin.js';
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const walStarts = (file: string) => readFileSync(`${file}-wal`).readUInt32BE(12);
 
-function withFile(run: (writer: Db, file: string, dir: string) => Promise<void> | void): Promise<void> {
+async function withFile(run: (writer: Db, file: string, dir: string) => Promise<void> | void): Promise<void> {
   const dir = mkdtempSync(path.join(tmpdir(), 'govgate-wal-pin-'));
   const file = path.join(dir, 'audit.db');
   const writer = openDatabase(file, { synchronous: 'NORMAL', checkpointsElsewhere: true });
-  return (async () => {
-    try {
-      writer.exec('CREATE TABLE filler (payload BLOB)');
-      await run(writer, file, dir);
-    } finally {
-      writer.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  })();
+  try {
+    writer.exec('CREATE TABLE filler (payload BLOB)');
+    await run(writer, file, dir);
+  } finally {
+    writer.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function insert(db: Db, rows = 1): void {
